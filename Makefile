@@ -1,0 +1,38 @@
+# posepipe: `make demo` and `make test` do all the set-up on a fresh machine (Python 3.11 only).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SOURCE ?=
+ROOT ?= ./data
+WORKERS ?=
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_LEVEL ?= WARNING
+export GX_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: install demo test lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 2; }
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/posepipe demo --root $(ROOT) $(if $(SOURCE),--source $(SOURCE)) $(if $(WORKERS),--workers $(WORKERS))
+
+lint: $(STAMP)
+	$(BIN)/ruff check flows tasks schemas storage tests bench
+	$(BIN)/lint-imports
+
+test: $(STAMP) lint
+	$(BIN)/pytest -q tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Schemas: skeletons, record schemas, errors and settings. Imports neither Prefect nor Dask."""

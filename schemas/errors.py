@@ -1,0 +1,121 @@
+"""The domain error hierarchy and the reject reason codes.
+
+Every error says what went wrong *and* what to do about it. Data checks raise these (never a bare
+``assert``); per-sample problems become rows in ``rejects`` with a :class:`RejectReason` code instead.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PosepipeError(Exception):
+    """Base class of every error posepipe raises on purpose.
+
+    Args:
+        message: What went wrong, naming the file, key or parameter involved.
+        hint: What the user should do about it.
+    """
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message}" + (f" (hint: {hint})" if hint else ""))
+
+
+class ConfigError(PosepipeError):
+    """A parameter, setting or command-line option is invalid."""
+
+
+class UnknownDatasetError(ConfigError):
+    """No adapter is registered under the requested dataset name."""
+
+
+class SourceError(PosepipeError):
+    """An input file or folder is missing or unusable as a whole."""
+
+
+class AnnotationFormatError(SourceError):
+    """An annotation file is malformed (bad JSON, truncated ``.mat``, missing key, wrong shape)."""
+
+
+class SchemaError(PosepipeError):
+    """Records do not conform to the pyarrow schema they are written with."""
+
+
+class SkeletonError(PosepipeError):
+    """Unknown skeleton, or keypoint arrays whose joint count does not match the skeleton."""
+
+
+class StorageError(PosepipeError):
+    """Reading or writing the dataset store failed."""
+
+
+class LockError(StorageError):
+    """Another process holds the lock of the dataset being rebuilt."""
+
+
+class VersionNotFoundError(StorageError):
+    """The requested dataset version or sample does not exist (or was never committed)."""
+
+
+class ValidationFailedError(PosepipeError):
+    """The validation gate refused a dataset version; ``LATEST`` was left untouched."""
+
+
+class RejectRatioExceededError(PosepipeError):
+    """More samples were rejected than the configured ``max_reject_ratio`` allows."""
+
+
+class FetchError(PosepipeError):
+    """A download or archive extraction failed."""
+
+
+class TransientFetchError(FetchError):
+    """A download failed in a way worth retrying (connection reset, timeout, HTTP 5xx)."""
+
+
+class ChecksumMismatchError(FetchError):
+    """A downloaded file's size or sha256 differs from the registered checksum."""
+
+
+class UnsafeArchiveError(FetchError):
+    """An archive member would escape the target folder, is a device/link, or exceeds the limits."""
+
+
+class ExtractionError(PosepipeError):
+    """Keypoint extraction (video decode or model inference) failed."""
+
+
+class ModelError(ExtractionError):
+    """A pose model file is missing, has the wrong checksum or cannot be loaded."""
+
+
+class EvaluationInputError(PosepipeError):
+    """Ground-truth or prediction files for an evaluation are missing or have the wrong shape."""
+
+
+class RejectReason(StrEnum):
+    """Reason codes of rows in ``rejects``. Stable strings: they are stored in Parquet."""
+
+    CROWD = "crowd"
+    ZERO_KEYPOINTS = "zero_keypoints"
+    BOX_TOO_SMALL = "box_too_small"
+    INVALID_BOX = "invalid_box"
+    DUPLICATE_ID = "duplicate_id"
+    IMAGE_MISSING = "image_missing"
+    IMAGE_UNREADABLE = "image_unreadable"
+    IMAGE_SIZE_MISMATCH = "image_size_mismatch"
+    PATH_ESCAPES_SOURCE = "path_escapes_source"
+    KEYPOINTS_OUT_OF_IMAGE = "keypoints_out_of_image"
+    MALFORMED_ANNOTATION = "malformed_annotation"
+    UNKNOWN_IMAGE = "unknown_image"
+    BAD_FLAG = "flagged_bad"
+    UNCHECKED = "unchecked"
+    NO_ANNOTATION = "no_annotation"
+    VIDEO_MISSING = "video_missing"
+    VIDEO_UNREADABLE = "video_unreadable"
+    VIDEO_EMPTY = "video_empty"
+    VIDEO_TRUNCATED = "video_truncated"
+    INFERENCE_FAILED = "inference_failed"
+    UNKNOWN_LABEL = "unknown_label"

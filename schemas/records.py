@@ -1,0 +1,179 @@
+"""pyarrow schemas of the canonical records: the single source of truth for writers and checks.
+
+Writers cast to these schemas (storage/), the validation suite is generated from them
+(schemas/expectations.py), and the manifest stores their fingerprint. Any change to a field here
+must bump :data:`SCHEMA_VERSION`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from schemas.errors import SchemaError
+
+SCHEMA_VERSION = "1.0.0"
+
+_XY = pa.list_(pa.float32(), 2)
+_BOX = pa.list_(pa.float32(), 4)
+
+#: One row per annotated person in an image (DESIGN.md "samples").
+SAMPLES_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False, metadata={"doc": "stable id from the source key"}),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("image_path", pa.string(), nullable=False, metadata={"doc": "relative to the raw root"}),
+        pa.field("image_width", pa.int32(), nullable=True),
+        pa.field("image_height", pa.int32(), nullable=True),
+        pa.field("person_index", pa.int32(), nullable=False),
+        pa.field("source_key", pa.string(), nullable=False, metadata={"doc": "annotation id in the source"}),
+        pa.field("activity", pa.string(), nullable=True),
+        pa.field("category", pa.string(), nullable=True),
+        pa.field("activity_id", pa.int32(), nullable=True),
+        pa.field("bbox_xyxy_px", _BOX, nullable=True),
+        pa.field("center_xy_px", _XY, nullable=True),
+        pa.field("scale", pa.float32(), nullable=True),
+        pa.field("head_box_xyxy_px", _BOX, nullable=True),
+        pa.field("torso_box_xyxy_px", _BOX, nullable=True),
+        pa.field("is_backwards_facing", pa.bool_(), nullable=True),
+        pa.field("skeleton", pa.string(), nullable=False),
+        pa.field("keypoints_xy_px", pa.list_(_XY), nullable=False, metadata={"doc": "(J, 2) float32, NaN unknown"}),
+        pa.field("keypoints_visibility", pa.list_(pa.int8()), nullable=False, metadata={"doc": "(J,) 0/1/2"}),
+        pa.field("extra", pa.string(), nullable=True, metadata={"doc": "dataset-specific JSON"}),
+    ],
+    metadata={"posepipe.record": "samples", "posepipe.schema_version": SCHEMA_VERSION},
+)
+
+#: Processed samples: the canonical fields plus the crop and where its pixels live.
+PROCESSED_SAMPLES_SCHEMA = pa.schema(
+    list(SAMPLES_SCHEMA)
+    + [
+        pa.field("crop_xyxy_px", _BOX, nullable=False, metadata={"doc": "crop box in source pixels"}),
+        pa.field("crop_width", pa.int32(), nullable=False),
+        pa.field("crop_height", pa.int32(), nullable=False),
+        pa.field("keypoints_crop_xy_px", pa.list_(_XY), nullable=False, metadata={"doc": "(J, 2) in crop pixels"}),
+        pa.field("pixels_file", pa.string(), nullable=False, metadata={"doc": "HDF5 shard, relative to version"}),
+        pa.field("pixels_row", pa.int32(), nullable=False),
+    ],
+    metadata={"posepipe.record": "processed_samples", "posepipe.schema_version": SCHEMA_VERSION},
+)
+
+#: One row per video clip (DESIGN.md "clips").
+CLIPS_SCHEMA = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("label_index", pa.int32(), nullable=False),
+        pa.field("group", pa.string(), nullable=True, metadata={"doc": "what splits must not cut across"}),
+        pa.field("subject", pa.string(), nullable=True),
+        pa.field("folds", pa.map_(pa.string(), pa.string()), nullable=True, metadata={"doc": "split name -> split"}),
+        pa.field("video_path", pa.string(), nullable=False),
+        pa.field("fps", pa.float32(), nullable=True),
+        pa.field("frames_decoded", pa.int32(), nullable=True),
+        pa.field("frames_declared", pa.int32(), nullable=True),
+        pa.field("decoder", pa.string(), nullable=True),
+        pa.field("sampled_frame_indices", pa.list_(pa.int32()), nullable=True),
+    ],
+    metadata={"posepipe.record": "clips", "posepipe.schema_version": SCHEMA_VERSION},
+)
+
+#: One row per detected person per frame (DESIGN.md "keypoints").
+KEYPOINTS_SCHEMA = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("frame_index", pa.int32(), nullable=False),
+        pa.field("person_index", pa.int32(), nullable=False),
+        pa.field("keypoints", pa.list_(pa.list_(pa.float32(), 3)), nullable=False, metadata={"doc": "(J, 3) x, y, score"}),
+        pa.field("person_score", pa.float32(), nullable=True),
+        pa.field("skeleton", pa.string(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),
+        pa.field("model_sha256", pa.string(), nullable=False),
+    ],
+    metadata={"posepipe.record": "keypoints", "posepipe.schema_version": SCHEMA_VERSION},
+)
+
+#: Every parsed input that did not reach a shard.
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("source_key", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=True),
+        pa.field("split", pa.string(), nullable=True),
+    ],
+    metadata={"posepipe.record": "rejects", "posepipe.schema_version": SCHEMA_VERSION},
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "samples": SAMPLES_SCHEMA,
+    "processed_samples": PROCESSED_SAMPLES_SCHEMA,
+    "clips": CLIPS_SCHEMA,
+    "keypoints": KEYPOINTS_SCHEMA,
+    "rejects": REJECTS_SCHEMA,
+}
+
+
+def schema_fingerprint(schema: pa.Schema) -> str:
+    """sha256 (hex, 16 chars) of the schema's field names, types and nullability.
+
+    Args:
+        schema: A pyarrow schema.
+
+    Returns:
+        A short stable hex digest; equal schemas give equal fingerprints across processes.
+    """
+    text = ";".join(f"{f.name}:{f.type}:{int(f.nullable)}" for f in schema)
+    return hashlib.sha256(f"{SCHEMA_VERSION}|{text}".encode()).hexdigest()[:16]
+
+
+def to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Build a table from row dicts, enforcing ``schema`` (missing nullable fields become null).
+
+    Args:
+        rows: Row mappings; keys not in the schema are an error (a typo must not vanish).
+        schema: Target schema.
+
+    Returns:
+        A table with exactly ``schema``.
+
+    Raises:
+        SchemaError: On unknown keys, missing non-nullable fields or values of the wrong type.
+    """
+    rows = list(rows)
+    names = set(schema.names)
+    columns: dict[str, list[Any]] = {n: [] for n in schema.names}
+    for i, row in enumerate(rows):
+        unknown = set(row) - names
+        if unknown:
+            raise SchemaError(f"row {i} has fields not in the {schema.metadata.get(b'posepipe.record', b'?').decode()} schema: {sorted(unknown)}")
+        for f in schema:
+            value = row.get(f.name)
+            if value is None and not f.nullable:
+                raise SchemaError(f"row {i}: non-nullable field {f.name!r} is missing", hint="fix the adapter that built it")
+            columns[f.name].append(value)
+    try:
+        arrays = [pa.array(columns[f.name], type=f.type) for f in schema]
+        return pa.Table.from_arrays(arrays, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        raise SchemaError(f"records do not conform to the schema: {exc}") from exc
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast ``table`` to ``schema`` (same column set, order from the schema).
+
+    Raises:
+        SchemaError: If columns are missing/extra or a cast is impossible.
+    """
+    if set(table.column_names) != set(schema.names):
+        missing = set(schema.names) - set(table.column_names)
+        extra = set(table.column_names) - set(schema.names)
+        raise SchemaError(f"table columns differ from schema: missing {sorted(missing)}, extra {sorted(extra)}")
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise SchemaError(f"cannot cast table to schema: {exc}") from exc

@@ -1,0 +1,90 @@
+"""fsspec paths and atomic writes: nothing half-written is ever visible.
+
+Every writer writes to a temporary name in the destination folder, then renames. On local disk the
+rename is atomic (``os.replace``); on object stores fsspec's ``mv`` of a single object is the
+closest equivalent (the manifest, written last, is what readers trust).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from schemas.errors import StorageError
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Resolve ``url`` (a local path or any fsspec URL) to a filesystem and a path on it."""
+    try:
+        fs, path = fsspec.core.url_to_fs(str(url))
+    except (ValueError, ImportError) as exc:
+        raise StorageError(f"cannot open storage root {url!r}: {exc}", hint="use a local path or an fsspec URL") from exc
+    return fs, path
+
+
+def join(*parts: str) -> str:
+    """Join path parts with ``/`` (fsspec paths are POSIX-like on every filesystem)."""
+    return "/".join(p.rstrip("/") for p in parts if p)
+
+
+def _tmp_name(path: str) -> str:
+    head, _, tail = path.rpartition("/")
+    return f"{head}/.{tail}.tmp-{uuid.uuid4().hex[:12]}" if head else f".{tail}.tmp-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.contextmanager
+def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success rename it to ``path``, on error delete it.
+
+    Args:
+        fs: Filesystem.
+        path: Final path.
+        mode: ``wb`` or ``w``.
+    """
+    fs.makedirs(path.rpartition("/")[0] or ".", exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        with fs.open(tmp, mode) as fh:
+            yield fh
+            if isinstance(fs, LocalFileSystem):
+                fh.flush()
+                os.fsync(fh.fileno())
+        if isinstance(fs, LocalFileSystem):
+            os.replace(tmp, path)
+        else:
+            fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_local_path(path: str) -> Iterator[str]:
+    """Yield a temporary local path beside ``path`` for libraries that need a file name (HDF5).
+
+    The temporary file is renamed to ``path`` when the block exits without error, deleted otherwise.
+    """
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(fs, path, "wb") as fh:
+        fh.write(data)
