@@ -1,0 +1,94 @@
+"""The keypoint-extractor contract shared by the extraction pipeline and the backends.
+
+A backend turns BGR frames into people. It is split in two steps so the pipeline can overlap them:
+``infer`` (the network; may hold a lock or a session, runs on one thread) and ``group`` (pure numpy
+post-processing of one frame's raw output, safe to run on another thread).
+
+Backends are created with :func:`tasks.keypoints.load_backend` (registry in ``tasks/keypoints``);
+TensorFlow, where a backend needs it, is imported inside that backend's module only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FramePoses:
+    """People found in one frame.
+
+    Attributes:
+        keypoints: ``(P, J, 3) float32`` x, y (original image pixels) and score per joint; joints
+            not found are ``(nan, nan, 0)``.
+        person_scores: ``(P,) float32`` one score per person.
+    """
+
+    keypoints: np.ndarray
+    person_scores: np.ndarray
+
+    @property
+    def num_people(self) -> int:
+        """P."""
+        return int(self.keypoints.shape[0])
+
+
+@dataclass(frozen=True)
+class RawOutput:
+    """A network's output for one frame, before grouping.
+
+    Attributes:
+        heatmaps: ``(h, w, K) float32`` part confidence maps at network resolution.
+        pafs: ``(h, w, 2L) float32`` part affinity fields (x, y interleaved per limb).
+        image_hw: Original frame (height, width) in pixels.
+        input_hw: Network input (height, width) the frame was resized to.
+    """
+
+    heatmaps: np.ndarray
+    pafs: np.ndarray
+    image_hw: tuple[int, int]
+    input_hw: tuple[int, int]
+
+
+class PoseEstimator(ABC):
+    """A multi-person pose backend.
+
+    Attributes:
+        name: Backend name (``tf-openpose``, ``opencv-openpose``).
+        skeleton: Skeleton name of the output joints (``openpose18``...).
+        model_sha256: sha256 of the model file(s): part of every resume key and output row.
+        batch_invariant: True only if a frame's output does not depend on the other frames in its
+            batch (checked per model; see :meth:`max_batch`).
+    """
+
+    name: str
+    skeleton: str
+    model_sha256: str
+    batch_invariant: bool = False
+
+    @property
+    def max_batch(self) -> int:
+        """Largest batch the pipeline may send: 1 unless the model is batch-invariant."""
+        return 8 if self.batch_invariant else 1
+
+    @abstractmethod
+    def infer(self, frames_bgr: Sequence[np.ndarray]) -> list[RawOutput]:
+        """Run the network on ``len(frames_bgr) <= max_batch`` frames, each ``(H, W, 3) uint8`` BGR."""
+
+    @abstractmethod
+    def group(self, raw: RawOutput) -> FramePoses:
+        """Decode one frame's raw output into people (peaks, PAF scoring, matching, assembly)."""
+
+    def predict(self, frames_bgr: Sequence[np.ndarray]) -> list[FramePoses]:
+        """``infer`` then ``group`` each frame, in ``max_batch`` chunks."""
+        out: list[FramePoses] = []
+        step = self.max_batch
+        for i in range(0, len(frames_bgr), step):
+            out.extend(self.group(r) for r in self.infer(frames_bgr[i : i + step]))
+        return out
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sessions or threads (optional)."""
