@@ -1,0 +1,36 @@
+"""Execution back-ends for flows: a LocalCluster by default, an existing scheduler on request.
+
+Prefect could be swapped out here without touching tasks/: flows only submit shard-level tasks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def dask_task_runner(workers: int | None = None, dask_address: str | None = None, threads_per_worker: int = 1) -> Any:
+    """A Prefect ``DaskTaskRunner``: connect to ``dask_address`` or start a LocalCluster.
+
+    Args:
+        workers: Worker processes for the LocalCluster (None: one per core).
+        dask_address: ``tcp://host:port`` of a running scheduler; overrides ``workers``.
+        threads_per_worker: Threads per LocalCluster worker.
+
+    Returns:
+        A ``prefect_dask.DaskTaskRunner``.
+    """
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    n = workers or max(1, os.cpu_count() or 1)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": n,
+            "threads_per_worker": threads_per_worker,
+            "processes": True,
+            "dashboard_address": ":0",
+        },
+    )

@@ -1,0 +1,35 @@
+"""Run settings (pydantic-settings): built at the entry point, never at import.
+
+Every field can come from the environment (``POSEPIPE_ROOT``, ``POSEPIPE_DASK_ADDRESS``,
+``POSEPIPE_WORKERS``...) or from the command line, which wins.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where data lives and how work is executed.
+
+    Attributes:
+        root: Storage root, a local path or any fsspec URL.
+        dask_address: Address of an existing Dask scheduler (``tcp://host:port``); None starts a
+            LocalCluster sized to the machine.
+        workers: LocalCluster worker processes (None: one per core).
+        threads_per_worker: Threads per LocalCluster worker.
+        seed: Run seed; per-sample randomness is seeded by (seed, stable hash of sample_id).
+        max_reject_ratio: A rebuild fails (and says so) when rejected/parsed exceeds this.
+        shard_size: Samples per shard (one Prefect task each).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="POSEPIPE_", extra="ignore")
+
+    root: str = "./data"
+    dask_address: str | None = None
+    workers: int | None = Field(default=None, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    seed: int = 0
+    max_reject_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    shard_size: int = Field(default=512, ge=1)
