@@ -119,3 +119,19 @@ class RejectReason(StrEnum):
     VIDEO_TRUNCATED = "video_truncated"
     INFERENCE_FAILED = "inference_failed"
     UNKNOWN_LABEL = "unknown_label"
+
+
+class DownloadRefusedError(FetchError):
+    """The server refused a download with an HTTP 4xx status, or a ``file://`` path is missing.
+
+    Never retried: the same request would get the same answer. ``status`` holds the HTTP status
+    (None for a missing local file).
+    """
+
+    def __init__(self, message: str, hint: str = "", status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message, hint)
+
+
+class CorruptArchiveError(FetchError):
+    """An archive cannot be read (truncated, bad headers, CRC error): download it again."""
