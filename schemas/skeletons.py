@@ -368,3 +368,22 @@ def flip_keypoints(
     out[..., 0] = (width_px - 1) - out[..., 0]
     perm = skeleton.flip_permutation
     return out[..., perm, :], np.asarray(visibility)[..., perm]
+
+
+# OpenPose MPI_15 (its Caffe MPI models' heatmap order). Names follow OpenPose's own ("Head", "Neck",
+# "Chest"): they are not mapped onto MPII's head_top/upper_neck/thorax, which OpenPose does not document.
+MPI15 = Skeleton(
+    name="mpi15",
+    joints=(
+        "head", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
+        "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "chest",
+    ),  # fmt: skip
+    limbs=(
+        ("head", "neck"), ("neck", "right_shoulder"), ("right_shoulder", "right_elbow"),
+        ("right_elbow", "right_wrist"), ("neck", "left_shoulder"), ("left_shoulder", "left_elbow"),
+        ("left_elbow", "left_wrist"), ("neck", "chest"), ("chest", "right_hip"), ("right_hip", "right_knee"),
+        ("right_knee", "right_ankle"), ("chest", "left_hip"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
+    ),  # fmt: skip
+    description="OpenPose MPI-15 (its MPI Caffe models' 15 parts; limbs = the 14 PAF pairs).",
+)
+SKELETONS[MPI15.name] = MPI15

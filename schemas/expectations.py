@@ -1,0 +1,86 @@
+"""Expectation suites generated from the record schemas (the schema is the single source of truth).
+
+This module only *describes* the suite as data (GX expectation class names + kwargs), so it has no
+Great Expectations import; ``tasks/validate.py`` turns the specs into GX 1.x expectations and runs
+them. Every non-nullable field gets a not-null expectation, the column set must match the schema,
+and the dataset context adds domain checks (known splits, skeleton name, output size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+_INTEGER_BOUNDS: dict[str, tuple[int | None, int | None]] = {
+    "image_width": (1, None),
+    "image_height": (1, None),
+    "person_index": (0, None),
+    "pixels_row": (0, None),
+}
+
+
+@dataclass(frozen=True)
+class ExpectationSpec:
+    """One expectation as data.
+
+    Attributes:
+        type: GX 1.x expectation class name (``ExpectColumnValuesToNotBeNull``...).
+        kwargs: Its keyword arguments.
+    """
+
+    type: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Short human label: ``type(column)``."""
+        col = self.kwargs.get("column")
+        return f"{self.type}({col})" if col else self.type
+
+
+def suite_for(schema: pa.Schema, *, dataset: str, splits: tuple[str, ...], skeleton: str | None, out_hw: tuple[int, int] | None) -> list[ExpectationSpec]:
+    """The shard suite for ``schema``.
+
+    Args:
+        schema: Record schema of the shard (e.g. ``PROCESSED_SAMPLES_SCHEMA``).
+        dataset: Dataset name every row must carry.
+        splits: Allowed split names (empty: any).
+        skeleton: Skeleton name every row must carry (None: not checked).
+        out_hw: Expected crop (height, width), when the schema has crop fields.
+
+    Returns:
+        Expectation specs, in a stable order.
+    """
+    specs = [ExpectationSpec("ExpectTableColumnsToMatchSet", {"column_set": list(schema.names), "exact_match": True})]
+    for f in schema:
+        if not f.nullable:
+            specs.append(ExpectationSpec("ExpectColumnValuesToNotBeNull", {"column": f.name}))
+        if f.name in _INTEGER_BOUNDS:
+            lo, hi = _INTEGER_BOUNDS[f.name]
+            specs.append(ExpectationSpec("ExpectColumnValuesToBeBetween", {"column": f.name, "min_value": lo, "max_value": hi}))
+    if "sample_id" in schema.names:
+        specs.append(ExpectationSpec("ExpectColumnValuesToBeUnique", {"column": "sample_id"}))
+    if "dataset" in schema.names:
+        specs.append(ExpectationSpec("ExpectColumnValuesToBeInSet", {"column": "dataset", "value_set": [dataset]}))
+    if splits and "split" in schema.names:
+        specs.append(ExpectationSpec("ExpectColumnValuesToBeInSet", {"column": "split", "value_set": list(splits)}))
+    if skeleton and "skeleton" in schema.names:
+        specs.append(ExpectationSpec("ExpectColumnValuesToBeInSet", {"column": "skeleton", "value_set": [skeleton]}))
+    if out_hw and "crop_height" in schema.names:
+        specs.append(ExpectationSpec("ExpectColumnValuesToBeInSet", {"column": "crop_height", "value_set": [out_hw[0]]}))
+        specs.append(ExpectationSpec("ExpectColumnValuesToBeInSet", {"column": "crop_width", "value_set": [out_hw[1]]}))
+    return specs
+
+
+#: Semantic checks run beside the GX suite on every shard (names used in reports).
+SEMANTIC_CHECKS = (
+    "joint_count_matches_skeleton",
+    "visibility_in_domain",
+    "visible_keypoints_inside_crop",
+    "crop_pixels_present",
+)
+
+#: Checks across all shards of a version, run at commit.
+VERSION_CHECKS = ("sample_ids_unique_across_shards", "splits_disjoint")

@@ -1,0 +1,264 @@
+"""COCO keypoints (``person_keypoints_*.json``) → canonical ``samples``.
+
+On-disk layouts accepted as ``source``:
+
+* the official one after unpacking the archives: ``annotations/person_keypoints_{split}2017.json``
+  and ``{split}2017/*.jpg``;
+* a flat folder: ``person_keypoints_*.json`` beside ``images/`` (e.g. COCO-MINI);
+* a single annotation file (``--source test_coco.json``) with images beside it or in ``images/``.
+
+Policy (parameters, with MMPose's defaults): crowd annotations and annotations without a labelled
+keypoint are rejected; boxes whose side is not above ``min_box_side_px`` are rejected.
+
+Coordinates are stored exactly as COCO gives them (COCO's evaluation compares them as stored).
+Unlabelled keypoints (``v = 0``, stored by COCO as ``0, 0``) become NaN. ``sample_id`` is
+``coco-{image_id:012d}-{annotation_id}``: stable, unique, and sorting it keeps the people of one
+image together in a shard.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.errors import AnnotationFormatError, RejectReason, SourceError
+from tasks.datasets.base import (
+    AdapterParams,
+    DatasetAdapter,
+    ParseResult,
+    Reject,
+    Source,
+    rejects_table,
+    safe_relative_path,
+    sha256_file,
+)
+
+_ANN_RE = re.compile(r"^person_keypoints_(?P<split>[A-Za-z]+)(?P<year>\d{4})?\.json$")
+_SPLIT_NAMES = {"val": "val", "train": "train", "test": "test", "minival": "val"}
+_NUM_JOINTS = 17
+
+
+class CocoParams(AdapterParams):
+    """COCO parse policy.
+
+    Attributes:
+        keep_crowd: Keep ``iscrowd`` annotations (default: reject as ``crowd``).
+        min_keypoints: Minimum labelled keypoints (``v > 0``); fewer → ``zero_keypoints``.
+        min_box_side_px: A box side must be strictly above this, else ``box_too_small``.
+        split: Split name used when ``source`` is a single annotation file.
+        check_keypoints_in_image: Reject labelled keypoints outside the image.
+    """
+
+    keep_crowd: bool = False
+    min_keypoints: int = 1
+    min_box_side_px: float = 0.0
+    split: str = "val"
+    check_keypoints_in_image: bool = True
+
+
+class CocoKeypoints(DatasetAdapter):
+    """COCO 2017 person keypoints."""
+
+    name = "coco"
+    skeleton = "coco17"
+    description = "COCO 2017 person keypoints: 17 joints per person, boxes, crowd flags."
+    homepage = "https://cocodataset.org/#keypoints-2017"
+    citation = "Lin et al., Microsoft COCO: Common Objects in Context, ECCV 2014."
+    splits = ("train", "val")
+    sources = (
+        Source(
+            name="annotations",
+            url="http://images.cocodataset.org/annotations/annotations_trainval2017.zip",
+            filename="annotations_trainval2017.zip",
+            size_bytes=252907541,
+            extract="zip",
+            description="instances, captions and person_keypoints for train2017 and val2017",
+        ),
+        Source(
+            name="images_val",
+            url="http://images.cocodataset.org/zips/val2017.zip",
+            filename="val2017.zip",
+            size_bytes=815585330,
+            extract="zip",
+            description="5,000 validation images",
+        ),
+        Source(
+            name="images_train",
+            url="http://images.cocodataset.org/zips/train2017.zip",
+            filename="train2017.zip",
+            size_bytes=19336861798,
+            extract="zip",
+            required=False,
+            description="118,287 training images (19 GB; optional)",
+        ),
+    )
+    Params = CocoParams
+
+    def parse(self, source: Path, params: AdapterParams) -> ParseResult:
+        """Parse every ``person_keypoints_*.json`` under ``source`` (or the one file given).
+
+        Raises:
+            SourceError: When no annotation file is found.
+            AnnotationFormatError: When a file is not valid COCO JSON (names file and position).
+        """
+        p = params if isinstance(params, CocoParams) else self.make_params(params.model_dump())
+        source = Path(source)
+        root = source.parent if source.is_file() else source
+        rows: list[dict[str, Any]] = []
+        rejects: list[Reject] = []
+        checksums: dict[str, str] = {}
+        stats: dict[str, Any] = {"images": 0, "annotation_files": 0}
+        for ann_file, split in _annotation_files(source, p.split):
+            rel = ann_file.relative_to(root).as_posix()
+            checksums[rel] = sha256_file(ann_file)
+            data = load_json(ann_file)
+            stats["annotation_files"] += 1
+            images_dir = _images_dir(root, ann_file, split, data)
+            n_images, file_rows, file_rejects = self._parse_file(data, ann_file, split, images_dir, root, p)
+            stats["images"] += n_images
+            rows.extend(file_rows)
+            rejects.extend(file_rejects)
+        return ParseResult(records=self.table(rows), rejects=rejects_table(rejects), input_checksums=checksums, stats=stats)
+
+    def _parse_file(
+        self, data: dict[str, Any], ann_file: Path, split: str, images_dir: str, root: Path, p: CocoParams
+    ) -> tuple[int, list[dict[str, Any]], list[Reject]]:
+        for key in ("images", "annotations"):
+            if not isinstance(data.get(key), list):
+                raise AnnotationFormatError(f"{ann_file}: top-level key {key!r} missing or not a list", hint="is this a COCO annotation file?")
+        images: dict[int, dict[str, Any]] = {}
+        for img in data["images"]:
+            if isinstance(img, dict) and "id" in img:
+                images[int(img["id"])] = img
+        rows: list[dict[str, Any]] = []
+        rejects: list[Reject] = []
+        seen: set[Any] = set()
+        for ann in data["annotations"]:
+            key = str(ann.get("id", "?")) if isinstance(ann, dict) else "?"
+            try:
+                row, reject = self._convert(ann, images, split, images_dir, root, seen, p)
+            except (TypeError, ValueError, KeyError) as exc:
+                row, reject = None, Reject(key, RejectReason.MALFORMED_ANNOTATION, f"{ann_file.name}: {exc!r}", split=split)
+            if row is not None:
+                rows.append(row)
+            else:
+                rejects.append(reject)  # type: ignore[arg-type]
+        return len(images), rows, rejects
+
+    def _convert(
+        self,
+        ann: dict[str, Any],
+        images: dict[int, dict[str, Any]],
+        split: str,
+        images_dir: str,
+        root: Path,
+        seen: set[Any],
+        p: CocoParams,
+    ) -> tuple[dict[str, Any] | None, Reject | None]:
+        ann_id = ann["id"]
+        key = str(ann_id)
+        if ann_id in seen:
+            return None, Reject(key, RejectReason.DUPLICATE_ID, f"annotation id {ann_id} appears more than once", split=split)
+        seen.add(ann_id)
+        if int(ann.get("category_id", 1)) != 1:
+            return None, Reject(key, RejectReason.MALFORMED_ANNOTATION, f"category_id {ann.get('category_id')} is not person", split=split)
+        image = images.get(int(ann["image_id"]))
+        if image is None:
+            return None, Reject(key, RejectReason.UNKNOWN_IMAGE, f"image_id {ann['image_id']} not in images", split=split)
+        if ann.get("iscrowd", 0) and not p.keep_crowd:
+            return None, Reject(key, RejectReason.CROWD, "iscrowd=1", split=split)
+        kps = np.asarray(ann.get("keypoints") or [0] * (3 * _NUM_JOINTS), dtype=np.float64)
+        if kps.size != 3 * _NUM_JOINTS:
+            return None, Reject(key, RejectReason.MALFORMED_ANNOTATION, f"{kps.size} keypoint values, expected 51", split=split)
+        kps = kps.reshape(_NUM_JOINTS, 3)
+        vis = np.clip(kps[:, 2], 0, 2).astype(np.int8)
+        labelled = vis > 0
+        if int(labelled.sum()) < p.min_keypoints:
+            return None, Reject(key, RejectReason.ZERO_KEYPOINTS, f"{int(labelled.sum())} labelled keypoints", split=split)
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        if not (np.isfinite([x, y, w, h]).all()) or w <= 0 or h <= 0:
+            return None, Reject(key, RejectReason.INVALID_BOX, f"bbox {ann['bbox']}", split=split)
+        if w <= p.min_box_side_px or h <= p.min_box_side_px:
+            return None, Reject(key, RejectReason.BOX_TOO_SMALL, f"bbox {w:.1f}x{h:.1f} px", split=split)
+        width, height = int(image["width"]), int(image["height"])
+        xy = np.where(labelled[:, None], kps[:, :2], np.nan).astype(np.float32)
+        if p.check_keypoints_in_image:
+            lab = xy[labelled]
+            outside = (lab[:, 0] < 0) | (lab[:, 1] < 0) | (lab[:, 0] > width) | (lab[:, 1] > height)
+            if outside.any():
+                return None, Reject(key, RejectReason.KEYPOINTS_OUT_OF_IMAGE, f"{int(outside.sum())} labelled keypoints outside {width}x{height}", split=split)
+        rel = safe_relative_path(root, f"{images_dir}/{image['file_name']}" if images_dir else str(image["file_name"]))
+        if rel is None or ".." in Path(str(image["file_name"])).parts or Path(str(image["file_name"])).is_absolute():
+            return None, Reject(key, RejectReason.PATH_ESCAPES_SOURCE, f"file_name {image['file_name']!r}", split=split)
+        image_id = int(ann["image_id"])
+        row = {
+            "sample_id": f"coco-{image_id:012d}-{ann_id}",
+            "dataset": self.name,
+            "split": split,
+            "image_path": rel.as_posix(),
+            "image_width": width,
+            "image_height": height,
+            "person_index": 0,
+            "source_key": key,
+            "bbox_xyxy_px": [x, y, x + w, y + h],
+            "center_xy_px": [x + w / 2, y + h / 2],
+            "scale": max(w, h) / 200.0,
+            "skeleton": self.skeleton,
+            "keypoints_xy_px": xy.tolist(),
+            "keypoints_visibility": vis.tolist(),
+            "extra": json.dumps({"image_id": image_id, "area": ann.get("area"), "iscrowd": int(ann.get("iscrowd", 0))}),
+        }
+        return row, None
+
+
+def load_json(path: Path) -> Any:
+    """Load a JSON file, turning syntax errors into an error that names file, line and column."""
+    try:
+        with open(path, "rb") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise AnnotationFormatError(
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno} (byte {exc.pos}): {exc.msg}",
+            hint="the file is truncated or corrupt; download it again",
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise AnnotationFormatError(f"{path}: not UTF-8 text at byte {exc.start}", hint="is this really a JSON file?") from exc
+
+
+def _annotation_files(source: Path, default_split: str) -> Iterator[tuple[Path, str]]:
+    if source.is_file():
+        yield source, default_split
+        return
+    if not source.is_dir():
+        raise SourceError(f"COCO source not found: {source}", hint="pass the folder holding person_keypoints_*.json")
+    found = sorted({*source.glob("person_keypoints_*.json"), *source.glob("annotations/person_keypoints_*.json")})
+    if not found:
+        raise SourceError(
+            f"no person_keypoints_*.json under {source} or {source}/annotations",
+            hint="unpack annotations_trainval2017.zip there, or pass the annotation file itself",
+        )
+    for path in found:
+        m = _ANN_RE.match(path.name)
+        split = _SPLIT_NAMES.get(m.group("split"), m.group("split")) if m else default_split
+        yield path, split
+
+
+def _images_dir(root: Path, ann_file: Path, split: str, data: dict[str, Any]) -> str:
+    """Folder (relative to ``root``) holding this file's images: the first candidate with them."""
+    m = _ANN_RE.match(ann_file.name)
+    year_split = f"{m.group('split')}{m.group('year') or ''}" if m else split
+    candidates = [year_split, f"images/{year_split}", "images", ""]
+    rel_ann_dir = ann_file.parent.relative_to(root).as_posix()
+    if rel_ann_dir not in ("", "."):
+        candidates += [f"{rel_ann_dir}/images", rel_ann_dir]
+    first = next((img.get("file_name") for img in data.get("images", []) if isinstance(img, dict)), None)
+    if isinstance(first, str):
+        for cand in candidates:
+            if (root / cand / first).is_file():
+                return cand
+    return candidates[0]

@@ -1,0 +1,206 @@
+"""Shard planning and shard processing (decode → crop → resize → write), batched per shard.
+
+Only :class:`ShardSpec` (paths and small numbers) goes in, only a small summary dict comes out:
+pixels never cross the orchestrator. Output bytes depend only on the rows of the shard, the crop
+configuration and the run seed — never on worker count or scheduling.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.errors import RejectReason
+from schemas.records import PROCESSED_SAMPLES_SCHEMA, REJECTS_SCHEMA, SAMPLES_SCHEMA, to_table
+from schemas.skeletons import get_skeleton
+from storage.fs import filesystem, join
+from storage.hdf5 import write_hdf5_shard
+from storage.parquet import read_parquet, write_parquet
+from tasks.datasets.base import Reject, rejects_table, stable_hash
+from tasks.transforms.geometry import CropConfig, crop_sample, make_crop_params, sample_rng
+from tasks.transforms.image_io import ImageReadError, read_image_bgr
+
+STAGING = "_staging"
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Everything a worker needs to build one shard (small and picklable).
+
+    Attributes:
+        dataset: Dataset name.
+        version: Version id.
+        root: Storage root URL.
+        split: Split of every row in the shard.
+        index: Shard index within the split.
+        staging_path: Parquet of all parsed records, sorted by (split, sample_id).
+        start: First row (inclusive) of this shard in the staging file.
+        stop: Last row (exclusive).
+        source_root: Local folder the records' ``image_path`` are relative to.
+        crop: :class:`CropConfig` fields.
+        seed: Run seed.
+    """
+
+    dataset: str
+    version: str
+    root: str
+    split: str
+    index: int
+    staging_path: str
+    start: int
+    stop: int
+    source_root: str
+    crop: dict[str, Any]
+    seed: int
+
+    @property
+    def stem(self) -> str:
+        """``{split}/part-{index:05d}`` relative to the version folder."""
+        return f"{self.split}/part-{self.index:05d}"
+
+
+def sort_records(table: pa.Table) -> pa.Table:
+    """Rows sorted by (split, sample_id): shard membership depends only on ids."""
+    return table.sort_by([("split", "ascending"), ("sample_id", "ascending")])
+
+
+def plan_shards(sorted_records: pa.Table, shard_size: int) -> list[tuple[str, int, int, int]]:
+    """Split sorted records into shards of at most ``shard_size`` rows, never across splits.
+
+    Args:
+        sorted_records: Output of :func:`sort_records`.
+        shard_size: Maximum rows per shard.
+
+    Returns:
+        ``(split, index, start, stop)`` per shard.
+
+    Example:
+        splits ``[a, a, a, b]`` with size 2 → ``[(a, 0, 0, 2), (a, 1, 2, 3), (b, 0, 3, 4)]``.
+    """
+    splits = sorted_records.column("split").to_pylist()
+    plan: list[tuple[str, int, int, int]] = []
+    i = 0
+    while i < len(splits):
+        split = splits[i]
+        j = i
+        while j < len(splits) and splits[j] == split:
+            j += 1
+        for k, start in enumerate(range(i, j, shard_size)):
+            plan.append((split, k, start, min(start + shard_size, j)))
+        i = j
+    return plan
+
+
+def _keypoint_box(bbox: list[float], xy: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """Union of the person box and the labelled keypoints, so every labelled joint is cropped in."""
+    box = np.asarray(bbox, dtype=np.float64)
+    ok = (vis > 0) & np.isfinite(xy).all(axis=1)
+    if ok.any():
+        pts = xy[ok]
+        box = np.array([min(box[0], pts[:, 0].min()), min(box[1], pts[:, 1].min()), max(box[2], pts[:, 0].max()), max(box[3], pts[:, 1].max())])
+    return box
+
+
+def process_shard(spec: ShardSpec) -> dict[str, Any]:
+    """Build one shard: decode each image once, crop/resize each person, write HDF5 then Parquet.
+
+    Bad samples (missing, truncated or unreadable image, size differing from the annotation,
+    missing box) become rejects with a reason code; the shard goes on.
+
+    Returns:
+        A small summary: split, index, rows written/rejected, reject counts by reason, relative
+        paths and sha256 of the Parquet and HDF5 files, and the rejects file path.
+    """
+    fs, root = filesystem(spec.root)
+    cfg = CropConfig(**spec.crop)
+    table = read_parquet(fs, spec.staging_path, SAMPLES_SCHEMA).slice(spec.start, spec.stop - spec.start)
+    rows = table.to_pylist()
+    vdir = join(root, "datasets", spec.dataset, spec.version)
+    source_root = Path(spec.source_root)
+    images: list[np.ndarray] = []
+    out_rows: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
+    cache_path: str | None = None
+    cache: np.ndarray | ImageReadError | None = None
+    for row in rows:
+        if row["image_path"] != cache_path:
+            cache_path = row["image_path"]
+            try:
+                cache = read_image_bgr(source_root / row["image_path"])
+            except ImageReadError as exc:
+                cache = exc
+        if isinstance(cache, ImageReadError):
+            rejects.append(Reject(row["source_key"], cache.reason, cache.detail, stage="process", split=row["split"]))
+            continue
+        image = cache
+        h, w = image.shape[:2]
+        if row["image_width"] is not None and (row["image_width"], row["image_height"]) != (w, h):
+            detail = f"annotation says {row['image_width']}x{row['image_height']}, file is {w}x{h}"
+            rejects.append(Reject(row["source_key"], RejectReason.IMAGE_SIZE_MISMATCH, detail, stage="process", split=row["split"]))
+            continue
+        if row["bbox_xyxy_px"] is None:
+            rejects.append(Reject(row["source_key"], RejectReason.INVALID_BOX, "no person box", stage="process", split=row["split"]))
+            continue
+        skeleton = get_skeleton(row["skeleton"])
+        xy = np.asarray(row["keypoints_xy_px"], dtype=np.float32).reshape(-1, 2)
+        vis = np.asarray(row["keypoints_visibility"], dtype=np.int8)
+        params = make_crop_params(sample_rng(spec.seed, stable_hash(row["sample_id"])), cfg)
+        result = crop_sample(image, _keypoint_box(row["bbox_xyxy_px"], xy, vis), xy, vis, skeleton, params, cfg)
+        out = dict(row)
+        out.update(
+            crop_xyxy_px=result.crop_xyxy_px.tolist(),
+            crop_width=cfg.out_width_px,
+            crop_height=cfg.out_height_px,
+            keypoints_crop_xy_px=result.keypoints_xy_px.tolist(),
+            keypoints_visibility=result.visibility.tolist(),
+            pixels_file=f"{spec.stem}.h5",
+            pixels_row=len(images),
+        )
+        if params.flip:
+            out["extra"] = json.dumps({**json.loads(row["extra"] or "{}"), "flipped": True})
+        out_rows.append(out)
+        images.append(result.image)
+    pixels = np.stack(images) if images else np.zeros((0, cfg.out_height_px, cfg.out_width_px, 3), np.uint8)
+    h5_sha = write_hdf5_shard(fs, join(vdir, f"{spec.stem}.h5"), [r["sample_id"] for r in out_rows], pixels, {"dataset": spec.dataset, "version": spec.version})
+
+    n, pq_sha = write_parquet(fs, join(vdir, f"{spec.stem}.parquet"), to_table(out_rows, PROCESSED_SAMPLES_SCHEMA), PROCESSED_SAMPLES_SCHEMA)
+    rejects_rel = f"{STAGING}/rejects-{spec.split}-{spec.index:05d}.parquet"
+    write_parquet(fs, join(vdir, rejects_rel), rejects_table(rejects), REJECTS_SCHEMA)
+    return {
+        "split": spec.split,
+        "index": spec.index,
+        "parquet": f"{spec.stem}.parquet",
+        "hdf5": f"{spec.stem}.h5",
+        "rows": n,
+        "rejected": len(rejects),
+        "rejects_by_reason": dict(sorted(collections.Counter(str(r.reason) for r in rejects).items())),
+        "rejects_file": rejects_rel,
+        "parquet_sha256": pq_sha,
+        "hdf5_sha256": h5_sha,
+        "parsed": len(rows),
+    }
+
+
+def shard_specs(
+    *, dataset: str, version: str, root: str, staging_path: str, plan: list[tuple[str, int, int, int]], source_root: str, crop: CropConfig, seed: int
+) -> list[ShardSpec]:
+    """One :class:`ShardSpec` per planned shard."""
+    return [
+        ShardSpec(dataset, version, root, split, index, staging_path, start, stop, source_root, asdict(crop), seed)
+        for split, index, start, stop in plan
+    ]
+
+
+def split_counts(table: pa.Table) -> dict[str, int]:
+    """Rows per split."""
+    if table.num_rows == 0:
+        return {}
+    vc = pc.value_counts(table.column("split")).to_pylist()
+    return {d["values"]: int(d["counts"]) for d in sorted(vc, key=lambda d: d["values"])}

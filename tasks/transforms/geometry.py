@@ -1,0 +1,205 @@
+"""Crop, resize and flip for an image and its keypoints together (torchvision-v2 style).
+
+Randomness is sampled once per sample (:func:`make_crop_params` from an ``np.random.Generator``)
+and then applied deterministically to pixels and keypoints by small pure kernels. Crop and resize
+are one affine warp (``cv2.warpAffine``): the same matrix moves the keypoints, so they cannot drift
+apart. The crop follows the FLIC notebook: the person box is padded by a ratio drawn in
+``[pad_min, pad_max]`` and shifted by up to ``shift_px``; boxes smaller than ``min_box_px`` are
+grown to it; the result is widened to the output aspect ratio. Regions outside the image are
+filled with ``fill_value``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from schemas.errors import ConfigError
+from schemas.skeletons import Skeleton
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """Crop and resize parameters (part of the dataset version).
+
+    Attributes:
+        out_height_px: Output height H.
+        out_width_px: Output width W.
+        pad_min: Smallest padding ratio (box side × ratio).
+        pad_max: Largest padding ratio.
+        shift_px: Maximum absolute centre shift in source pixels, per axis.
+        min_box_px: Box sides below this are grown to it before padding.
+        flip_prob: Probability of a horizontal flip (0 for dataset builds, >0 for augmentation).
+        fill_value: Grey level of pixels outside the source image.
+    """
+
+    out_height_px: int = 256
+    out_width_px: int = 192
+    pad_min: float = 1.4
+    pad_max: float = 1.6
+    shift_px: float = 5.0
+    min_box_px: float = 100.0
+    flip_prob: float = 0.0
+    fill_value: int = 0
+
+    def __post_init__(self) -> None:
+        if self.out_height_px < 8 or self.out_width_px < 8:
+            raise ConfigError(f"output size {self.out_width_px}x{self.out_height_px} is too small", hint="use at least 8x8")
+        if not 0 < self.pad_min <= self.pad_max:
+            raise ConfigError(f"pad ratio range [{self.pad_min}, {self.pad_max}] is invalid", hint="need 0 < pad_min <= pad_max")
+        if self.shift_px < 0 or self.min_box_px < 0 or not 0 <= self.flip_prob <= 1:
+            raise ConfigError("shift_px and min_box_px must be >= 0 and flip_prob in [0, 1]")
+
+
+@dataclass(frozen=True)
+class CropParams:
+    """Per-sample random draws (sampled once, applied to pixels and keypoints alike).
+
+    Attributes:
+        pad_ratio: Padding ratio in ``[pad_min, pad_max]``.
+        shift_xy_px: ``(2,)`` centre shift in source pixels.
+        flip: Whether to mirror horizontally.
+    """
+
+    pad_ratio: float
+    shift_xy_px: tuple[float, float]
+    flip: bool
+
+
+def make_crop_params(rng: np.random.Generator, cfg: CropConfig) -> CropParams:
+    """Draw one sample's crop parameters. Always draws the same number of values (stable streams)."""
+    pad = float(rng.uniform(cfg.pad_min, cfg.pad_max))
+    shift = rng.uniform(-cfg.shift_px, cfg.shift_px, size=2)
+    flip = bool(rng.random() < cfg.flip_prob)
+    return CropParams(pad_ratio=pad, shift_xy_px=(float(shift[0]), float(shift[1])), flip=flip)
+
+
+def sample_rng(seed: int, sample_key: int) -> np.random.Generator:
+    """Per-sample generator seeded by (run seed, stable hash of the sample id)."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(sample_key) & 0xFFFFFFFFFFFFFFFF])
+
+
+def crop_box_xyxy(bbox_xyxy_px: np.ndarray, params: CropParams, cfg: CropConfig) -> np.ndarray:
+    """The crop box in source pixels.
+
+    Args:
+        bbox_xyxy_px: ``(4,) float`` person box.
+        params: Sampled parameters.
+        cfg: Configuration.
+
+    Returns:
+        ``(4,) float32`` crop box ``x1, y1, x2, y2`` with aspect ratio ``W/H`` of the output.
+
+    Example:
+        A 100×200 box, pad 1.5, no shift, output 192×256: height 300, width 225.
+    """
+    x1, y1, x2, y2 = (float(v) for v in bbox_xyxy_px)
+    cx = (x1 + x2) / 2 + params.shift_xy_px[0]
+    cy = (y1 + y2) / 2 + params.shift_xy_px[1]
+    w = max(x2 - x1, cfg.min_box_px) * params.pad_ratio
+    h = max(y2 - y1, cfg.min_box_px) * params.pad_ratio
+    aspect = cfg.out_width_px / cfg.out_height_px
+    if w / h > aspect:
+        h = w / aspect
+    else:
+        w = h * aspect
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dtype=np.float32)
+
+
+def crop_affine(crop_xyxy_px: np.ndarray, out_width_px: int, out_height_px: int, flip: bool) -> np.ndarray:
+    """``(2, 3) float64`` affine mapping source pixel centres to output pixel centres.
+
+    The crop box edges map to the output edges (pixel-centre convention: the box edge ``x1`` maps
+    to ``-0.5``), and a flip mirrors by ``x' = W - 1 - x``. The box ``[-0.5, W - 0.5]`` of a W-wide
+    image with the same output size is the identity.
+    """
+    x1, y1, x2, y2 = (float(v) for v in crop_xyxy_px)
+    sx = out_width_px / (x2 - x1)
+    sy = out_height_px / (y2 - y1)
+    # Continuous coordinates with pixel centres at integers: the box edge x1 maps to the output's
+    # left edge -0.5 and x2 to W - 0.5, i.e. x_out = (x_src - x1) * sx - 0.5.
+    tx = -x1 * sx - 0.5
+    ty = -y1 * sy - 0.5
+    m = np.array([[sx, 0.0, tx], [0.0, sy, ty]], dtype=np.float64)
+    if flip:
+        m = np.array([[-1.0, 0.0, out_width_px - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0.0, 0.0, 1.0]])
+    return m
+
+
+def warp_image(image: np.ndarray, affine: np.ndarray, out_width_px: int, out_height_px: int, fill_value: int = 0) -> np.ndarray:
+    """Apply ``affine`` to ``(H, W, C) uint8`` pixels; returns ``(out_h, out_w, C) uint8``."""
+    return cv2.warpAffine(
+        image,
+        affine,
+        (out_width_px, out_height_px),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(fill_value, fill_value, fill_value),
+    )
+
+
+def warp_keypoints(keypoints_xy: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Apply ``affine`` to ``(..., J, 2) float32`` keypoints (NaN stays NaN)."""
+    xy = np.asarray(keypoints_xy, dtype=np.float64)
+    out = xy @ affine[:, :2].T + affine[:, 2]
+    return out.astype(np.float32)
+
+
+def flip_permute(keypoints: np.ndarray, visibility: np.ndarray, skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray]:
+    """Swap left/right joints (after a mirror): ``(..., J, 2)`` and ``(..., J)`` by the flip pairs."""
+    perm = skeleton.flip_permutation
+    return keypoints[..., perm, :], visibility[..., perm]
+
+
+@dataclass(frozen=True)
+class CropResult:
+    """One transformed sample.
+
+    Attributes:
+        image: ``(H, W, 3) uint8`` crop.
+        crop_xyxy_px: ``(4,) float32`` crop box in source pixels.
+        keypoints_xy_px: ``(J, 2) float32`` keypoints in crop pixels (NaN unknown).
+        visibility: ``(J,) int8`` (permuted when flipped).
+        params: The sampled parameters.
+    """
+
+    image: np.ndarray
+    crop_xyxy_px: np.ndarray
+    keypoints_xy_px: np.ndarray
+    visibility: np.ndarray
+    params: CropParams
+
+
+def crop_sample(
+    image: np.ndarray,
+    bbox_xyxy_px: np.ndarray,
+    keypoints_xy_px: np.ndarray,
+    visibility: np.ndarray,
+    skeleton: Skeleton,
+    params: CropParams,
+    cfg: CropConfig,
+) -> CropResult:
+    """Crop, resize (and maybe flip) one image and its keypoints with the same transform.
+
+    Args:
+        image: ``(H, W, 3) uint8`` source pixels.
+        bbox_xyxy_px: ``(4,)`` person box.
+        keypoints_xy_px: ``(J, 2) float32`` source keypoints.
+        visibility: ``(J,) int8``.
+        skeleton: For left/right swaps on flip.
+        params: Sampled parameters.
+        cfg: Configuration.
+
+    Returns:
+        A :class:`CropResult`.
+    """
+    box = crop_box_xyxy(bbox_xyxy_px, params, cfg)
+    affine = crop_affine(box, cfg.out_width_px, cfg.out_height_px, params.flip)
+    pixels = warp_image(image, affine, cfg.out_width_px, cfg.out_height_px, cfg.fill_value)
+    kps = warp_keypoints(keypoints_xy_px, affine)
+    vis = np.asarray(visibility, dtype=np.int8)
+    if params.flip:
+        kps, vis = flip_permute(kps, vis, skeleton)
+    return CropResult(image=pixels, crop_xyxy_px=box, keypoints_xy_px=kps, visibility=vis, params=params)

@@ -1,0 +1,182 @@
+"""The validation gate: the schema-generated GX suite plus semantic checks, per shard and per version.
+
+Great Expectations is imported inside :func:`run_gx_suite` only (it takes seconds to import), so
+ingest code never pays for it. Results are plain dicts: ``{"check", "success", "unexpected",
+"detail"}`` per expectation, so reports and error messages name the failing expectation and shard.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from schemas.expectations import ExpectationSpec, suite_for
+from schemas.records import PROCESSED_SAMPLES_SCHEMA
+from schemas.skeletons import get_skeleton
+from storage.fs import filesystem, join
+from storage.hdf5 import read_hdf5_rows
+from storage.parquet import read_parquet
+
+CROP_TOLERANCE_PX = 0.5
+
+
+def run_gx_suite(df: pd.DataFrame, specs: list[ExpectationSpec], suite_name: str) -> list[dict[str, Any]]:
+    """Run expectation specs on a DataFrame with Great Expectations 1.x (ephemeral context).
+
+    Returns:
+        One result dict per spec, in order.
+    """
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    ctx = gx.get_context(mode="ephemeral")
+    source = ctx.data_sources.add_pandas(f"{suite_name}-source")
+    asset = source.add_dataframe_asset(name="shard")
+    batch_def = asset.add_batch_definition_whole_dataframe("whole")
+    suite = ctx.suites.add(gx.ExpectationSuite(name=suite_name))
+    for spec in specs:
+        suite.add_expectation(getattr(gx.expectations, spec.type)(**spec.kwargs))
+    # GX cannot hash list cells; nested columns are checked by the semantic checks instead.
+    flat = df.copy()
+    for col in flat.columns:
+        if flat[col].map(lambda v: isinstance(v, list | np.ndarray)).any():
+            flat[col] = flat[col].map(lambda v: None if v is None else repr(np.asarray(v).tolist()))
+    batch = batch_def.get_batch(batch_parameters={"dataframe": flat})
+    result = batch.validate(suite, result_format="SUMMARY")
+    out = []
+    for spec, r in zip(specs, result.results, strict=True):
+        res = r.result or {}
+        out.append(
+            {
+                "check": spec.label,
+                "engine": "great_expectations",
+                "success": bool(r.success),
+                "unexpected": int(res.get("unexpected_count") or 0),
+                "detail": repr(res.get("partial_unexpected_list", res.get("details", "")))[:300] if not r.success else "",
+            }
+        )
+    return out
+
+
+def semantic_checks(df: pd.DataFrame, pixel_ids: list[str], pixel_shape: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Checks GX cannot express on nested columns.
+
+    Args:
+        df: The shard's rows (PROCESSED_SAMPLES_SCHEMA).
+        pixel_ids: Sample ids stored in the shard's HDF5, in row order.
+        pixel_shape: Shape of the HDF5 images array ``(N, H, W, 3)``.
+
+    Returns:
+        Result dicts for :data:`schemas.expectations.SEMANTIC_CHECKS`.
+    """
+    results = []
+
+    def add(name: str, bad: list[str]) -> None:
+        results.append({"check": name, "engine": "posepipe", "success": not bad, "unexpected": len(bad), "detail": ", ".join(bad[:5])})
+
+    bad_count, bad_vis, bad_crop = [], [], []
+    for row in df.itertuples(index=False):
+        sk = get_skeleton(row.skeleton)
+        xy = np.asarray([list(p) for p in row.keypoints_crop_xy_px], dtype=np.float32).reshape(-1, 2)
+        vis = np.asarray(row.keypoints_visibility, dtype=np.int16)
+        if len(xy) != sk.num_joints or len(vis) != sk.num_joints or len(row.keypoints_xy_px) != sk.num_joints:
+            bad_count.append(row.sample_id)
+            continue
+        if not np.isin(vis, (0, 1, 2)).all():
+            bad_vis.append(row.sample_id)
+        shown = (vis > 0) & np.isfinite(xy).all(axis=1)
+        pts = xy[shown]
+        lo = -0.5 - CROP_TOLERANCE_PX
+        if len(pts) and ((pts[:, 0] < lo) | (pts[:, 1] < lo) | (pts[:, 0] > row.crop_width - 0.5 + CROP_TOLERANCE_PX) | (pts[:, 1] > row.crop_height - 0.5 + CROP_TOLERANCE_PX)).any():
+            bad_crop.append(row.sample_id)
+    add("joint_count_matches_skeleton", bad_count)
+    add("visibility_in_domain", bad_vis)
+    add("visible_keypoints_inside_crop", bad_crop)
+    missing = []
+    if len(pixel_ids) != len(df) or (len(df) and pixel_shape[0] != len(df)):
+        missing.append(f"{len(df)} rows but {len(pixel_ids)} pixel rows")
+    else:
+        for row in df.itertuples(index=False):
+            if row.pixels_row >= len(pixel_ids) or pixel_ids[row.pixels_row] != row.sample_id:
+                missing.append(row.sample_id)
+    add("crop_pixels_present", missing)
+    return results
+
+
+def validate_shard(root: str, dataset: str, version: str, shard: dict[str, Any], splits: tuple[str, ...], skeleton: str | None, out_hw: tuple[int, int]) -> dict[str, Any]:
+    """Validate one processed shard (Parquet rows + HDF5 pixels).
+
+    Returns:
+        ``{"shard": "val/part-00000", "success": bool, "results": [...]}``.
+    """
+    fs, path = filesystem(root)
+    vdir = join(path, "datasets", dataset, version)
+    table = read_parquet(fs, join(vdir, shard["parquet"]), PROCESSED_SAMPLES_SCHEMA)
+    df = table.to_pandas()
+    ids, pixels = read_hdf5_rows(fs, join(vdir, shard["hdf5"]))
+    specs = suite_for(PROCESSED_SAMPLES_SCHEMA, dataset=dataset, splits=splits, skeleton=skeleton, out_hw=out_hw)
+    name = shard["parquet"].removesuffix(".parquet")
+    results = run_gx_suite(df, specs, f"{dataset}-{name.replace('/', '-')}") if len(df) else []
+    results += semantic_checks(df, ids, pixels.shape)
+    return {"shard": name, "success": all(r["success"] for r in results), "results": results}
+
+
+def version_checks(root: str, dataset: str, version: str, shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Checks across shards: sample ids unique, splits disjoint by sample id and by image."""
+    fs, path = filesystem(root)
+    vdir = join(path, "datasets", dataset, version)
+    ids: dict[str, str] = {}
+    images: dict[str, set[str]] = {}
+    dup, overlap = [], set()
+    for shard in shards:
+        t = read_parquet(fs, join(vdir, shard["parquet"]))
+        for sid, split, image in zip(t.column("sample_id").to_pylist(), t.column("split").to_pylist(), t.column("image_path").to_pylist(), strict=True):
+            if sid in ids:
+                dup.append(sid)
+            ids[sid] = split
+            images.setdefault(image, set()).add(split)
+    overlap = {img for img, sp in images.items() if len(sp) > 1}
+    return [
+        {"check": "sample_ids_unique_across_shards", "engine": "posepipe", "success": not dup, "unexpected": len(dup), "detail": ", ".join(dup[:5])},
+        {"check": "splits_disjoint", "engine": "posepipe", "success": not overlap, "unexpected": len(overlap), "detail": ", ".join(sorted(overlap)[:5])},
+    ]
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    """``"shard: check (n unexpected: detail)"`` for every failed check of a validation report."""
+    out = []
+    for shard in report["shards"]:
+        for r in shard["results"]:
+            if not r["success"]:
+                out.append(f"{shard['shard']}: {r['check']} ({r['unexpected']} unexpected: {r['detail']})")
+    for r in report["version"]:
+        if not r["success"]:
+            out.append(f"version: {r['check']} ({r['unexpected']} unexpected: {r['detail']})")
+    return out
+
+
+def render_html(report: dict[str, Any], title: str) -> str:
+    """A self-contained HTML page of the validation report (one row per shard × check)."""
+    rows = []
+    for shard in report["shards"] + [{"shard": "(version)", "results": report["version"]}]:
+        for r in shard["results"]:
+            colour = "#dfd" if r["success"] else "#fdd"
+            rows.append(
+                f"<tr style='background:{colour}'><td>{html.escape(shard['shard'])}</td><td>{html.escape(r['check'])}</td>"
+                f"<td>{r['engine']}</td><td>{'pass' if r['success'] else 'FAIL'}</td><td>{r['unexpected']}</td>"
+                f"<td>{html.escape(str(r['detail']))}</td></tr>"
+            )
+    status = "PASSED" if report["success"] else "FAILED"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+        f"<h1>{html.escape(title)}: {status}</h1><table border=1 cellpadding=3>"
+        "<tr><th>shard</th><th>check</th><th>engine</th><th>result</th><th>unexpected</th><th>detail</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>\n"
+    )
