@@ -135,3 +135,14 @@ class DownloadRefusedError(FetchError):
 
 class CorruptArchiveError(FetchError):
     """An archive cannot be read (truncated, bad headers, CRC error): download it again."""
+
+
+class VideoDecodeError(ExtractionError):
+    """A video (or frame sequence) cannot be decoded; ``reason`` is the reject code it maps to.
+
+    The extraction pipeline turns it into a ``rejects`` row for the clip and goes on with the shard.
+    """
+
+    def __init__(self, message: str, hint: str = "", reason: RejectReason = RejectReason.VIDEO_UNREADABLE) -> None:
+        self.reason = reason
+        super().__init__(message, hint)
