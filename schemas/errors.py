@@ -119,6 +119,7 @@ class RejectReason(StrEnum):
     VIDEO_TRUNCATED = "video_truncated"
     INFERENCE_FAILED = "inference_failed"
     UNKNOWN_LABEL = "unknown_label"
+    NOT_IN_SPLIT = "not_in_split"  # outside the chosen split protocol (FLIC-plus, MPII single-person)
 
 
 class DownloadRefusedError(FetchError):
