@@ -5,6 +5,7 @@ Prefect could be swapped out here without touching tasks/: flows only submit sha
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -32,5 +33,6 @@ def dask_task_runner(workers: int | None = None, dask_address: str | None = None
             "threads_per_worker": threads_per_worker,
             "processes": True,
             "dashboard_address": ":0",
+            "silence_logs": logging.ERROR,
         },
     )

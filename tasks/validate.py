@@ -35,7 +35,10 @@ def run_gx_suite(df: pd.DataFrame, specs: list[ExpectationSpec], suite_name: str
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     source = ctx.data_sources.add_pandas(f"{suite_name}-source")
     asset = source.add_dataframe_asset(name="shard")
     batch_def = asset.add_batch_definition_whole_dataframe("whole")
