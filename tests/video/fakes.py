@@ -69,3 +69,34 @@ def write_frame_folder(folder: Path, pattern: str, num_frames: int, width: int =
         if not cv2.imwrite(str(folder / name), image):
             raise RuntimeError(f"cannot write {folder / name}")
     return folder
+
+
+def write_vfr_video(path: Path, times_ms: list[int], width: int = 64, height: int = 48) -> Path:
+    """Write an MP4 (MPEG-4 part 2) whose frames sit at the given presentation times (variable rate).
+
+    Args:
+        path: Output ``.mp4`` file.
+        times_ms: Increasing presentation time of each frame in milliseconds.
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+
+    Returns:
+        ``path``.
+    """
+    from fractions import Fraction
+
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(make_frame(i, width, height), format="bgr24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
