@@ -134,6 +134,7 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams = DecodeParams()) -> P
     kernel = np.ones((params.nms_window, params.nms_window), np.uint8)
     dilated = cv2.dilate(work, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=-np.inf).reshape(work.shape)
     mask = (work >= dilated) & (work > params.peak_threshold)
+    mask = _first_of_plateaus(mask, params.nms_window // 2)
     ys, xs, js = np.nonzero(mask)
     scores = up[ys, xs, js]
     # Sort by joint, then by score descending; cap each joint at max_peaks.
@@ -153,8 +154,12 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams = DecodeParams()) -> P
         right = work[ys, np.minimum(xs + 1, W - 1), js]
         up_ = work[np.maximum(ys - 1, 0), xs, js]
         down = work[np.minimum(ys + 1, H - 1), xs, js]
-        u += _quadratic_offset(left, c, right)
-        v += _quadratic_offset(up_, c, down)
+        du = _quadratic_offset(left, c, right)
+        dv = _quadratic_offset(up_, c, down)
+        u += du
+        v += dv
+        if f == 1:  # the score too: the parabolas' vertex value (c + slope * offset / 2 per axis)
+            scores = scores + 0.25 * (right - left) * du + 0.25 * (down - up_) * dv
     if f > 1:  # upsampled pixel q <-> map cell (q + 0.5) / f - 0.5 (half-pixel aligned resize)
         u = (u + 0.5) / f - 0.5
         v = (v + 0.5) / f - 0.5
@@ -165,6 +170,29 @@ def find_peaks(heatmaps: np.ndarray, params: DecodeParams = DecodeParams()) -> P
         score=scores.astype(np.float32),
         offsets=offsets,
     )
+
+
+def _first_of_plateaus(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Keep one maximum per plateau: drop a candidate if another lies before it (raster order) in its window.
+
+    Upsampling puts a cell centre between pixels, so a symmetric bump becomes a 2x2 plateau of equal
+    maxima; without this each would start its own person.
+
+    Args:
+        mask: ``(H, W, C) bool`` local-maximum candidates.
+        radius: Half-size of the NMS window.
+    """
+    if radius == 0 or not mask.any():
+        return mask
+    h, w = mask.shape[:2]
+    padded = np.pad(mask, ((radius, radius), (radius, radius), (0, 0)))
+    earlier = np.zeros_like(mask)
+    for dy in range(-radius, 1):
+        for dx in range(-radius, radius + 1):
+            if dy == 0 and dx >= 0:
+                break
+            earlier |= padded[radius + dy : radius + dy + h, radius + dx : radius + dx + w]
+    return mask & ~earlier
 
 
 def _quadratic_offset(minus: np.ndarray, centre: np.ndarray, plus: np.ndarray) -> np.ndarray:
