@@ -1,0 +1,439 @@
+"""Fetch every source of a dataset into the raw store and return the folder its adapter parses.
+
+Storage layout under ``{root}/raw/{dataset}/`` (``root`` must be a local path; fetching needs
+``Range`` resume, hard links and atomic renames, which object stores do not give; stage the raw
+tree on local disk and point ``--root`` at it)::
+
+    downloads/<filename>                 complete, verified files (renamed in only when verified)
+    downloads/<filename>.part            an interrupted download, resumed with HTTP Range
+    downloads/<filename>.bad-<sha12>     a download whose sha256/size did not match, kept aside
+    index.json                           {"by_sha256": {sha256: {filename, size_bytes, url, source}}}
+    extracted/                           THE source folder passed to ``adapter.parse``
+    extracted/<extract_to>/...           each source unpacked (archives) or hard-linked (plain files)
+    state/<source name>.json             per-source marker: the archive's sha256 and the entries it
+                                         created; an unchanged archive is not extracted again
+    .lock                                one fetch of a dataset at a time (filelock)
+
+A file is *reused* when ``downloads/<filename>`` exists with the size recorded in ``index.json``
+and, when a sha256 is registered, the recorded sha256 equals it (large files are not re-hashed on
+every run). A file on disk without an index entry is hashed and verified before it is adopted.
+
+Where a file comes from, in order: the store (reuse), ``manual_dir/<filename>`` (files downloaded
+by hand, verified the same way), ``{mirror}/<filename>`` (HTTP(S) or ``file://`` prefix), the
+owner's URL. A ``404``/``4xx`` moves on to the next candidate; a checksum mismatch stops at once.
+An optional source (``required=False``) that no candidate has is skipped with a warning; a
+required one is an error. Expected checksums come from the registry (:mod:`tasks.fetch.registry`)
+or the ``Source`` itself; without one the download proceeds with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from filelock import FileLock, Timeout
+from fsspec.implementations.local import LocalFileSystem
+
+from schemas.errors import (
+    ChecksumMismatchError,
+    ConfigError,
+    DownloadRefusedError,
+    LockError,
+)
+from storage.fs import filesystem
+from tasks.datasets import get_adapter
+from tasks.datasets.base import DatasetAdapter, Source
+from tasks.fetch.archive import ExtractionLimits, safe_extract
+from tasks.fetch.download import DownloadResult, ProgressFn, RetryPolicy, download, place_file, sha256_of
+from tasks.fetch.registry import Checksum, load_checksums, save_checksums
+
+log = logging.getLogger(__name__)
+
+Action = Literal["downloaded", "reused", "manual", "skipped"]
+Extraction = Literal["extracted", "reused", "placed", "none"]
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """The outcome for one source.
+
+    Attributes:
+        source: The source's logical name.
+        filename: Stored file name.
+        action: ``downloaded``, ``reused`` (already in the store), ``manual`` (from ``manual_dir``)
+            or ``skipped`` (optional and unavailable).
+        url: Where the bytes came from (the mirror's or owner's URL, or the manual file's path).
+        path: Local path of the verified file (None when skipped).
+        size_bytes: Its size.
+        sha256: Its sha256.
+        registered: Whether a registered/declared sha256 verified it.
+        extraction: ``extracted``, ``reused`` (unchanged archive), ``placed`` (plain file linked
+            into the tree) or ``none`` (skipped).
+        transferred_bytes: Bytes received over the network for it in this call.
+    """
+
+    source: str
+    filename: str
+    action: Action
+    url: str = ""
+    path: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    registered: bool = False
+    extraction: Extraction = "none"
+    transferred_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What :func:`fetch_dataset` did.
+
+    Attributes:
+        dataset: Dataset name.
+        source_dir: The folder to pass to ``adapter.parse`` (``{root}/raw/{dataset}/extracted``).
+        files: One entry per source, in the adapter's order.
+        warnings: Human-readable warnings (unregistered checksums, skipped optional sources).
+        registry: The registry file written, when ``register_checksums`` was set.
+    """
+
+    dataset: str
+    source_dir: str
+    files: tuple[FetchedFile, ...]
+    warnings: tuple[str, ...] = ()
+    registry: str | None = None
+
+    @property
+    def downloaded(self) -> list[str]:
+        """File names fetched over the network in this call."""
+        return [f.filename for f in self.files if f.action == "downloaded"]
+
+    @property
+    def reused(self) -> list[str]:
+        """File names already in the store."""
+        return [f.filename for f in self.files if f.action == "reused"]
+
+    @property
+    def checksums(self) -> dict[str, str]:
+        """File name -> sha256 of every fetched file (the dataset version hashes these)."""
+        return {f.filename: f.sha256 for f in self.files if f.sha256}
+
+
+@dataclass
+class _Store:
+    raw: Path
+    index: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def downloads(self) -> Path:
+        return self.raw / "downloads"
+
+    @property
+    def extracted(self) -> Path:
+        return self.raw / "extracted"
+
+    def marker(self, source: Source) -> Path:
+        return self.raw / "state" / f"{source.name}.json"
+
+    def load(self) -> None:
+        path = self.raw / "index.json"
+        try:
+            self.index = json.loads(path.read_text()) if path.is_file() else {}
+        except json.JSONDecodeError:
+            log.warning("%s is unreadable; files will be re-hashed", path)
+            self.index = {}
+        self.index.setdefault("by_sha256", {})
+
+    def save(self) -> None:
+        _write_json(self.raw / "index.json", self.index)
+
+    def entry_for(self, filename: str) -> tuple[str, dict[str, Any]] | None:
+        for sha, entry in self.index["by_sha256"].items():
+            if entry.get("filename") == filename:
+                return sha, entry
+        return None
+
+    def record(self, source: Source, filename: str, size: int, sha: str, url: str) -> None:
+        by_sha = self.index["by_sha256"]
+        for old in [s for s, e in by_sha.items() if e.get("filename") == filename and s != sha]:
+            del by_sha[old]
+        by_sha[sha] = {"filename": filename, "size_bytes": size, "url": url, "source": source.name}
+        self.save()
+
+
+def fetch_dataset(
+    dataset: str,
+    root: str,
+    mirror: str | None = None,
+    manual_dir: str | None = None,
+    register_checksums: bool = False,
+    progress: ProgressFn | Callable[[str, int, int | None], None] | None = None,
+    *,
+    adapter: DatasetAdapter | None = None,
+    checksums_dir: str | Path | None = None,
+    retry: RetryPolicy | None = None,
+    timeout_s: float = 60.0,
+    limits: ExtractionLimits | None = None,
+    lock_timeout_s: float = 3600.0,
+) -> FetchResult:
+    """Fetch, verify and unpack every source of ``dataset``; return the folder its adapter parses.
+
+    Args:
+        dataset: Registered adapter name.
+        root: Local storage root (see the module docstring for the layout).
+        mirror: HTTP(S) or ``file://`` prefix (or a local folder) tried before the owner's URL,
+            as ``{mirror}/{filename}``.
+        manual_dir: Folder of files downloaded by hand, looked up by file name and verified.
+        register_checksums: Record url -> size + sha256 of every fetched file in the registry.
+        progress: ``progress(filename, done_bytes, total_bytes)`` during transfers.
+        adapter: Adapter instance (default ``get_adapter(dataset)``).
+        checksums_dir: Registry folder (default: ``$POSEPIPE_CHECKSUMS_DIR`` or the package's).
+        retry: Backoff for transient download failures.
+        timeout_s: Socket timeout (a stalled server fails after this long without data).
+        limits: Archive member count and size bounds.
+        lock_timeout_s: How long to wait for another fetch of the same dataset.
+
+    Returns:
+        The source folder and, per source, what was downloaded, reused or skipped.
+
+    Raises:
+        ConfigError: Non-local ``root``, or a registered sha256 contradicting the adapter's.
+        ChecksumMismatchError: A file differs from its registered size/sha256 (kept aside).
+        DownloadRefusedError: A required source is on no candidate (404/4xx everywhere).
+        TransientFetchError: A download kept failing transiently (worth retrying later).
+        UnsafeArchiveError: An archive member is unsafe; nothing of it was extracted.
+        LockError: Another fetch of the dataset holds the lock past ``lock_timeout_s``.
+    """
+    adp = adapter or get_adapter(dataset)
+    store = _Store(_local_root(root) / "raw" / dataset)
+    store.raw.mkdir(parents=True, exist_ok=True)
+    registry = load_checksums(dataset, checksums_dir)
+    warnings: list[str] = []
+    files: list[FetchedFile] = []
+    lock = FileLock(str(store.raw / ".lock"))
+    try:
+        lock.acquire(timeout=lock_timeout_s)
+    except Timeout as exc:
+        raise LockError(f"another fetch of {dataset} holds {store.raw / '.lock'}", hint="wait for it to finish") from exc
+    try:
+        store.load()
+        store.extracted.mkdir(parents=True, exist_ok=True)
+        for source in adp.sources:
+            expected = _expected(dataset, source, registry)
+            got = _obtain(store, source, expected, mirror, manual_dir, progress, retry, timeout_s, warnings)
+            if got.action == "skipped":
+                files.append(got)
+                continue
+            if expected is None:
+                msg = (
+                    f"{source.filename}: no registered checksum for {source.url}; accepted sha256 {got.sha256} "
+                    f"unverified (record it with `posepipe fetch {dataset} --register-checksums`)"
+                )
+                if not register_checksums:
+                    log.warning(msg)
+                    warnings.append(msg)
+            extraction = _unpack(store, source, Path(got.path or ""), got.sha256 or "", limits)
+            files.append(replace(got, extraction=extraction))
+        written = None
+        if register_checksums:
+            entries = [
+                Checksum(s.url, f.size_bytes, f.sha256, s.filename)
+                for s, f in zip(adp.sources, files, strict=True)
+                if f.sha256 and f.size_bytes is not None
+            ]
+            written = str(save_checksums(dataset, entries, checksums_dir))
+    finally:
+        lock.release()
+    return FetchResult(dataset, str(store.extracted), tuple(files), tuple(warnings), written)
+
+
+def _local_root(root: str) -> Path:
+    fs, path = filesystem(root)
+    if not isinstance(fs, LocalFileSystem):
+        raise ConfigError(
+            f"fetch needs a local root, got {root!r} ({type(fs).__name__})",
+            hint="fetch into a local --root (downloads need Range resume and atomic renames), then sync it",
+        )
+    return Path(path)
+
+
+def _expected(dataset: str, source: Source, registry: dict[str, Checksum]) -> Checksum | None:
+    reg = registry.get(source.url)
+    if reg is not None and source.sha256 and reg.sha256 != source.sha256.lower():
+        raise ConfigError(
+            f"{dataset}/{source.name}: the registry says sha256 {reg.sha256} for {source.url} but the adapter "
+            f"declares {source.sha256}",
+            hint="one of them is stale: fix the adapter or delete the registry line and re-register",
+        )
+    if reg is not None:
+        return reg
+    if source.sha256:
+        return Checksum(source.url, source.size_bytes if source.size_bytes is not None else -1, source.sha256.lower(), source.filename)
+    return None
+
+
+def _candidates(source: Source, mirror: str | None) -> list[str]:
+    out: list[str] = []
+    if mirror:
+        prefix = mirror if "://" in mirror else Path(mirror).resolve().as_uri()
+        out.append(prefix.rstrip("/") + "/" + source.filename)
+    out.append(source.url)
+    return out
+
+
+def _obtain(
+    store: _Store,
+    source: Source,
+    expected: Checksum | None,
+    mirror: str | None,
+    manual_dir: str | None,
+    progress: Callable[[str, int, int | None], None] | None,
+    retry: RetryPolicy | None,
+    timeout_s: float,
+    warnings: list[str],
+) -> FetchedFile:
+    dest = store.downloads / source.filename
+    exp_sha = expected.sha256 if expected else None
+    exp_size = expected.size_bytes if expected and expected.size_bytes >= 0 else None
+    registered = expected is not None
+    reused = _reuse(store, source, dest, exp_sha, exp_size)
+    if reused is not None:
+        size, sha = reused
+        if progress is not None:
+            progress(source.filename, size, size)
+        return FetchedFile(source.name, source.filename, "reused", _store_url(store, dest), str(dest), size, sha, registered)
+    if manual_dir:
+        manual = Path(manual_dir) / source.filename
+        if manual.is_file():
+            size, sha = manual.stat().st_size, sha256_of(manual)
+            if (exp_sha and sha != exp_sha) or (exp_size is not None and size != exp_size):
+                raise ChecksumMismatchError(
+                    f"{manual}: expected sha256 {exp_sha or '(any)'} and size {exp_size if exp_size is not None else '(any)'}, "
+                    f"got sha256 {sha} and size {size}",
+                    hint="the manually downloaded file is not the registered one (incomplete or another version); "
+                    "download it again from " + source.url,
+                )
+            place_file(manual, dest)
+            store.record(source, source.filename, size, sha, str(manual))
+            if progress is not None:
+                progress(source.filename, size, size)
+            return FetchedFile(source.name, source.filename, "manual", str(manual), str(dest), size, sha, registered)
+    refusals: list[DownloadRefusedError] = []
+    for url in _candidates(source, mirror):
+        try:
+            res: DownloadResult = download(
+                url, dest, expected_sha256=exp_sha, expected_size=exp_size, timeout_s=timeout_s, retry=retry,
+                progress=progress,
+            )
+        except DownloadRefusedError as exc:
+            log.info("%s: %s; trying the next location", source.filename, exc.message)
+            refusals.append(exc)
+            continue
+        store.record(source, source.filename, res.size_bytes, res.sha256, url)
+        return FetchedFile(
+            source.name, source.filename, "downloaded", url, str(dest), res.size_bytes, res.sha256, registered,
+            transferred_bytes=res.transferred_bytes,
+        )
+    tried = "; ".join(e.message for e in refusals)
+    if not source.required:
+        msg = f"optional source {source.name} ({source.filename}) is unavailable, skipped: {tried}"
+        log.warning(msg)
+        warnings.append(msg)
+        return FetchedFile(source.name, source.filename, "skipped")
+    where = f" or in {manual_dir}" if manual_dir else ""
+    raise DownloadRefusedError(
+        f"required source {source.name} ({source.filename}) not found{where}: {tried}",
+        hint="check --mirror, or download the file by hand into a folder and pass --manual-dir",
+        status=refusals[-1].status if refusals else None,
+    )
+
+
+def _store_url(store: _Store, dest: Path) -> str:
+    """The URL recorded for a stored file (where it was first fetched from), or its path."""
+    found = store.entry_for(dest.name)
+    return str(found[1].get("url", dest)) if found else str(dest)
+
+
+def _reuse(store: _Store, source: Source, dest: Path, exp_sha: str | None, exp_size: int | None) -> tuple[int, str] | None:
+    if not dest.is_file():
+        return None
+    size = dest.stat().st_size
+    found = store.entry_for(source.filename)
+    if found is not None:
+        sha, entry = found
+        if entry.get("size_bytes") == size and (exp_sha is None or sha == exp_sha) and (exp_size in (None, size)):
+            return size, sha
+        if entry.get("size_bytes") == size and exp_sha is not None and sha != exp_sha:
+            _set_aside(dest, sha)  # the stored file is another version than the registered one
+            return None
+    sha = sha256_of(dest)
+    if (exp_sha is None or sha == exp_sha) and exp_size in (None, size):
+        store.record(source, source.filename, size, sha, str(dest))
+        return size, sha
+    _set_aside(dest, sha)
+    return None
+
+
+def _set_aside(dest: Path, sha: str) -> None:
+    aside = dest.with_name(f"{dest.name}.bad-{sha[:12]}")
+    log.warning("%s does not match its registered checksum; moved to %s and fetched again", dest, aside)
+    os.replace(dest, aside)
+
+
+def _unpack(store: _Store, source: Source, path: Path, sha: str, limits: ExtractionLimits | None) -> Extraction:
+    target = store.extracted / source.extract_to if source.extract_to else store.extracted
+    marker = store.marker(source)
+    old = _read_json(marker)
+    if (
+        old.get("sha256") == sha
+        and old.get("extract") == source.extract
+        and old.get("extract_to") == source.extract_to
+        and all((target / name).exists() or (target / name).is_symlink() for name in old.get("top_level", []))
+    ):
+        return "reused"
+    previous = old.get("top_level", []) if old.get("extract_to") == source.extract_to else []
+    if source.extract is None:
+        for name in previous:
+            if name != source.filename:
+                _remove_entry(target / name)
+        place_file(path, target / source.filename)
+        top: list[str] = [source.filename]
+        result: Extraction = "placed"
+        members, total = 1, path.stat().st_size
+    else:
+        res = safe_extract(path, target, source.extract, limits, replace=previous)
+        top, members, total = list(res.top_level), res.members, res.total_bytes
+        result = "extracted"
+    _write_json(
+        marker,
+        {"sha256": sha, "filename": source.filename, "extract": source.extract, "extract_to": source.extract_to,
+         "top_level": top, "members": members, "total_bytes": total},
+    )
+    return result
+
+
+def _remove_entry(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
