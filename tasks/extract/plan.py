@@ -1,0 +1,207 @@
+"""Extraction planning: backend specs, run and clip keys, clips cut into shards.
+
+Only these small, picklable specs travel through Prefect and Dask; frames and keypoints never do.
+
+Keys:
+
+- ``run_key`` (the output folder): backend name, model file sha256 (when a file is given), backend
+  options, sampling and schema version. Same request -> same folder -> resume.
+- ``clip_key`` (a clip's completion marker): video sha256 + backend name + the loaded model's
+  sha256 + the same params, as the issue asks, so a re-encoded video or another model is redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import ConfigError
+from schemas.records import SCHEMA_VERSION
+from tasks.datasets.base import sha256_file
+from tasks.keypoints.api import PoseEstimator
+from tasks.video.decode import is_image_sequence
+from tasks.video.sampling import SamplingSpec
+
+MIN_SHARD_CLIPS = 50
+MAX_SHARD_CLIPS = 200
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """How a worker creates its pose backend.
+
+    Attributes:
+        name: ``tf-openpose``/``opencv-openpose`` (see :func:`tasks.keypoints.load_backend`), or
+            ``package.module:factory`` for a backend outside the registry (a test double, a plugin):
+            ``factory(model_path, **options)`` must return a :class:`PoseEstimator`.
+        model_path: Model file, or None for the registry's default location.
+        options: Backend options as sorted ``(key, value)`` pairs.
+    """
+
+    name: str
+    model_path: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def create(cls, name: str, model_path: str | Path | None = None, **options: Any) -> BackendSpec:
+        """Build a spec with options sorted (so equal requests hash equally)."""
+        return cls(name, None if model_path is None else str(model_path), tuple(sorted(options.items())))
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies the request (model file by content, not by path)."""
+        model = sha256_file(Path(self.model_path)) if self.model_path and Path(self.model_path).is_file() else self.model_path
+        return {"backend": self.name, "model": model, "options": dict(self.options)}
+
+
+_BACKENDS: dict[str, PoseEstimator] = {}
+_BACKENDS_LOCK = threading.Lock()
+
+
+def load_estimator(spec: BackendSpec) -> PoseEstimator:
+    """Create (once per process) the backend ``spec`` describes.
+
+    Raises:
+        ConfigError: If a ``module:factory`` name cannot be imported.
+    """
+    key = _canonical([spec.name, spec.model_path, spec.options])
+    with _BACKENDS_LOCK:
+        if key not in _BACKENDS:
+            if ":" in spec.name:
+                module_name, _, attr = spec.name.partition(":")
+                try:
+                    factory = getattr(importlib.import_module(module_name), attr)
+                except (ImportError, AttributeError) as exc:
+                    raise ConfigError(f"cannot import backend factory {spec.name!r}: {exc}", hint="use package.module:callable") from exc
+            else:
+                from tasks.keypoints import load_backend as factory_by_name
+
+                def factory(model_path: str | None, **options: Any) -> PoseEstimator:
+                    return factory_by_name(spec.name, model_path, **options)
+
+            _BACKENDS[key] = factory(spec.model_path, **dict(spec.options))
+        return _BACKENDS[key]
+
+
+def run_key(backend: BackendSpec, sampling: SamplingSpec) -> str:
+    """16-hex key of an extraction request (names its output folder)."""
+    text = _canonical({**backend.describe(), "sampling": sampling.model_dump(), "schema": SCHEMA_VERSION})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def clip_key(video_sha256: str, backend_name: str, model_sha256: str, backend: BackendSpec, sampling: SamplingSpec) -> str:
+    """Key of one clip's result: video content + backend + model + params."""
+    text = _canonical(
+        {
+            "video": video_sha256,
+            "backend": backend_name,
+            "model_sha256": model_sha256,
+            "options": dict(backend.options),
+            "sampling": sampling.model_dump(),
+            "schema": SCHEMA_VERSION,
+        }
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def video_sha256(path: str) -> str:
+    """sha256 of a video file, or of an image sequence (sorted names and their contents' sha256)."""
+    if not is_image_sequence(path):
+        return sha256_file(Path(path))
+    from tasks.video.decode import _sequence_files
+
+    h = hashlib.sha256()
+    for name in _sequence_files(path):
+        h.update(f"{Path(name).name}\0{sha256_file(Path(name))}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ClipTask:
+    """One clip to extract.
+
+    Attributes:
+        clip_id: Stable id (from the adapter).
+        video_path: Absolute path of the video, frame glob or frame folder.
+        record: The clip's ``clips`` row from the adapter (label, group, folds...), as plain data.
+    """
+
+    clip_id: str
+    video_path: str
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One unit of work (one Prefect task): a slice of clips sorted by ``clip_id``.
+
+    Attributes:
+        index: Shard number (``part-{index:05d}``).
+        clips: The clips.
+        run_dir: Output folder ``{root}/keypoints/{dataset}/{run_key}`` (any fsspec URL).
+        dataset: Dataset name stored in the clips table.
+        backend: How to create the backend.
+        sampling: Frame sampling.
+        chunk_frames: Decoded frames held at once per clip.
+    """
+
+    index: int
+    clips: tuple[ClipTask, ...]
+    run_dir: str
+    dataset: str
+    backend: BackendSpec
+    sampling: SamplingSpec
+    chunk_frames: int = 32
+
+
+def plan_shards(
+    clips: Iterable[ClipTask],
+    run_dir: str,
+    dataset: str,
+    backend: BackendSpec,
+    sampling: SamplingSpec,
+    shard_size: int = 100,
+    chunk_frames: int = 32,
+    enforce_bounds: bool = True,
+) -> list[ShardSpec]:
+    """Cut clips (sorted by ``clip_id``) into consecutive shards of ``shard_size``.
+
+    Args:
+        clips: Clips to extract; ids must be unique.
+        run_dir: Output folder of the run.
+        dataset: Dataset name.
+        backend: Backend spec.
+        sampling: Sampling spec.
+        shard_size: Clips per shard; 50..200 (DESIGN: one Prefect task per shard).
+        chunk_frames: Decode chunk size.
+        enforce_bounds: Check ``shard_size`` is within 50..200 (off only for tiny local runs and tests).
+
+    Returns:
+        Shards; membership depends only on the sorted ids, not on input order.
+
+    Raises:
+        ConfigError: On a shard size out of bounds or duplicate clip ids.
+    """
+    if shard_size < 1 or (enforce_bounds and not MIN_SHARD_CLIPS <= shard_size <= MAX_SHARD_CLIPS):
+        raise ConfigError(
+            f"shard size {shard_size} is outside {MIN_SHARD_CLIPS}..{MAX_SHARD_CLIPS} clips",
+            hint="fewer clips per task leaves workers idle on Prefect overhead; more makes resume coarse",
+        )
+    ordered: Sequence[ClipTask] = sorted(clips, key=lambda c: c.clip_id)
+    ids = [c.clip_id for c in ordered]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigError(f"duplicate clip ids: {dupes[:5]}", hint="clip ids must be unique within a run")
+    return [
+        ShardSpec(i // shard_size, tuple(ordered[i : i + shard_size]), run_dir, dataset, backend, sampling, chunk_frames)
+        for i in range(0, len(ordered), shard_size)
+    ]
