@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,11 @@ from storage.hdf5 import read_hdf5_rows
 from storage.parquet import read_parquet
 
 CROP_TOLERANCE_PX = 0.5
+
+
+def _snake(name: str) -> str:
+    """``ExpectColumnValuesToBeUnique`` → ``expect_column_values_to_be_unique``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def run_gx_suite(df: pd.DataFrame, specs: list[ExpectationSpec], suite_name: str) -> list[dict[str, Any]]:
@@ -52,8 +58,11 @@ def run_gx_suite(df: pd.DataFrame, specs: list[ExpectationSpec], suite_name: str
             flat[col] = flat[col].map(lambda v: None if v is None else repr(np.asarray(v).tolist()))
     batch = batch_def.get_batch(batch_parameters={"dataframe": flat})
     result = batch.validate(suite, result_format="SUMMARY")
+    # GX does not keep the suite's order in its results: match them back by (type, column).
+    by_key = {(_snake(r.expectation_config.type), r.expectation_config.kwargs.get("column")): r for r in result.results}
     out = []
-    for spec, r in zip(specs, result.results, strict=True):
+    for spec in specs:
+        r = by_key[(_snake(spec.type), spec.kwargs.get("column"))]
         res = r.result or {}
         out.append(
             {

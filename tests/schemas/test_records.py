@@ -1,0 +1,27 @@
+import pyarrow as pa
+import pytest
+
+from schemas.errors import SchemaError
+from schemas.records import REJECTS_SCHEMA, SAMPLES_SCHEMA, conform, schema_fingerprint, to_table
+
+
+def test_to_table_fills_nullable_and_enforces_types():
+    t = to_table([{"source_key": "1", "stage": "parse", "reason": "crowd"}], REJECTS_SCHEMA)
+    assert t.schema == REJECTS_SCHEMA and t.column("detail").to_pylist() == [None]
+
+
+def test_to_table_rejects_unknown_and_missing_fields():
+    with pytest.raises(SchemaError, match="not in the rejects schema"):
+        to_table([{"source_key": "1", "stage": "p", "reason": "r", "typo": 1}], REJECTS_SCHEMA)
+    with pytest.raises(SchemaError, match="non-nullable field 'reason'"):
+        to_table([{"source_key": "1", "stage": "p"}], REJECTS_SCHEMA)
+
+
+def test_conform_detects_column_drift():
+    with pytest.raises(SchemaError, match="missing"):
+        conform(pa.table({"source_key": ["a"]}), REJECTS_SCHEMA)
+
+
+def test_fingerprint_is_stable_and_distinguishes_schemas():
+    assert schema_fingerprint(SAMPLES_SCHEMA) == schema_fingerprint(pa.schema(list(SAMPLES_SCHEMA)))
+    assert schema_fingerprint(SAMPLES_SCHEMA) != schema_fingerprint(REJECTS_SCHEMA)

@@ -1,0 +1,105 @@
+import multiprocessing as mp
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from schemas.errors import LockError, SchemaError, VersionNotFoundError
+from schemas.records import REJECTS_SCHEMA
+from storage.fs import atomic_open, filesystem
+from storage.hdf5 import read_hdf5_rows, write_hdf5_shard
+from storage.manifest import compute_version, dataset_lock, list_versions, read_latest, read_manifest, set_latest, write_manifest
+from storage.parquet import parquet_bytes, read_parquet, write_parquet
+
+
+def test_atomic_open_leaves_nothing_on_error(tmp_path):
+    fs, _ = filesystem(str(tmp_path))
+    target = str(tmp_path / "x.bin")
+    with pytest.raises(RuntimeError), atomic_open(fs, target) as fh:
+        fh.write(b"half")
+        raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+    with atomic_open(fs, target) as fh:
+        fh.write(b"whole")
+    assert os.listdir(tmp_path) == ["x.bin"] and (tmp_path / "x.bin").read_bytes() == b"whole"
+
+
+def test_parquet_bytes_deterministic_and_schema_enforced(tmp_path):
+    t = pa.table({"source_key": ["a", "b"], "stage": ["parse"] * 2, "reason": ["crowd"] * 2, "detail": [None, "x"], "split": ["val"] * 2})
+    assert parquet_bytes(t, REJECTS_SCHEMA) == parquet_bytes(t, REJECTS_SCHEMA)
+    fs, _ = filesystem(str(tmp_path))
+    n, sha = write_parquet(fs, str(tmp_path / "r.parquet"), t, REJECTS_SCHEMA)
+    assert n == 2 and len(sha) == 64
+    assert read_parquet(fs, str(tmp_path / "r.parquet"), REJECTS_SCHEMA).num_rows == 2
+    with pytest.raises(SchemaError):
+        write_parquet(fs, str(tmp_path / "bad.parquet"), t.drop(["stage"]), REJECTS_SCHEMA)
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_hdf5_shard_is_byte_stable(tmp_path):
+    fs, _ = filesystem(str(tmp_path))
+    images = np.random.default_rng(0).integers(0, 255, (3, 8, 6, 3), dtype=np.uint8)
+    a = write_hdf5_shard(fs, str(tmp_path / "a.h5"), ["s1", "s2", "s3"], images)
+    time.sleep(1.1)  # a timestamp would differ now
+    b = write_hdf5_shard(fs, str(tmp_path / "b.h5"), ["s1", "s2", "s3"], images)
+    assert a == b
+    ids, px = read_hdf5_rows(fs, str(tmp_path / "a.h5"), [2, 0])
+    assert ids == ["s3", "s1"] and (px[0] == images[2]).all()
+
+
+def test_version_hash_changes_with_any_input():
+    base = compute_version({"a.json": "1"}, {"seed": 0}, "1.0.0", "c")
+    assert base == compute_version({"a.json": "1"}, {"seed": 0}, "1.0.0", "c")
+    assert len({base, compute_version({"a.json": "2"}, {"seed": 0}, "1.0.0", "c"), compute_version({"a.json": "1"}, {"seed": 1}, "1.0.0", "c"),
+                compute_version({"a.json": "1"}, {"seed": 0}, "1.0.1", "c"), compute_version({"a.json": "1"}, {"seed": 0}, "1.0.0", "d")}) == 5  # fmt: skip
+
+
+def test_manifest_latest_and_listing(tmp_path):
+    fs, root = filesystem(str(tmp_path))
+    with pytest.raises(VersionNotFoundError):
+        read_manifest(fs, root, "coco", "v-x")
+    (tmp_path / "datasets" / "coco" / "v-uncommitted").mkdir(parents=True)
+    write_manifest(fs, root, "coco", "v-1", {"version": "v-1"})
+    assert [m["version"] for m in list_versions(fs, root, "coco")] == ["v-1"]  # uncommitted folder ignored
+    assert read_latest(fs, root, "coco") is None
+    set_latest(fs, root, "coco", "v-1")
+    assert read_latest(fs, root, "coco") == "v-1"
+
+
+def _hold_lock(root, ready, release):
+    fs, path = filesystem(root)
+    with dataset_lock(fs, path, "coco"):
+        ready.set()
+        release.wait(30)
+
+
+def test_lock_excludes_a_second_process(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(60)
+        fs, root = filesystem(str(tmp_path))
+        with pytest.raises(LockError, match="another rebuild"), dataset_lock(fs, root, "coco"):
+            pass
+    finally:
+        release.set()
+        proc.join(30)
+    with dataset_lock(fs, root, "coco"):  # released when the holder exits
+        pass
+
+
+def test_lock_released_when_holder_is_killed(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    proc.start()
+    assert ready.wait(60)
+    proc.kill()
+    proc.join(30)
+    fs, root = filesystem(str(tmp_path))
+    with dataset_lock(fs, root, "coco"):
+        pass

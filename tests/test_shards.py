@@ -1,0 +1,119 @@
+import collections
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from schemas.errors import RejectRatioExceededError, ValidationFailedError
+from schemas.records import PROCESSED_SAMPLES_SCHEMA
+from storage.fs import filesystem
+from storage.hdf5 import read_hdf5_rows
+from storage.manifest import read_latest, read_manifest
+from storage.parquet import read_parquet, write_parquet
+from tasks import rebuild as stages
+from tasks.shards import plan_shards, process_shard
+from tasks.synthetic import write_synthetic_coco
+from tasks.transforms.geometry import CropConfig
+from tasks.validate import validate_shard
+from tests.helpers import build_version
+
+
+def test_plan_shards_never_crosses_splits():
+    t = pa.table({"split": ["a", "a", "a", "b"]})
+    assert plan_shards(t, 2) == [("a", 0, 0, 2), ("a", 1, 2, 3), ("b", 0, 3, 4)]
+    assert plan_shards(t.slice(0, 0), 2) == []
+
+
+@pytest.fixture()
+def source(tmp_path):
+    return write_synthetic_coco(tmp_path / "src", {"train": 4, "val": 2}, seed=3)
+
+
+def test_build_commits_a_valid_version(tmp_path, source):
+    root = str(tmp_path / "root")
+    s = build_version(root, str(source), shard_size=3)
+    assert s["validation"] == "passed" and s["written"] + s["rejected"] == s["parsed"]
+    fs, path = filesystem(root)
+    m = read_manifest(fs, path, "coco", s["version"])
+    assert read_latest(fs, path, "coco") == s["version"]
+    assert sum(sh["rows"] for sh in m["shards"]) == m["written"] == sum(m["counts"].values())
+    assert m["rejects_by_reason"] == {"crowd": 2, "zero_keypoints": 2}
+    shard = m["shards"][0]
+    t = read_parquet(fs, f"{s['location']}/{shard['parquet']}", PROCESSED_SAMPLES_SCHEMA)
+    ids, px = read_hdf5_rows(fs, f"{s['location']}/{shard['hdf5']}")
+    assert ids == t.column("sample_id").to_pylist() and px.shape[1:] == (256, 192, 3)
+    assert t.column("sample_id").to_pylist() == sorted(t.column("sample_id").to_pylist())
+    # unchanged inputs → the same version is reused; a changed parameter → a new version
+    again = build_version(root, str(source), shard_size=3)
+    assert again["reused"] and again["version"] == s["version"]
+    other = build_version(root, str(source), shard_size=3, crop=CropConfig(out_height_px=128, out_width_px=96))
+    assert other["version"] != s["version"] and read_latest(fs, path, "coco") == other["version"]
+
+
+def test_bad_images_become_rejects(tmp_path, source):
+    files = sorted((source / "train2017").glob("*.jpg"))
+    files[0].unlink()  # missing
+    data = files[1].read_bytes()
+    files[1].write_bytes(data[: len(data) // 2])  # truncated JPEG
+    import cv2
+
+    cv2.imwrite(str(files[2]), np.zeros((10, 10, 3), np.uint8))  # size differs from the annotation
+    s = build_version(str(tmp_path / "root"), str(source), shard_size=4)
+    assert s["written"] + s["rejected"] == s["parsed"]
+    reasons = s["rejects_by_reason"]
+    assert reasons["image_missing"] >= 1 and reasons["image_unreadable"] >= 1 and reasons["image_size_mismatch"] >= 1
+    fs, _ = filesystem(str(tmp_path))
+    rej = read_parquet(fs, f"{s['location']}/_rejects.parquet")
+    detail = dict(zip(rej.column("reason").to_pylist(), rej.column("detail").to_pylist(), strict=True))
+    assert "truncated" in detail["image_unreadable"]
+
+
+def test_reject_ratio_gate(tmp_path, source):
+    for f in (source / "train2017").glob("*.jpg"):
+        f.unlink()
+    root = str(tmp_path / "root")
+    with pytest.raises(RejectRatioExceededError, match="image_missing"):
+        build_version(root, str(source), max_reject_ratio=0.2)
+    fs, path = filesystem(root)
+    assert read_latest(fs, path, "coco") is None
+
+
+def test_failing_expectation_leaves_latest_untouched(tmp_path, source):
+    root = str(tmp_path / "root")
+    good = build_version(root, str(source), shard_size=3)
+    # a second version whose shard is corrupted after processing: a keypoint far outside the crop
+    crop = CropConfig(out_height_px=128, out_width_px=96)
+    prepared = stages.prepare("coco", str(source), root, crop=crop, shard_size=3)
+    shards = [process_shard(s) for s in prepared.specs]
+    fs, path = filesystem(root)
+    target = f"{path}/datasets/coco/{prepared.version}/{shards[1]['parquet']}"
+    rows = read_parquet(fs, target, PROCESSED_SAMPLES_SCHEMA).to_pylist()
+    rows[0]["keypoints_crop_xy_px"][0] = [500.0, -90.0]
+    rows[0]["keypoints_visibility"][0] = 2
+    write_parquet(fs, target, pa.Table.from_pylist(rows, PROCESSED_SAMPLES_SCHEMA), PROCESSED_SAMPLES_SCHEMA)
+    reports = [validate_shard(root, "coco", prepared.version, s, prepared.splits, prepared.skeleton, (128, 96)) for s in shards]
+    with pytest.raises(ValidationFailedError) as exc:
+        stages.commit(root, prepared, shards, reports)
+    shard_name = shards[1]["parquet"].removesuffix(".parquet")
+    assert f"{shard_name}: visible_keypoints_inside_crop (1 unexpected: {rows[0]['sample_id']})" in exc.value.message
+    assert read_latest(fs, path, "coco") == good["version"]
+    report = json.loads(open(f"{path}/datasets/coco/{prepared.version}/_validation.json").read())
+    assert not report["success"]
+    assert (tmp_path / "root/datasets/coco" / prepared.version / "_validation.html").read_text().count("<td>FAIL</td>") == 1
+
+
+def test_gx_suite_catches_schema_level_problems(tmp_path, source):
+    root = str(tmp_path / "root")
+    prepared = stages.prepare("coco", str(source), root, shard_size=50)
+    shard = process_shard(prepared.specs[0])
+    fs, path = filesystem(root)
+    target = f"{path}/datasets/coco/{prepared.version}/{shard['parquet']}"
+    rows = read_parquet(fs, target, PROCESSED_SAMPLES_SCHEMA).to_pylist()
+    rows[1]["sample_id"] = rows[0]["sample_id"]
+    rows[2]["split"] = "holdout"
+    write_parquet(fs, target, pa.Table.from_pylist(rows, PROCESSED_SAMPLES_SCHEMA), PROCESSED_SAMPLES_SCHEMA)
+    report = validate_shard(root, "coco", prepared.version, shard, prepared.splits, prepared.skeleton, (256, 192))
+    failed = collections.Counter(r["check"] for r in report["results"] if not r["success"])
+    assert "ExpectColumnValuesToBeUnique(sample_id)" in failed and "ExpectColumnValuesToBeInSet(split)" in failed
+    assert "crop_pixels_present" in failed  # the duplicated id no longer matches its pixel row

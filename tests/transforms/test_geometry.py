@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from schemas.errors import ConfigError
+from schemas.skeletons import COCO17
+from tasks.transforms.geometry import CropConfig, CropParams, crop_affine, crop_box_xyxy, crop_sample, make_crop_params, sample_rng, warp_keypoints
+
+
+def test_crop_box_pads_and_fixes_aspect():
+    cfg = CropConfig(out_height_px=256, out_width_px=192, min_box_px=0)
+    box = crop_box_xyxy(np.array([0, 0, 100, 200]), CropParams(1.5, (0.0, 0.0), False), cfg)
+    # height 300, width widened to 300*0.75 = 225, centred on (50, 100)
+    np.testing.assert_allclose(box, [50 - 112.5, 100 - 150, 50 + 112.5, 100 + 150])
+
+
+def test_min_box_and_shift():
+    cfg = CropConfig(out_height_px=100, out_width_px=100, min_box_px=100)
+    box = crop_box_xyxy(np.array([10, 10, 20, 20]), CropParams(1.0, (5.0, -5.0), False), cfg)
+    np.testing.assert_allclose(box, [-30, -40, 70, 60])  # centre (15+5, 15-5), side 100
+
+
+def test_identity_affine():
+    m = crop_affine(np.array([-0.5, -0.5, 9.5, 4.5]), 10, 5, flip=False)
+    np.testing.assert_allclose(m, [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+    mf = crop_affine(np.array([-0.5, -0.5, 9.5, 4.5]), 10, 5, flip=True)
+    np.testing.assert_allclose(warp_keypoints(np.array([[2.0, 3.0]]), mf), [[7.0, 3.0]])
+
+
+def test_keypoints_follow_pixels():
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[40, 100] = 255  # a single bright pixel at x=100, y=40
+    xy = np.full((17, 2), np.nan, np.float32)
+    xy[0] = (100, 40)
+    vis = np.zeros(17, np.int8)
+    vis[0] = 2
+    cfg = CropConfig(out_height_px=64, out_width_px=48, shift_px=0, min_box_px=0)
+    res = crop_sample(image, np.array([80, 20, 120, 80]), xy, vis, COCO17, CropParams(1.5, (0, 0), False), cfg)
+    y, x = np.unravel_index(np.argmax(res.image[..., 0]), res.image.shape[:2])
+    assert abs(res.keypoints_xy_px[0, 0] - x) <= 1 and abs(res.keypoints_xy_px[0, 1] - y) <= 1
+
+
+def test_flip_swaps_left_and_right():
+    image = np.zeros((50, 50, 3), np.uint8)
+    xy = np.full((17, 2), np.nan, np.float32)
+    xy[5], xy[6] = (10, 20), (40, 20)
+    vis = np.zeros(17, np.int8)
+    vis[5], vis[6] = 2, 1
+    cfg = CropConfig(out_height_px=50, out_width_px=50, min_box_px=0)
+    res = crop_sample(image, np.array([-0.5, -0.5, 49.5, 49.5]), xy, vis, COCO17, CropParams(1.0, (0, 0), True), cfg)
+    np.testing.assert_allclose(res.keypoints_xy_px[5], [49 - 40, 20], atol=1e-4)
+    np.testing.assert_allclose(res.keypoints_xy_px[6], [49 - 10, 20], atol=1e-4)
+    assert res.visibility[5] == 1 and res.visibility[6] == 2
+
+
+def test_params_are_reproducible_per_sample():
+    cfg = CropConfig()
+    a = make_crop_params(sample_rng(7, 12345), cfg)
+    b = make_crop_params(sample_rng(7, 12345), cfg)
+    c = make_crop_params(sample_rng(8, 12345), cfg)
+    assert a == b and a != c
+    assert 1.4 <= a.pad_ratio <= 1.6 and max(abs(v) for v in a.shift_xy_px) <= 5 and not a.flip
+
+
+def test_bad_config():
+    with pytest.raises(ConfigError):
+        CropConfig(pad_min=2, pad_max=1)
