@@ -2,7 +2,18 @@ import numpy as np
 import pytest
 
 from schemas.errors import SkeletonError
-from schemas.skeletons import COCO17, FLIC29, LSP14, MPII16, OPENPOSE18, SKELETONS, conversion, convert_keypoints, flip_keypoints, get_skeleton
+from schemas.skeletons import (
+    COCO17,
+    FLIC29,
+    LSP14,
+    MPII16,
+    OPENPOSE18,
+    SKELETONS,
+    conversion,
+    convert_keypoints,
+    flip_keypoints,
+    get_skeleton,
+)
 
 
 def test_flip_pairs_are_derived_from_names():

@@ -10,7 +10,15 @@ from schemas.errors import LockError, SchemaError, VersionNotFoundError
 from schemas.records import REJECTS_SCHEMA
 from storage.fs import atomic_open, filesystem
 from storage.hdf5 import read_hdf5_rows, write_hdf5_shard
-from storage.manifest import compute_version, dataset_lock, list_versions, read_latest, read_manifest, set_latest, write_manifest
+from storage.manifest import (
+    compute_version,
+    dataset_lock,
+    list_versions,
+    read_latest,
+    read_manifest,
+    set_latest,
+    write_manifest,
+)
 from storage.parquet import parquet_bytes, read_parquet, write_parquet
 
 

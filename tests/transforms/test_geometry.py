@@ -3,7 +3,16 @@ import pytest
 
 from schemas.errors import ConfigError
 from schemas.skeletons import COCO17
-from tasks.transforms.geometry import CropConfig, CropParams, crop_affine, crop_box_xyxy, crop_sample, make_crop_params, sample_rng, warp_keypoints
+from tasks.transforms.geometry import (
+    CropConfig,
+    CropParams,
+    crop_affine,
+    crop_box_xyxy,
+    crop_sample,
+    make_crop_params,
+    sample_rng,
+    warp_keypoints,
+)
 
 
 def test_crop_box_pads_and_fixes_aspect():
