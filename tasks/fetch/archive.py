@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import shutil
 import stat
 import tarfile
@@ -117,6 +118,7 @@ def safe_extract(
         raise FetchError(f"archive not found: {archive}", hint="fetch it first")
     with _open_members(archive, kind) as members:
         checked = _check(archive, members, lim)
+        created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".tmp-extract-{target.name or 'root'}-{uuid.uuid4().hex[:12]}"
         tmp.mkdir()
@@ -128,8 +130,13 @@ def safe_extract(
                 _remove(target / name)
             for name in top:
                 os.replace(tmp / name, target / name)
-        finally:
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            for folder in created:  # deepest first: leave no empty folder behind a refused archive
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return ExtractResult(archive, target, len(checked), total, top)
 
 
@@ -186,8 +193,8 @@ def _check_symlink(archive: Path, m: _Member) -> None:
             f"{archive.name}: symlink {m.name!r} -> {target!r} is absolute",
             hint="links must be relative and stay inside the extracted folder",
         )
-    joined = (m.rel.parent / target).as_posix()
-    if safe_relative_path(Path("."), joined) is None and PurePosixPath(joined) != PurePosixPath("."):
+    joined = (m.rel.parent / target.replace("\\", "/")).as_posix()
+    if posixpath.normpath(joined) != "." and safe_relative_path(Path("."), joined) is None:
         raise UnsafeArchiveError(
             f"{archive.name}: symlink {m.name!r} -> {target!r} points outside the target folder",
             hint="links must stay inside the extracted folder",
@@ -337,7 +344,7 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile) -> Iterator[_Member]:
         mode = info.external_attr >> 16
         if info.flag_bits & 0x1:
             raise CorruptArchiveError(f"{archive.name}: member {info.filename!r} is encrypted", hint="not supported")
-        if info.create_system == 3 and mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        if info.create_system == 3 and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
             if stat.S_ISLNK(mode):
                 if info.file_size > _MAX_LINK_TARGET_BYTES:
                     raise UnsafeArchiveError(f"{archive.name}: symlink {info.filename!r} has an oversized target")
