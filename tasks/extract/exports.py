@@ -1,0 +1,255 @@
+"""Exports of extracted keypoints: OpenPose per-frame JSON, COCO results JSON, skeleton images
+(HDF5), and an overlay video a person can check.
+
+Unknown joints (NaN) are written as ``0, 0, 0`` in OpenPose and COCO files, as those formats do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pyarrow as pa
+
+from schemas.errors import ExtractionError
+from schemas.skeletons import convert_keypoints, get_skeleton
+from storage.fs import atomic_local_path
+from tasks.keypoints.api import FramePoses
+from tasks.video.decode import VideoReader
+
+
+def _flat_xyc(keypoints: np.ndarray) -> list[float]:
+    """``(J, 3)`` -> ``[x0, y0, c0, x1, ...]`` with NaN joints as 0, 0, 0."""
+    kp = np.asarray(keypoints, np.float32).copy()
+    unknown = ~np.isfinite(kp[:, 0]) | ~np.isfinite(kp[:, 1])
+    kp[unknown] = 0.0
+    return [round(float(v), 3) for v in kp.reshape(-1)]
+
+
+def openpose_frame_json(poses: FramePoses) -> dict[str, object]:
+    """OpenPose's per-frame ``*_keypoints.json`` content (``version`` 1.3).
+
+    Args:
+        poses: People in the frame, ``(P, J, 3)``.
+
+    Returns:
+        ``{"version": 1.3, "people": [{"person_id": [-1], "pose_keypoints_2d": [x, y, c, ...], ...}]}``.
+    """
+    people = [
+        {
+            "person_id": [-1],
+            "pose_keypoints_2d": _flat_xyc(kp),
+            "face_keypoints_2d": [],
+            "hand_left_keypoints_2d": [],
+            "hand_right_keypoints_2d": [],
+            "pose_keypoints_3d": [],
+            "face_keypoints_3d": [],
+            "hand_left_keypoints_3d": [],
+            "hand_right_keypoints_3d": [],
+        }
+        for kp in poses.keypoints
+    ]
+    return {"version": 1.3, "people": people}
+
+
+def write_openpose_json(out_dir: Path, stem: str, frames: Iterable[tuple[int, FramePoses]]) -> list[Path]:
+    """Write ``{stem}_{frame:012d}_keypoints.json`` per frame, as OpenPose's ``--write_json`` does.
+
+    Returns:
+        The files written.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, poses in frames:
+        path = out_dir / f"{stem}_{index:012d}_keypoints.json"
+        with atomic_local_path(str(path)) as tmp:
+            Path(tmp).write_text(json.dumps(openpose_frame_json(poses)))
+        written.append(path)
+    return written
+
+
+def coco_results(
+    images: Iterable[tuple[str, FramePoses]], skeleton: str, image_ids: Mapping[str, int] | None = None
+) -> list[dict[str, object]]:
+    """COCO keypoint results (``[{"image_id", "category_id": 1, "keypoints", "score"}]``).
+
+    Joints are converted to COCO-17 by name (OpenPose's neck is dropped); a joint's COCO ``v`` is its
+    score, as ``loadRes`` expects for results.
+
+    Args:
+        images: (image file name, people) pairs.
+        skeleton: Skeleton of the keypoints (``openpose18``...).
+        image_ids: File name -> COCO image id; default: the numeric file stem (``000000000785.jpg`` -> 785).
+
+    Returns:
+        The results list (dump it with ``json.dump``).
+
+    Raises:
+        ExtractionError: If an image has no id.
+    """
+    out: list[dict[str, object]] = []
+    for name, poses in images:
+        stem = Path(name).stem
+        if image_ids is not None and name in image_ids:
+            image_id = image_ids[name]
+        elif stem.split("_")[-1].isdigit():
+            image_id = int(stem.split("_")[-1])
+        else:
+            raise ExtractionError(f"no COCO image id for {name!r}", hint="pass image_ids (file name -> id) from the GT json")
+        if not poses.num_people:
+            continue
+        xy = poses.keypoints[..., :2]
+        score = poses.keypoints[..., 2]
+        vis = np.where(np.isfinite(xy[..., 0]) & (score > 0), 2, 0).astype(np.int8)
+        coco_xy, coco_vis = convert_keypoints(xy, vis, skeleton, "coco17")
+        coco_score, _ = convert_keypoints(np.stack([score, score], -1), vis, skeleton, "coco17")
+        for p in range(poses.num_people):
+            kp = np.concatenate([coco_xy[p], np.nan_to_num(coco_score[p, :, :1])], axis=-1)
+            out.append({"image_id": image_id, "category_id": 1, "keypoints": _flat_xyc(kp),
+                        "score": round(float(poses.person_scores[p]), 5)})  # fmt: skip
+    return out
+
+
+def draw_skeleton(
+    canvas: np.ndarray, keypoints: np.ndarray, skeleton: str, scale: float = 1.0, min_score: float = 0.05
+) -> np.ndarray:
+    """Draw people's limbs and joints on ``canvas`` in place (one colour per limb).
+
+    Args:
+        canvas: ``(H, W, 3) uint8`` image.
+        keypoints: ``(P, J, 3)`` x, y, score in source pixels.
+        skeleton: Skeleton name (limbs come from it).
+        scale: Source pixels -> canvas pixels.
+        min_score: Joints below this score are not drawn.
+
+    Returns:
+        ``canvas``.
+    """
+    sk = get_skeleton(skeleton)
+    limbs = sk.limb_indices
+    colours = [tuple(int(c) for c in cv2.applyColorMap(np.uint8([[int(255 * i / max(1, len(limbs)))]]), cv2.COLORMAP_HSV)[0, 0])
+               for i in range(len(limbs))]  # fmt: skip
+    thickness = max(1, round(2 * scale)) if scale < 1 else 2
+    for person in np.asarray(keypoints, np.float32):
+        ok = np.isfinite(person[:, 0]) & np.isfinite(person[:, 1]) & (person[:, 2] >= min_score)
+        pts = np.round(np.nan_to_num(person[:, :2]) * scale).astype(np.int32)
+        for (a, b), colour in zip(limbs, colours, strict=True):
+            if ok[a] and ok[b]:
+                cv2.line(canvas, tuple(pts[a]), tuple(pts[b]), colour, thickness, cv2.LINE_AA)
+        for j in np.flatnonzero(ok):
+            cv2.circle(canvas, tuple(pts[j]), thickness + 1, (255, 255, 255), -1, cv2.LINE_AA)
+    return canvas
+
+
+def skeleton_image(poses: FramePoses, skeleton: str, frame_hw: tuple[int, int], canvas_hw: tuple[int, int]) -> np.ndarray:
+    """The notebooks' skeleton image: the frame's people drawn on a blank canvas.
+
+    The frame is scaled to fit ``canvas_hw`` keeping its aspect (top-left aligned).
+
+    Returns:
+        ``(H, W, 3) uint8``.
+    """
+    h, w = canvas_hw
+    scale = min(h / frame_hw[0], w / frame_hw[1])
+    return draw_skeleton(np.zeros((h, w, 3), np.uint8), poses.keypoints, skeleton, scale)
+
+
+def write_skeleton_images_h5(
+    path: Path,
+    frames: Sequence[tuple[str, int, FramePoses]],
+    skeleton: str,
+    frame_hw: Mapping[str, tuple[int, int]],
+    canvas_hw: tuple[int, int] = (64, 64),
+) -> int:
+    """Write skeleton images to one HDF5 file (byte-stable: ``track_times=False``), atomically.
+
+    Datasets: ``images`` ``(N, H, W, 3) uint8`` (chunked per image, gzip), ``clip_id`` ``(N,)``,
+    ``frame_index`` ``(N,) int32``; attrs ``skeleton``, ``canvas_hw``.
+
+    Args:
+        path: Output ``.h5``.
+        frames: (clip_id, frame_index, people) per image.
+        skeleton: Skeleton name.
+        frame_hw: clip_id -> source frame (height, width).
+        canvas_hw: Canvas size.
+
+    Returns:
+        Images written.
+    """
+    n = len(frames)
+    h, w = canvas_hw
+    with atomic_local_path(str(path)) as tmp, h5py.File(tmp, "w", track_order=False) as f:
+        images = f.create_dataset("images", (n, h, w, 3), np.uint8, chunks=(1, h, w, 3) if n else None,
+                                  compression="gzip" if n else None, track_times=False)  # fmt: skip
+        for i, (clip_id, _, poses) in enumerate(frames):
+            images[i] = skeleton_image(poses, skeleton, frame_hw[clip_id], canvas_hw)
+        f.create_dataset("clip_id", data=np.array([c for c, _, _ in frames], dtype=h5py.string_dtype()), track_times=False)
+        f.create_dataset("frame_index", data=np.array([k for _, k, _ in frames], np.int32), track_times=False)
+        f.attrs["skeleton"] = skeleton
+        f.attrs["canvas_hw"] = list(canvas_hw)
+    return n
+
+
+def write_overlay_video(
+    video_path: str, poses_by_frame: Mapping[int, FramePoses], skeleton: str, out_path: Path, chunk_frames: int = 32
+) -> int:
+    """Re-decode ``video_path`` (streaming) and write it with the found skeletons drawn (H.264 MP4).
+
+    Frames without an entry in ``poses_by_frame`` (not sampled) are written undrawn.
+
+    Returns:
+        Frames written.
+    """
+    import av
+
+    reader = VideoReader(video_path, chunk_frames=chunk_frames)
+    fps = reader.info.fps or 25.0
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with atomic_local_path(str(out_path)) as tmp, av.open(tmp, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=round(fps))
+        stream.width, stream.height = reader.info.width - reader.info.width % 2, reader.info.height - reader.info.height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast"}
+        for chunk in reader.chunks():
+            for index, frame in zip(chunk.indices, chunk.frames, strict=True):
+                canvas = np.ascontiguousarray(frame[: stream.height, : stream.width])
+                if index in poses_by_frame:
+                    draw_skeleton(canvas, poses_by_frame[index].keypoints, skeleton)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="bgr24")):
+                    container.mux(packet)
+                written += 1
+        for packet in stream.encode():
+            container.mux(packet)
+    return written
+
+
+def poses_from_table(table: pa.Table, clip_id: str, num_joints: int) -> dict[int, FramePoses]:
+    """Frame index -> people of one clip, from KEYPOINTS_SCHEMA rows (inverse of the worker's table).
+
+    Args:
+        table: Keypoints rows.
+        clip_id: Which clip.
+        num_joints: J (for frames' empty arrays).
+
+    Returns:
+        Only frames that have rows (frames with nobody are absent).
+    """
+    import pyarrow.compute as pc
+
+    rows = table.filter(pc.equal(table["clip_id"], clip_id)).sort_by([("frame_index", "ascending"), ("person_index", "ascending")])
+    out: dict[int, FramePoses] = {}
+    if rows.num_rows == 0:
+        return out
+    kp = np.asarray(rows["keypoints"].combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False), np.float32)
+    kp = kp.reshape(rows.num_rows, num_joints, 3)
+    frames = rows["frame_index"].to_numpy()
+    scores = rows["person_score"].to_numpy(zero_copy_only=False).astype(np.float32)
+    for f in np.unique(frames):
+        sel = frames == f
+        out[int(f)] = FramePoses(kp[sel], scores[sel])
+    return out
