@@ -8,9 +8,9 @@ The frozen GraphDef is imported with ``tf.compat.v1.wrap_function(import_graph_d
 Input: the frame resized to the model's input size (bicubic, as tf-pose-estimation does, or area
 for downscaling when asked), BGR float 0..255, no mean or scaling.
 
-Batch invariance is *measured*, not assumed: :func:`probe_batch_invariance` runs a few different
-probe frames one by one and then as one batch and compares. The result is cached per model sha256
-and input size. For tf-pose's MobileNet graphs it is False (their batch-norm layers were frozen in
+Batch invariance is *measured*, not assumed (:mod:`tasks.keypoints.batching`): a few different
+probe frames run one by one and then as one batch are compared, once per model sha256 and input
+size. For tf-pose's MobileNet graphs it is False (their batch-norm layers were frozen in
 training mode and use the statistics of each batch), so ``max_batch`` is 1.
 """
 
@@ -28,17 +28,11 @@ import numpy as np
 from schemas.errors import ConfigError, ExtractionError, ModelError
 from tasks.datasets.base import sha256_file
 from tasks.keypoints.api import FramePoses, PoseEstimator, RawOutput
+from tasks.keypoints.batching import cached_batch_invariance
 from tasks.keypoints.models import ModelEntry, PafLayout
 from tasks.keypoints.paf import DecodeParams, decode_raw
 
 log = logging.getLogger(__name__)
-
-_INVARIANCE_CACHE: dict[tuple[str, int, int], bool] = {}
-_INVARIANCE_LOCK = threading.Lock()
-
-#: Largest max-abs difference between batch-1 and batch-N outputs still counted as "the same"
-#: (float32 round-off of differently-blocked kernels is ~1e-5 on these maps, whose range is ~0..1).
-BATCH_INVARIANCE_ATOL = 1e-3
 
 _INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
 
@@ -87,46 +81,6 @@ def load_frozen_graph(path: Path, input_name: str, output_name: str) -> Callable
         return pruned(tf.constant(batch, dtype=tf.float32)).numpy()
 
     return run
-
-
-def probe_frames(count: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
-    """``count`` different, deterministic, image-like ``(H, W, 3) uint8`` frames for probing.
-
-    Smooth random blobs (not white noise, whose statistics are unlike any photo) with different
-    brightness, so batch statistics differ clearly between frames.
-    """
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(count):
-        small = rng.uniform(0, 255, size=(max(height // 16, 2), max(width // 16, 2), 3)).astype(np.float32)
-        frame = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
-        frame = frame * (0.4 + 0.6 * (i + 1) / count)
-        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
-    return frames
-
-
-def probe_batch_invariance(
-    run: Callable[[np.ndarray], np.ndarray], height: int, width: int, count: int = 3, atol: float = BATCH_INVARIANCE_ATOL
-) -> tuple[bool, float]:
-    """Compare a network's batch-1 outputs with one batch of ``count`` different frames.
-
-    Args:
-        run: ``(N, H, W, 3) float32 -> (N, h, w, C) float32`` network call.
-        height: Input height.
-        width: Input width.
-        count: Frames in the batch (>= 2).
-        atol: Largest max-abs difference still counted as equal.
-
-    Returns:
-        (invariant, max abs difference).
-    """
-    if count < 2:
-        raise ConfigError(f"a batch-invariance probe needs >= 2 frames, got {count}")
-    batch = np.stack(probe_frames(count, height, width)).astype(np.float32)
-    singles = np.concatenate([run(batch[i : i + 1]) for i in range(count)], axis=0)
-    together = run(batch)
-    diff = float(np.max(np.abs(singles - together)))
-    return diff <= atol, diff
 
 
 class TfOpenPose(PoseEstimator):
@@ -196,16 +150,16 @@ class TfOpenPose(PoseEstimator):
             )
         return out
 
+    def run_frames(self, frames_bgr: np.ndarray) -> np.ndarray:
+        """Preprocess and run ``(N, H, W, 3) uint8`` frames as ONE batch: ``(N, h, w, C) float32`` raw output."""
+        return self._run(np.stack([self.preprocess(f) for f in frames_bgr]))
+
     def _detect_batch_invariance(self) -> bool:
         w, h = self.input_wh
-        key = (self.model_sha256, h, w)
-        with _INVARIANCE_LOCK:
-            if key not in _INVARIANCE_CACHE:
-                invariant, diff = probe_batch_invariance(self._run, h, w)
-                log.info("%s at %dx%d: batch-1 vs batch-3 max diff %.3g -> batch_invariant=%s",
-                         self.entry.name, w, h, diff, invariant)  # fmt: skip
-                _INVARIANCE_CACHE[key] = invariant
-            return _INVARIANCE_CACHE[key]
+        invariant, diff = cached_batch_invariance((self.model_sha256, h, w), self.run_frames)
+        log.info("%s at %dx%d: batch-1 vs batch-3 max diff %.3g -> batch_invariant=%s", self.entry.name, w, h, diff,
+                 invariant)  # fmt: skip
+        return invariant
 
     def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
         """Resize one ``(H, W, 3) uint8`` BGR frame to ``(h_in, w_in, 3) float32`` 0..255 BGR."""

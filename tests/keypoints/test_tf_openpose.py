@@ -12,9 +12,10 @@ import pytest
 from schemas.errors import ExtractionError, ModelError
 from schemas.skeletons import OPENPOSE18
 from tasks.keypoints import load_backend
+from tasks.keypoints.batching import probe_batch_invariance
 from tasks.keypoints.coco_eval import evaluate_coco_keypoints, poses_to_coco
 from tasks.keypoints.models import get_model
-from tasks.keypoints.tf_openpose import TfOpenPose, probe_batch_invariance
+from tasks.keypoints.tf_openpose import TfOpenPose
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def test_p1_footballer_is_one_anatomically_plausible_person(backend: TfOpenPose,
 
 def test_batch_dependence_is_detected_and_batches_are_refused(backend: TfOpenPose, p1: np.ndarray) -> None:
     assert backend.batch_invariant is False and backend.max_batch == 1
-    invariant, diff = probe_batch_invariance(backend._run, 368, 432, count=3)
+    invariant, diff = probe_batch_invariance(backend.run_frames, 368, 432, count=3)
     assert not invariant and diff > 0.1  # train-mode batch norm: batch statistics change every output
     with pytest.raises(ExtractionError, match="max_batch"):
         backend.infer([p1, p1])
@@ -89,19 +90,6 @@ def test_batch_composition_never_changes_a_result(backend: TfOpenPose, p1: np.nd
     np.testing.assert_array_equal(together[0].keypoints, alone.keypoints)
     np.testing.assert_array_equal(together[2].keypoints, alone.keypoints)
     assert together[1].num_people == 1
-
-
-def test_probe_passes_a_batch_invariant_network() -> None:
-    def per_frame(batch: np.ndarray) -> np.ndarray:  # each frame's output depends on that frame only
-        return batch[:, ::8, ::8, :1] / 255.0
-
-    assert probe_batch_invariance(per_frame, 64, 64, count=4) == (True, 0.0)
-
-    def batch_norm(batch: np.ndarray) -> np.ndarray:
-        return (batch - batch.mean()) / (batch.std() + 1e-6)
-
-    invariant, diff = probe_batch_invariance(batch_norm, 32, 32)
-    assert not invariant and diff > 0.01
 
 
 def test_broken_graph_file_is_a_model_error(tmp_path: Path, backend: TfOpenPose) -> None:
