@@ -22,3 +22,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real fixtures not found at {SHARED_DATA}; set POSEPIPE_SHARED_DATA")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test harness (temporary database + ephemeral API) for the whole session.
+
+    Starting it costs seconds, so every flow test shares it (DESIGN.md pitfalls).
+    """
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
