@@ -28,6 +28,7 @@ or the ``Source`` itself; without one the download proceeds with a warning.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -437,3 +438,35 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     os.replace(tmp, path)
+
+
+def fetch_fingerprint(
+    dataset: str, root: str, adapter: DatasetAdapter | None = None, checksums_dir: str | Path | None = None
+) -> tuple[str, bool]:
+    """What a cached fetch depends on, and whether its result is still on disk.
+
+    The fingerprint hashes the dataset, the root and, per source, its URL with the registered (or
+    declared) sha256, ``unregistered`` when none. The tree counts as complete when every required
+    source has an extraction marker whose entries exist (and, when registered, whose sha256 is the
+    registered one); optional sources may be absent (a fetch skips them when unavailable).
+
+    Returns:
+        ``(hex fingerprint, complete)``.
+    """
+    adp = adapter or get_adapter(dataset)
+    registry = load_checksums(dataset, checksums_dir)
+    raw = _local_root(root).resolve() / "raw" / dataset
+    store = _Store(raw)
+    lines = [dataset, str(raw)]
+    complete = True
+    for source in adp.sources:
+        expected = _expected(dataset, source, registry)
+        lines.append(f"{source.name}\t{source.url}\t{expected.sha256 if expected else 'unregistered'}")
+        marker = _read_json(store.marker(source))
+        target = store.extracted / source.extract_to if source.extract_to else store.extracted
+        present = bool(marker) and all((target / n).exists() for n in marker.get("top_level", []))
+        if expected is not None and marker.get("sha256") != expected.sha256:
+            present = False
+        if source.required and not present:
+            complete = False
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), complete
