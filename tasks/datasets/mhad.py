@@ -119,7 +119,10 @@ class MHAD(DatasetAdapter):
         p = params if isinstance(params, MHADParams) else MHADParams(**params.model_dump())
         if p.modality == "camera":
             if p.cluster not in CAMERAS_PER_CLUSTER or not 1 <= p.camera <= CAMERAS_PER_CLUSTER[p.cluster]:
-                raise ConfigError(f"MHAD has no camera {p.camera} in cluster {p.cluster}", hint=f"clusters/cameras: {CAMERAS_PER_CLUSTER}")
+                raise ConfigError(
+                    f"MHAD has no camera {p.camera} in cluster {p.cluster}",
+                    hint=f"clusters/cameras: {CAMERAS_PER_CLUSTER}",
+                )
             view = f"Camera/Cluster{p.cluster:02d}/Cam{p.camera:02d}"
         else:
             if p.camera not in (1, 2):
@@ -127,7 +130,9 @@ class MHAD(DatasetAdapter):
             view = f"Kinect/Kin{p.camera:02d}"
         source = Path(source)
         if not (source / view).is_dir():
-            raise SourceError(f"MHAD view folder not found: {source / view}", hint="unpack the modality's archive under --source")
+            raise SourceError(
+                f"MHAD view folder not found: {source / view}", hint="unpack the modality's archive under --source"
+            )
         rows: list[dict[str, Any]] = []
         rejects: list[Reject] = []
         frames_total = 0
@@ -145,7 +150,9 @@ class MHAD(DatasetAdapter):
                             video, frames_total = f"{seq}/{pattern}", frames_total + n
                     if video is None:
                         known = (subject, action, rep) in KNOWN_MISSING
-                        detail = f"no frames or video at {seq}" + (" (known absent from the published MHAD)" if known else "")
+                        detail = f"no frames or video at {seq}" + (
+                            " (known absent from the published MHAD)" if known else ""
+                        )
                         rejects.append(Reject(clip_id, RejectReason.VIDEO_MISSING, detail, split=split))
                         continue
                     rows.append(

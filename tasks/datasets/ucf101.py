@@ -61,7 +61,9 @@ def read_list_lines(path: Path) -> list[tuple[int, str]]:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise AnnotationFormatError(f"{path} is not UTF-8 text: {exc}", hint="use the dataset's original list files") from exc
+        raise AnnotationFormatError(
+            f"{path} is not UTF-8 text: {exc}", hint="use the dataset's original list files"
+        ) from exc
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
@@ -125,7 +127,11 @@ class VideoIndex:
         for part in (p for p in folder.split("/") if p):
             candidate = current / part
             if not candidate.is_dir():
-                matches = [c for c in current.iterdir() if c.is_dir() and c.name.lower() == part.lower()] if current.is_dir() else []
+                matches = (
+                    [c for c in current.iterdir() if c.is_dir() and c.name.lower() == part.lower()]
+                    if current.is_dir()
+                    else []
+                )
                 if not matches:
                     return None
                 candidate = matches[0]
@@ -165,7 +171,9 @@ class UCF101(DatasetAdapter):
     record_kind = "clips"
     description: ClassVar[str] = "UCF101: 13,320 YouTube action clips in 101 classes, 25 groups, 3 official splits."
     homepage: ClassVar[str] = "https://www.crcv.ucf.edu/data/UCF101.php"
-    citation: ClassVar[str] = "Soomro, Zamir, Shah. UCF101: A Dataset of 101 Human Actions Classes From Videos in The Wild. 2012."
+    citation: ClassVar[str] = (
+        "Soomro, Zamir, Shah. UCF101: A Dataset of 101 Human Actions Classes From Videos in The Wild. 2012."
+    )
     splits: ClassVar[tuple[str, ...]] = ("split1", "split2", "split3")
     sources: ClassVar[tuple[Source, ...]] = (
         Source(
@@ -230,7 +238,9 @@ class UCF101(DatasetAdapter):
                             folds={},
                         )
                     if fold in known.folds:
-                        rejects.append(Reject(key, RejectReason.DUPLICATE_ID, f"{clip_id} listed twice in {fold}", split=fold))
+                        rejects.append(
+                            Reject(key, RejectReason.DUPLICATE_ID, f"{clip_id} listed twice in {fold}", split=fold)
+                        )
                         continue
                     known.folds[fold] = part
         self._check_groups(listed.values())
@@ -278,7 +288,9 @@ class UCF101(DatasetAdapter):
         """(clip_id, path relative to the videos folder, class) of one split line, or None if rejected."""
         fields = line.split()
         if len(fields) not in (1, 2) or (part == "test" and len(fields) != 1):
-            rejects.append(Reject(key, RejectReason.MALFORMED_ANNOTATION, f"expected 'Class/v_..avi [label]', got {line!r}"))
+            rejects.append(
+                Reject(key, RejectReason.MALFORMED_ANNOTATION, f"expected 'Class/v_..avi [label]', got {line!r}")
+            )
             return None
         relative = safe_relative_path(Path("."), fields[0])
         if relative is None or len(relative.parts) != 2:

@@ -125,13 +125,25 @@ class UCF11(DatasetAdapter):
         for key, relative_text in entries:
             relative = safe_relative_path(Path("."), relative_text)
             if relative is None or len(relative.parts) != 3:
-                rejects.append(Reject(key, RejectReason.MALFORMED_ANNOTATION, f"expected class/v_x_GG/v_x_GG_CC.mpg: {relative_text!r}"))
+                rejects.append(
+                    Reject(
+                        key,
+                        RejectReason.MALFORMED_ANNOTATION,
+                        f"expected class/v_x_GG/v_x_GG_CC.mpg: {relative_text!r}",
+                    )
+                )
                 continue
             label, folder, filename = relative.parts
             clip_id = filename.rsplit(".", 1)[0]
             m = _CLIP_RE.match(clip_id)
             if m is None or m.group("folder") != folder:
-                rejects.append(Reject(key, RejectReason.MALFORMED_ANNOTATION, f"clip name does not fit its group folder: {relative_text!r}"))
+                rejects.append(
+                    Reject(
+                        key,
+                        RejectReason.MALFORMED_ANNOTATION,
+                        f"clip name does not fit its group folder: {relative_text!r}",
+                    )
+                )
                 continue
             if label not in classes:
                 rejects.append(Reject(key, RejectReason.UNKNOWN_LABEL, f"class {label!r} not in classInd.txt"))
@@ -148,7 +160,9 @@ class UCF11(DatasetAdapter):
             if p.clip_list == "listfile" and p.require_videos:
                 found = index.find(video_rel)
                 if found is None:
-                    rejects.append(Reject(clip_id, RejectReason.VIDEO_MISSING, f"no video at {p.videos_dir}/{video_rel}"))
+                    rejects.append(
+                        Reject(clip_id, RejectReason.VIDEO_MISSING, f"no video at {p.videos_dir}/{video_rel}")
+                    )
                     continue
                 video_rel = found
             folds = {f"logo{g:02d}": ("test" if g == group else "train") for g in range(1, NUM_GROUPS + 1)}

@@ -99,7 +99,9 @@ def coco_results(
         elif stem.split("_")[-1].isdigit():
             image_id = int(stem.split("_")[-1])
         else:
-            raise ExtractionError(f"no COCO image id for {name!r}", hint="pass image_ids (file name -> id) from the GT json")
+            raise ExtractionError(
+                f"no COCO image id for {name!r}", hint="pass image_ids (file name -> id) from the GT json"
+            )
         if not poses.num_people:
             continue
         xy = poses.keypoints[..., :2]
@@ -145,7 +147,9 @@ def draw_skeleton(
     return canvas
 
 
-def skeleton_image(poses: FramePoses, skeleton: str, frame_hw: tuple[int, int], canvas_hw: tuple[int, int]) -> np.ndarray:
+def skeleton_image(
+    poses: FramePoses, skeleton: str, frame_hw: tuple[int, int], canvas_hw: tuple[int, int]
+) -> np.ndarray:
     """The notebooks' skeleton image: the frame's people drawn on a blank canvas.
 
     The frame is scaled to fit ``canvas_hw`` keeping its aspect (top-left aligned).
@@ -187,7 +191,9 @@ def write_skeleton_images_h5(
                                   compression="gzip" if n else None, track_times=False)  # fmt: skip
         for i, (clip_id, _, poses) in enumerate(frames):
             images[i] = skeleton_image(poses, skeleton, frame_hw[clip_id], canvas_hw)
-        f.create_dataset("clip_id", data=np.array([c for c, _, _ in frames], dtype=h5py.string_dtype()), track_times=False)
+        f.create_dataset(
+            "clip_id", data=np.array([c for c, _, _ in frames], dtype=h5py.string_dtype()), track_times=False
+        )
         f.create_dataset("frame_index", data=np.array([k for _, k, _ in frames], np.int32), track_times=False)
         f.attrs["skeleton"] = skeleton
         f.attrs["canvas_hw"] = list(canvas_hw)
@@ -212,7 +218,10 @@ def write_overlay_video(
     written = 0
     with atomic_local_path(str(out_path)) as tmp, av.open(tmp, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=round(fps))
-        stream.width, stream.height = reader.info.width - reader.info.width % 2, reader.info.height - reader.info.height % 2
+        stream.width, stream.height = (
+            reader.info.width - reader.info.width % 2,
+            reader.info.height - reader.info.height % 2,
+        )
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "23", "preset": "veryfast"}
         for chunk in reader.chunks():
@@ -241,7 +250,9 @@ def poses_from_table(table: pa.Table, clip_id: str, num_joints: int) -> dict[int
     """
     import pyarrow.compute as pc
 
-    rows = table.filter(pc.equal(table["clip_id"], clip_id)).sort_by([("frame_index", "ascending"), ("person_index", "ascending")])
+    rows = table.filter(pc.equal(table["clip_id"], clip_id)).sort_by(
+        [("frame_index", "ascending"), ("person_index", "ascending")]
+    )
     out: dict[int, FramePoses] = {}
     if rows.num_rows == 0:
         return out

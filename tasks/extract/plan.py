@@ -59,7 +59,11 @@ class BackendSpec:
 
     def describe(self) -> dict[str, Any]:
         """What identifies the request (model file by content, not by path)."""
-        model = sha256_file(Path(self.model_path)) if self.model_path and Path(self.model_path).is_file() else self.model_path
+        model = (
+            sha256_file(Path(self.model_path))
+            if self.model_path and Path(self.model_path).is_file()
+            else self.model_path
+        )
         return {"backend": self.name, "model": model, "options": dict(self.options)}
 
 
@@ -81,7 +85,9 @@ def load_estimator(spec: BackendSpec) -> PoseEstimator:
                 try:
                     factory = getattr(importlib.import_module(module_name), attr)
                 except (ImportError, AttributeError) as exc:
-                    raise ConfigError(f"cannot import backend factory {spec.name!r}: {exc}", hint="use package.module:callable") from exc
+                    raise ConfigError(
+                        f"cannot import backend factory {spec.name!r}: {exc}", hint="use package.module:callable"
+                    ) from exc
             else:
                 from tasks.keypoints import load_backend as factory_by_name
 
@@ -98,7 +104,9 @@ def run_key(backend: BackendSpec, sampling: SamplingSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def clip_key(video_sha256: str, backend_name: str, model_sha256: str, backend: BackendSpec, sampling: SamplingSpec) -> str:
+def clip_key(
+    video_sha256: str, backend_name: str, model_sha256: str, backend: BackendSpec, sampling: SamplingSpec
+) -> str:
     """Key of one clip's result: video content + backend + model + params."""
     text = _canonical(
         {
@@ -202,6 +210,45 @@ def plan_shards(
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise ConfigError(f"duplicate clip ids: {dupes[:5]}", hint="clip ids must be unique within a run")
     return [
-        ShardSpec(i // shard_size, tuple(ordered[i : i + shard_size]), run_dir, dataset, backend, sampling, chunk_frames)
+        ShardSpec(
+            i // shard_size, tuple(ordered[i : i + shard_size]), run_dir, dataset, backend, sampling, chunk_frames
+        )
         for i in range(0, len(ordered), shard_size)
     ]
+
+
+def clips_from_records(records: Any, source: Path, fold: str | None = None, side: str | None = None) -> list[ClipTask]:
+    """Clip tasks from an adapter's ``clips`` table, optionally one side of one fold.
+
+    Args:
+        records: CLIPS_SCHEMA table.
+        source: The dataset folder ``video_path`` is relative to.
+        fold: Fold name (``split1``, ``logo03``...); None keeps every clip.
+        side: ``train``/``test``; None keeps both sides of ``fold``.
+
+    Returns:
+        The clips, with absolute video paths.
+
+    Raises:
+        ConfigError: If ``fold`` is not in the records.
+    """
+    out = []
+    seen_fold = False
+    for row in records.to_pylist():
+        folds = dict(row.get("folds") or [])
+        if fold is not None:
+            if fold not in folds:
+                continue
+            seen_fold = True
+            if side is not None and folds[fold] != side:
+                continue
+        out.append(
+            ClipTask(
+                row["clip_id"], str(Path(source) / row["video_path"]), {k: v for k, v in row.items() if v is not None}
+            )
+        )
+    if fold is not None and not seen_fold and records.num_rows:
+        raise ConfigError(
+            f"no clip has fold {fold!r}", hint="UCF101 folds are split1..split3; UCF11 logo01..logo25; MHAD subject"
+        )
+    return out

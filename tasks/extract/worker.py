@@ -72,7 +72,12 @@ class ClipResult:
 
 
 def poses_table(
-    clip_id: str, frame_indices: Sequence[int], poses: Sequence[FramePoses], skeleton: str, backend: str, model_sha256: str
+    clip_id: str,
+    frame_indices: Sequence[int],
+    poses: Sequence[FramePoses],
+    skeleton: str,
+    backend: str,
+    model_sha256: str,
 ) -> pa.Table:
     """KEYPOINTS_SCHEMA rows for frames' people, built column-wise (no per-joint Python objects).
 
@@ -93,7 +98,10 @@ def poses_table(
     flat = np.concatenate([k.reshape(-1) for k in kps]).astype(np.float32) if kps else np.zeros(0, np.float32)
     inner = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), 3)
     outer = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * joints, pa.int32()), inner)
-    frame_col = np.concatenate([np.full(p.num_people, f, np.int32) for f, p in zip(frame_indices, poses, strict=True)] or [np.zeros(0, np.int32)])
+    frame_col = np.concatenate(
+        [np.full(p.num_people, f, np.int32) for f, p in zip(frame_indices, poses, strict=True)]
+        or [np.zeros(0, np.int32)]
+    )
     person_col = np.concatenate([np.arange(p.num_people, dtype=np.int32) for p in poses] or [np.zeros(0, np.int32)])
     scores = np.concatenate([np.asarray(p.person_scores, np.float32) for p in poses] or [np.zeros(0, np.float32)])
     arrays = [
@@ -172,7 +180,9 @@ def extract_clip(
     own_pool = grouper is None
     pool = grouper or ThreadPoolExecutor(max_workers=1, thread_name_prefix="posepipe-group")
     try:
-        reader = VideoReader(clip.video_path, chunk_frames=chunk_frames, sequence_fps=float(clip.record.get("fps") or 0.0))
+        reader = VideoReader(
+            clip.video_path, chunk_frames=chunk_frames, sequence_fps=float(clip.record.get("fps") or 0.0)
+        )
         selector = reader.selector(sampling, clip.clip_id)
         indices: list[int] = []
         futures: list[Future[FramePoses]] = []
@@ -191,7 +201,9 @@ def extract_clip(
                 except PosepipeError:
                     raise
                 except Exception as exc:  # a backend bug or a bad frame: reject the clip, keep the shard
-                    raise ExtractionError(f"{estimator.name} failed on {clip.clip_id} frame {chunk.indices[i]}: {exc!r}") from exc
+                    raise ExtractionError(
+                        f"{estimator.name} failed on {clip.clip_id} frame {chunk.indices[i]}: {exc!r}"
+                    ) from exc
                 timings["infer"] += time.perf_counter() - t0
                 futures.extend(pool.submit(_timed_group, estimator, raw) for raw in raws)
             indices.extend(chunk.indices)
@@ -206,7 +218,9 @@ def extract_clip(
     except VideoDecodeError as exc:
         return ClipResult(empty, None, Reject(clip.clip_id, exc.reason, exc.message, STAGE), timings_s=timings)
     except ExtractionError as exc:
-        return ClipResult(empty, None, Reject(clip.clip_id, RejectReason.INFERENCE_FAILED, exc.message, STAGE), timings_s=timings)
+        return ClipResult(
+            empty, None, Reject(clip.clip_id, RejectReason.INFERENCE_FAILED, exc.message, STAGE), timings_s=timings
+        )
     finally:
         if own_pool:
             pool.shutdown(wait=True)
@@ -320,7 +334,9 @@ def extract_shard(
             try:
                 vsha = video_sha256(clip.video_path)
             except OSError as exc:
-                rejects.append(Reject(clip.clip_id, RejectReason.VIDEO_MISSING, f"cannot read {clip.video_path}: {exc}", STAGE))
+                rejects.append(
+                    Reject(clip.clip_id, RejectReason.VIDEO_MISSING, f"cannot read {clip.video_path}: {exc}", STAGE)
+                )
                 if on_clip:
                     on_clip(clip.clip_id, {"status": "rejected", "reason": str(RejectReason.VIDEO_MISSING)})
                 continue
@@ -344,7 +360,11 @@ def extract_shard(
             if marker["status"] == "ok":
                 table = read_parquet(store.fs, store.path("_clips", f"{key}.parquet"), KEYPOINTS_SCHEMA)
                 # the part is keyed by content: a duplicate video under another id gets this clip's id
-                parts.append(table.set_column(0, KEYPOINTS_SCHEMA.field("clip_id"), pa.array([clip.clip_id] * table.num_rows, pa.string())))
+                parts.append(
+                    table.set_column(
+                        0, KEYPOINTS_SCHEMA.field("clip_id"), pa.array([clip.clip_id] * table.num_rows, pa.string())
+                    )
+                )
                 row = dict(marker["clip"])
                 row.update({k: v for k, v in clip.record.items() if k in CLIPS_SCHEMA.names and k not in _MEASURED})
                 row["clip_id"], row["dataset"] = clip.clip_id, row.get("dataset") or spec.dataset
@@ -354,15 +374,21 @@ def extract_shard(
                 summary.people += int(marker["people"])
             else:
                 r = marker["reject"]
-                rejects.append(Reject(clip.clip_id, RejectReason(r["reason"]), r["detail"] or "", r["stage"], r.get("split")))
+                rejects.append(
+                    Reject(clip.clip_id, RejectReason(r["reason"]), r["detail"] or "", r["stage"], r.get("split"))
+                )
             if on_clip:
                 on_clip(clip.clip_id, marker)
     keypoints = pa.concat_tables(parts) if parts else poses_table("", [], [], est.skeleton, est.name, est.model_sha256)
-    keypoints = keypoints.sort_by([("clip_id", "ascending"), ("frame_index", "ascending"), ("person_index", "ascending")])
+    keypoints = keypoints.sort_by(
+        [("clip_id", "ascending"), ("frame_index", "ascending"), ("person_index", "ascending")]
+    )
     rows, sha = write_parquet(store.fs, store.path(f"part-{spec.index:05d}.parquet"), keypoints, KEYPOINTS_SCHEMA)
     for row in clip_rows:
         row["folds"] = _as_pairs(row.get("folds"))
-    write_parquet(store.fs, store.path(f"clips-{spec.index:05d}.parquet"), to_table(clip_rows, CLIPS_SCHEMA), CLIPS_SCHEMA)
+    write_parquet(
+        store.fs, store.path(f"clips-{spec.index:05d}.parquet"), to_table(clip_rows, CLIPS_SCHEMA), CLIPS_SCHEMA
+    )
     write_parquet(store.fs, store.path(f"rejects-{spec.index:05d}.parquet"), rejects_table(rejects), REJECTS_SCHEMA)
     summary.rows, summary.part_sha256 = rows, sha
     summary.rejected = dict(sorted(Counter(str(r.reason) for r in rejects).items()))
@@ -381,3 +407,40 @@ def _as_pairs(folds: Any) -> list[tuple[str, str]] | None:
         return None
     items = folds.items() if isinstance(folds, dict) else folds
     return sorted((str(k), str(v)) for k, v in items)
+
+
+def write_run_manifest(
+    run_dir: str, summaries: Sequence[ShardSummary | dict[str, Any]], request: dict[str, Any]
+) -> dict[str, Any]:
+    """Write ``_manifest.json`` last: per-shard rows and sha256, totals, rejects, the request.
+
+    Args:
+        run_dir: The run folder.
+        summaries: Every shard's summary.
+        request: What was asked (dataset, split, backend, sampling...).
+
+    Returns:
+        The manifest.
+    """
+    shards = sorted(
+        (s.to_dict() if isinstance(s, ShardSummary) else dict(s) for s in summaries), key=lambda s: s["index"]
+    )
+    rejected: Counter[str] = Counter()
+    for s in shards:
+        rejected.update(s["rejected"])
+    manifest = {
+        "request": request,
+        "shards": [
+            {k: s[k] for k in ("index", "clips", "extracted", "rows", "part_sha256", "rejected")} for s in shards
+        ],
+        "totals": {
+            "clips": sum(s["clips"] for s in shards),
+            "extracted": sum(s["extracted"] for s in shards),
+            "rejected": dict(sorted(rejected.items())),
+            "frames": sum(s["frames"] for s in shards),
+            "people": sum(s["people"] for s in shards),
+        },
+    }
+    store = RunStore(run_dir)
+    store.write_json(store.path("_manifest.json"), manifest)
+    return manifest

@@ -127,7 +127,9 @@ class VideoReader:
                 raise VideoDecodeError(f"no frame images match {self.path}", reason=RejectReason.VIDEO_EMPTY)
             first = cv2.imread(self._files[0], cv2.IMREAD_UNCHANGED)
             if first is None:
-                raise VideoDecodeError(f"cannot read frame image {self._files[0]}", reason=RejectReason.VIDEO_UNREADABLE)
+                raise VideoDecodeError(
+                    f"cannot read frame image {self._files[0]}", reason=RejectReason.VIDEO_UNREADABLE
+                )
             self.info = VideoInfo(self.path, f"opencv-imread/{cv2.__version__}", float(sequence_fps),
                                   len(self._files), int(first.shape[1]), int(first.shape[0]))  # fmt: skip
             return
@@ -137,7 +139,9 @@ class VideoReader:
         import av
 
         if not os.path.isfile(self.path):
-            raise VideoDecodeError(f"video not found: {self.path}", hint="check the clip's video_path", reason=RejectReason.VIDEO_MISSING)
+            raise VideoDecodeError(
+                f"video not found: {self.path}", hint="check the clip's video_path", reason=RejectReason.VIDEO_MISSING
+            )
         if os.path.getsize(self.path) == 0:
             raise VideoDecodeError(f"video file is empty (0 bytes): {self.path}", reason=RejectReason.VIDEO_EMPTY)
         try:
@@ -230,7 +234,9 @@ class VideoReader:
         try:
             container = av.open(self.path)
         except av.FFmpegError as exc:
-            raise VideoDecodeError(f"FFmpeg cannot open {self.path}: {exc}", reason=RejectReason.VIDEO_UNREADABLE) from exc
+            raise VideoDecodeError(
+                f"FFmpeg cannot open {self.path}: {exc}", reason=RejectReason.VIDEO_UNREADABLE
+            ) from exc
         try:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"

@@ -44,18 +44,27 @@ def test_openpose_json_layout() -> None:
     assert doc["version"] == 1.3 and len(doc["people"]) == 1  # type: ignore[arg-type]
     flat = doc["people"][0]["pose_keypoints_2d"]  # type: ignore[index]
     assert len(flat) == 54 and flat[:6] == [10.0, 20.0, 0.9, 11.0, 30.0, 0.8] and flat[6:9] == [0.0, 0.0, 0.0]
-    assert openpose_frame_json(FramePoses(np.zeros((0, 18, 3), np.float32), np.zeros(0, np.float32))) == {"version": 1.3, "people": []}
+    assert openpose_frame_json(FramePoses(np.zeros((0, 18, 3), np.float32), np.zeros(0, np.float32))) == {
+        "version": 1.3,
+        "people": [],
+    }
 
 
 def test_openpose_json_files(tmp_path: Path) -> None:
     kp = _person(nose=(1.0, 2.0, 0.5))
-    files = write_openpose_json(tmp_path, "clip", [(0, FramePoses(kp[None], np.ones(1, np.float32))), (12, FramePoses(kp[:0], np.zeros(0, np.float32)))])
+    files = write_openpose_json(
+        tmp_path,
+        "clip",
+        [(0, FramePoses(kp[None], np.ones(1, np.float32))), (12, FramePoses(kp[:0], np.zeros(0, np.float32)))],
+    )
     assert [f.name for f in files] == ["clip_000000000000_keypoints.json", "clip_000000000012_keypoints.json"]
     assert json.loads(files[1].read_text())["people"] == []
 
 
 def test_coco_results_convert_openpose18_to_coco17() -> None:
-    kp = _person(nose=(10.0, 20.0, 0.9), left_shoulder=(5.0, 6.0, 0.4), right_ankle=(7.0, 8.0, 0.3), neck=(1.0, 1.0, 1.0))
+    kp = _person(
+        nose=(10.0, 20.0, 0.9), left_shoulder=(5.0, 6.0, 0.4), right_ankle=(7.0, 8.0, 0.3), neck=(1.0, 1.0, 1.0)
+    )
     res = coco_results([("000000000785.jpg", FramePoses(kp[None], np.array([0.6], np.float32)))], "openpose18")
     assert len(res) == 1 and res[0]["image_id"] == 785 and res[0]["category_id"] == 1 and res[0]["score"] == 0.6
     flat = res[0]["keypoints"]
@@ -66,7 +75,12 @@ def test_coco_results_convert_openpose18_to_coco17() -> None:
     assert flat[3:6] == [0.0, 0.0, 0.0]  # type: ignore[index]  # left_eye unknown
     with pytest.raises(ExtractionError, match="no COCO image id"):
         coco_results([("p1.jpg", FramePoses(kp[None], np.ones(1, np.float32)))], "openpose18")
-    assert coco_results([("p1.jpg", FramePoses(kp[None], np.ones(1, np.float32)))], "openpose18", {"p1.jpg": 3})[0]["image_id"] == 3
+    assert (
+        coco_results([("p1.jpg", FramePoses(kp[None], np.ones(1, np.float32)))], "openpose18", {"p1.jpg": 3})[0][
+            "image_id"
+        ]
+        == 3
+    )
 
 
 def test_skeleton_image_draws_limb_on_blank_canvas() -> None:
@@ -79,7 +93,10 @@ def test_skeleton_image_draws_limb_on_blank_canvas() -> None:
 
 def test_skeleton_images_h5_is_byte_stable(tmp_path: Path) -> None:
     kp = _person(neck=(10.0, 10.0, 1.0), right_hip=(10.0, 40.0, 1.0))
-    frames = [("c", 0, FramePoses(kp[None], np.ones(1, np.float32))), ("c", 3, FramePoses(kp[:0], np.zeros(0, np.float32)))]
+    frames = [
+        ("c", 0, FramePoses(kp[None], np.ones(1, np.float32))),
+        ("c", 3, FramePoses(kp[:0], np.zeros(0, np.float32))),
+    ]
     write_skeleton_images_h5(tmp_path / "a.h5", frames, "openpose18", {"c": (48, 64)}, (32, 32))
     write_skeleton_images_h5(tmp_path / "b.h5", frames, "openpose18", {"c": (48, 64)}, (32, 32))
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
@@ -94,13 +111,17 @@ def test_poses_from_table_inverts_poses_table() -> None:
     table = poses_table("c", [4, 9], [FramePoses(kp, np.array([1, 2], np.float32)), FramePoses(kp[:1], np.array([3], np.float32))],
                         "openpose18", "b", "m")  # fmt: skip
     back = poses_from_table(table, "c", 18)
-    assert sorted(back) == [4, 9] and back[4].keypoints.tolist() == kp.tolist() and back[9].person_scores.tolist() == [3.0]
+    assert (
+        sorted(back) == [4, 9] and back[4].keypoints.tolist() == kp.tolist() and back[9].person_scores.tolist() == [3.0]
+    )
 
 
 def test_overlay_video(tmp_path: Path) -> None:
     video = write_video(tmp_path / "v.avi", 10, width=64, height=48)
     kp = _person(neck=(32.0, 5.0, 1.0), right_hip=(32.0, 40.0, 1.0))
-    n = write_overlay_video(str(video), {2: FramePoses(kp[None], np.ones(1, np.float32))}, "openpose18", tmp_path / "o.mp4")
+    n = write_overlay_video(
+        str(video), {2: FramePoses(kp[None], np.ones(1, np.float32))}, "openpose18", tmp_path / "o.mp4"
+    )
     assert n == 10
     reader = VideoReader(tmp_path / "o.mp4")
     frames = [f for c in reader.chunks() for f in c.frames]

@@ -58,7 +58,7 @@ def test_rows_match_the_drawn_squares(tmp_path: Path) -> None:
     table = pq.read_table(f"{run_dir}/part-00000.parquet")
     assert table.schema.equals(KEYPOINTS_SCHEMA, check_metadata=False)
     row = table.filter(pc.equal(table["clip_id"], "clip01")).slice(5, 1).to_pylist()[0]
-    (x, y), = blob_centres(5, 64, 48, 1)
+    ((x, y),) = blob_centres(5, 64, 48, 1)
     assert row["frame_index"] == 5 and row["keypoints"][0] == pytest.approx([x, y, 1.0], abs=0.6)
     assert np.isnan(row["keypoints"][2][0]) and row["keypoints"][2][2] == 0.0
     clips_t = pq.read_table(f"{run_dir}/clips-00000.parquet")
@@ -164,7 +164,14 @@ def test_resume_after_kill_minus_9(tmp_path: Path) -> None:
     killed_t = pq.read_table(f"{run_dir}/part-00000.parquet")
     ref_t = pq.read_table(f"{ref_dir}/part-00000.parquet")
     _assert_same_rows(killed_t, ref_t)
-    keys = list(zip(killed_t["clip_id"].to_pylist(), killed_t["frame_index"].to_pylist(), killed_t["person_index"].to_pylist(), strict=True))
+    keys = list(
+        zip(
+            killed_t["clip_id"].to_pylist(),
+            killed_t["frame_index"].to_pylist(),
+            killed_t["person_index"].to_pylist(),
+            strict=True,
+        )
+    )
     assert len(keys) == len(set(keys))  # no duplicate frame/person
     frames = pq.read_table(f"{run_dir}/clips-00000.parquet").to_pylist()
     assert [len(c["sampled_frame_indices"]) for c in frames] == [10 + i for i in range(6)]  # no missing frame
@@ -176,7 +183,10 @@ def test_poses_table_round_trip() -> None:
     from tasks.extract.worker import poses_table
 
     kp = np.arange(2 * 18 * 3, dtype=np.float32).reshape(2, 18, 3)
-    poses = [FramePoses(kp, np.array([0.5, 0.25], np.float32)), FramePoses(np.zeros((0, 18, 3), np.float32), np.zeros(0, np.float32))]
+    poses = [
+        FramePoses(kp, np.array([0.5, 0.25], np.float32)),
+        FramePoses(np.zeros((0, 18, 3), np.float32), np.zeros(0, np.float32)),
+    ]
     t = poses_table("c", [3, 4], poses, "openpose18", "b", "m")
     assert t.num_rows == 2 and t["frame_index"].to_pylist() == [3, 3] and t["person_index"].to_pylist() == [0, 1]
     assert np.asarray(t["keypoints"].to_pylist()[1], np.float32).tolist() == kp[1].tolist()

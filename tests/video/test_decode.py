@@ -13,7 +13,9 @@ from tasks.video.sampling import SamplingSpec
 from tests.video.fakes import make_frame, write_frame_folder, write_vfr_video, write_video
 
 
-def _all(reader: VideoReader, spec: SamplingSpec | None = None, clip_id: str = "c") -> tuple[list[int], list[np.ndarray]]:
+def _all(
+    reader: VideoReader, spec: SamplingSpec | None = None, clip_id: str = "c"
+) -> tuple[list[int], list[np.ndarray]]:
     sel = reader.selector(spec, clip_id) if spec else None
     idx, frames = [], []
     for chunk in reader.chunks(sel):
@@ -124,7 +126,12 @@ def test_image_sequence_glob(tmp_path: Path) -> None:
 
 def test_real_ucf101_clip_frame_count(shared_data: Path) -> None:
     reader = VideoReader(shared_data / "media/videos/mmaction2_tests_test.avi", chunk_frames=16)
-    assert (reader.info.fps, reader.info.frames_declared, reader.info.width, reader.info.height) == (25.0, 164, 320, 240)
+    assert (reader.info.fps, reader.info.frames_declared, reader.info.width, reader.info.height) == (
+        25.0,
+        164,
+        320,
+        240,
+    )
     idx, _ = _all(reader, SamplingSpec(mode="every_k", k=10))
     assert idx == list(range(0, 164, 10)) and reader.report.frames_decoded == 164
     assert reader.report.max_chunk_frames <= 16

@@ -66,7 +66,10 @@ def test_uniform_is_seeded_per_clip_not_by_order() -> None:
     FrameSelector(spec, "clip_b", 164)
     a2 = FrameSelector(spec, "clip_a", 164).sequence
     assert a1 is not None and a2 is not None and a1.tolist() == a2.tolist()
-    assert a1.tolist() != FrameSelector(SamplingSpec(mode="uniform", num_frames=8, seed=8), "clip_a", 164).sequence.tolist()
+    assert (
+        a1.tolist()
+        != FrameSelector(SamplingSpec(mode="uniform", num_frames=8, seed=8), "clip_a", 164).sequence.tolist()
+    )
     expected = uniform_sample_frames(164, 8, clip_rng(7, "clip_a"))
     assert a1.tolist() == expected.tolist()
     sel = FrameSelector(spec, "clip_a", 164)

@@ -1,0 +1,269 @@
+"""``posepipe extract ucf101|video|images``: keypoint extraction with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from schemas.errors import ConfigError
+
+extract_app = typer.Typer(
+    help="Extract OpenPose-style keypoints from datasets, videos or images.", no_args_is_help=True
+)
+
+_BACKEND = typer.Option("tf-openpose", "--backend", help="tf-openpose | opencv-openpose | package.module:factory")
+_MODEL = typer.Option(None, "--model", help="model file (default: the registry's location)")
+_ROOT = typer.Option(None, "--root", help="storage root (default: POSEPIPE_ROOT or ./data)")
+_CHUNK = typer.Option(32, "--chunk-frames", help="frames decoded at once per clip (memory bound)")
+
+
+def _sampling(mode: str, k: int, fps: float | None, num_frames: int | None, seed: int) -> Any:
+    from pydantic import ValidationError
+
+    from tasks.video.sampling import SamplingSpec
+
+    try:
+        return SamplingSpec(mode=mode, k=k, target_fps=fps, num_frames=num_frames, seed=seed)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid sampling: {exc.errors()[0]['msg']}", hint="--sample all|every_k|fps|uniform"
+        ) from exc
+
+
+def _root(root: str | None) -> str:
+    from schemas.settings import Settings
+
+    return root or Settings().root
+
+
+def _summary(manifest_or_totals: dict[str, Any], seconds: float, run_dir: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    totals = manifest_or_totals.get("totals", manifest_or_totals)
+    frames = int(totals["frames"])
+    table = Table(title="extraction summary", show_header=False)
+    table.add_row("clips", f"{totals['extracted']} extracted of {totals['clips']}")
+    table.add_row("frames", str(frames))
+    table.add_row("frames/s", f"{frames / seconds:.2f}" if seconds > 0 else "-")
+    table.add_row("people per frame", f"{totals['people'] / frames:.2f}" if frames else "-")
+    failures = totals.get("rejected") or {}
+    table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in failures.items()) or "none")
+    table.add_row("output", run_dir)
+    Console().print(table)
+
+
+def _run_local(shards: list[Any], run_dir: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Run shards in this process with a progress bar (videos/images given on the command line)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tasks.extract.worker import extract_shard, write_run_manifest
+
+    total = sum(len(s.clips) for s in shards)
+    summaries = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as progress:
+        bar = progress.add_task("clips", total=total)
+        for spec in shards:
+            summaries.append(extract_shard(spec, on_clip=lambda clip_id, marker: progress.advance(bar)))
+    return write_run_manifest(run_dir, summaries, request)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``extract`` command group."""
+    app.add_typer(extract_app, name="extract")
+
+
+@extract_app.command("ucf101")
+def extract_ucf101(
+    source: Path = typer.Option(..., "--source", help="UCF101 folder (ucfTrainTestlist/ and UCF-101/)"),  # noqa: B008
+    split: int = typer.Option(1, "--split", min=1, max=3, help="official split 1..3"),  # noqa: B008
+    part: str = typer.Option("all", "--part", help="train | test | all"),  # noqa: B008
+    root: str | None = _ROOT,
+    backend: str = _BACKEND,
+    model: str | None = _MODEL,
+    sample: str = typer.Option("all", "--sample", help="all | every_k | fps | uniform"),  # noqa: B008
+    k: int = typer.Option(1, "--k"),  # noqa: B008
+    fps: float | None = typer.Option(None, "--fps"),  # noqa: B008
+    num_frames: int | None = typer.Option(None, "--num-frames"),  # noqa: B008
+    seed: int = typer.Option(0, "--seed"),  # noqa: B008
+    shard_size: int = typer.Option(100, "--shard-size", help="clips per Prefect task (50..200)"),  # noqa: B008
+    chunk_frames: int = _CHUNK,
+    workers: int | None = typer.Option(None, "--workers"),  # noqa: B008
+    dask_address: str | None = typer.Option(None, "--dask-address", envvar="POSEPIPE_DASK_ADDRESS"),  # noqa: B008
+) -> None:
+    """Extract keypoints for one official UCF101 split on Dask (resumable: rerun to continue)."""
+    from flows.extract import run_extract
+    from tasks.datasets import get_adapter
+    from tasks.extract.plan import BackendSpec, clips_from_records, plan_shards, run_key
+
+    if part not in ("train", "test", "all"):
+        raise ConfigError(f"--part must be train, test or all, not {part!r}")
+    adapter = get_adapter("ucf101")
+    parsed = adapter.parse(source, adapter.make_params({"require_videos": True}))
+    clips = clips_from_records(parsed.records, source, f"split{split}", None if part == "all" else part)
+    spec = BackendSpec.create(backend, model)
+    sampling = _sampling(sample, k, fps, num_frames, seed)
+    key = run_key(spec, sampling)
+    run_dir = f"{_root(root).rstrip('/')}/keypoints/ucf101/{key}"
+    shards = plan_shards(clips, run_dir, "ucf101", spec, sampling, shard_size, chunk_frames)
+    typer.echo(
+        f"{len(clips)} clips in {len(shards)} shards -> {run_dir} ({parsed.rejects.num_rows} listed clips without video)"
+    )
+    t0 = time.perf_counter()
+    request = {
+        "dataset": "ucf101",
+        "split": split,
+        "part": part,
+        "backend": spec.describe(),
+        "sampling": sampling.model_dump(),
+    }
+    manifest = run_extract(shards, run_dir, request, workers, dask_address)
+    _summary(manifest, time.perf_counter() - t0, run_dir)
+
+
+@extract_app.command("video")
+def extract_video(
+    files: list[Path] = typer.Argument(..., help="video files (or frame globs)"),  # noqa: B008
+    root: str | None = _ROOT,
+    backend: str = _BACKEND,
+    model: str | None = _MODEL,
+    sample: str = typer.Option("all", "--sample"),  # noqa: B008
+    k: int = typer.Option(1, "--k"),  # noqa: B008
+    fps: float | None = typer.Option(None, "--fps"),  # noqa: B008
+    num_frames: int | None = typer.Option(None, "--num-frames"),  # noqa: B008
+    seed: int = typer.Option(0, "--seed"),  # noqa: B008
+    chunk_frames: int = _CHUNK,
+    overlay: Path | None = typer.Option(None, "--overlay", help="write the first video with skeletons drawn (.mp4)"),  # noqa: B008
+    openpose_json: Path | None = typer.Option(None, "--openpose-json", help="folder for OpenPose per-frame JSON"),  # noqa: B008
+    skeleton_h5: Path | None = typer.Option(None, "--skeleton-h5", help="HDF5 file of skeleton images"),  # noqa: B008
+) -> None:
+    """Extract keypoints from video files in this process; optional overlay and exports."""
+    import pyarrow.parquet as pq
+
+    from schemas.skeletons import get_skeleton
+    from tasks.extract.exports import (
+        poses_from_table,
+        write_openpose_json,
+        write_overlay_video,
+        write_skeleton_images_h5,
+    )
+    from tasks.extract.plan import BackendSpec, ClipTask, load_estimator, plan_shards, run_key
+
+    spec = BackendSpec.create(backend, model)
+    sampling = _sampling(sample, k, fps, num_frames, seed)
+    ids = Counter(Path(f).stem for f in files)
+    clips = [ClipTask(Path(f).stem if ids[Path(f).stem] == 1 else f"{Path(f).stem}_{i}", str(Path(f).resolve()),
+                      {"label": "", "label_index": -1, "video_path": str(f)}) for i, f in enumerate(files)]  # fmt: skip
+    run_dir = f"{_root(root).rstrip('/')}/keypoints/videos/{run_key(spec, sampling)}"
+    shards = plan_shards(
+        clips, run_dir, "videos", spec, sampling, max(1, len(clips)), chunk_frames, enforce_bounds=False
+    )
+    t0 = time.perf_counter()
+    estimator = load_estimator(spec)
+    t_model = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    manifest = _run_local(
+        shards, run_dir, {"dataset": "videos", "files": [str(f) for f in files], "backend": spec.describe()}
+    )
+    _summary(manifest, time.perf_counter() - t0, run_dir)
+    typer.echo(f"model load {t_model:.1f} s (not in frames/s)")
+    table = pq.read_table(f"{run_dir}/part-00000.parquet")
+    clip_rows = {r["clip_id"]: r for r in pq.read_table(f"{run_dir}/clips-00000.parquet").to_pylist()}
+    joints = get_skeleton(estimator.skeleton).num_joints
+    if openpose_json is not None:
+        for clip in clips:
+            if clip.clip_id in clip_rows:
+                per_frame = poses_from_table(table, clip.clip_id, joints)
+                empty = _empty(joints)
+                frames = [
+                    (i, per_frame.get(i, empty)) for i in sorted(set(clip_rows[clip.clip_id]["sampled_frame_indices"]))
+                ]
+                write_openpose_json(openpose_json, clip.clip_id, frames)
+        typer.echo(f"OpenPose JSON -> {openpose_json}")
+    if skeleton_h5 is not None:
+        items, sizes = [], {}
+        for clip in clips:
+            if clip.clip_id in clip_rows:
+                from tasks.video.decode import VideoReader
+
+                info = VideoReader(clip.video_path).info
+                sizes[clip.clip_id] = (info.height, info.width)
+                per_frame = poses_from_table(table, clip.clip_id, joints)
+                items += [
+                    (clip.clip_id, i, per_frame.get(i, _empty(joints)))
+                    for i in sorted(set(clip_rows[clip.clip_id]["sampled_frame_indices"]))
+                ]
+        write_skeleton_images_h5(skeleton_h5, items, estimator.skeleton, sizes)
+        typer.echo(f"skeleton images ({len(items)}) -> {skeleton_h5}")
+    if overlay is not None:
+        first = clips[0]
+        if first.clip_id not in clip_rows:
+            raise ConfigError(f"{first.video_path} was rejected; no overlay to draw")
+        n = write_overlay_video(
+            first.video_path, poses_from_table(table, first.clip_id, joints), estimator.skeleton, overlay
+        )
+        typer.echo(f"overlay ({n} frames) -> {overlay}")
+
+
+def _empty(joints: int) -> Any:
+    import numpy as np
+
+    from tasks.keypoints.api import FramePoses
+
+    return FramePoses(np.zeros((0, joints, 3), np.float32), np.zeros(0, np.float32))
+
+
+@extract_app.command("images")
+def extract_images(
+    paths: list[Path] = typer.Argument(..., help="image files or folders of images"),  # noqa: B008
+    backend: str = _BACKEND,
+    model: str | None = _MODEL,
+    coco_json: Path = typer.Option(..., "--coco-json", help="COCO keypoint results file to write"),  # noqa: B008
+    gt: Path | None = typer.Option(None, "--gt", help="COCO GT json: image ids by file name"),  # noqa: B008
+) -> None:
+    """Extract keypoints from images (batched as the backend allows) and write COCO results JSON."""
+    import cv2
+    from rich.progress import Progress
+
+    from schemas.skeletons import get_skeleton
+    from storage.fs import atomic_local_path
+    from tasks.extract.exports import coco_results
+    from tasks.extract.plan import BackendSpec, load_estimator
+
+    files = sorted(
+        {
+            p
+            for path in paths
+            for p in ([path] if path.is_file() else path.glob("*"))
+            if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        }
+    )
+    if not files:
+        raise ConfigError(f"no .jpg/.png images in {', '.join(map(str, paths))}")
+    image_ids = None
+    if gt is not None:
+        image_ids = {im["file_name"]: int(im["id"]) for im in json.loads(gt.read_text())["images"]}
+    estimator = load_estimator(BackendSpec.create(backend, model))
+    found, failures, people, t0 = [], Counter[str](), 0, time.perf_counter()
+    with Progress() as progress:
+        bar = progress.add_task("images", total=len(files))
+        for i in range(0, len(files), estimator.max_batch):
+            batch = [(f, cv2.imread(str(f), cv2.IMREAD_COLOR)) for f in files[i : i + estimator.max_batch]]
+            failures.update("image_unreadable" for _, im in batch if im is None)
+            good = [(f, im) for f, im in batch if im is not None]
+            for (f, _), poses in zip(good, estimator.predict([im for _, im in good]), strict=True):
+                found.append((f.name, poses))
+                people += poses.num_people
+            progress.advance(bar, len(batch))
+    seconds = time.perf_counter() - t0
+    results = coco_results(found, estimator.skeleton, image_ids)
+    with atomic_local_path(str(coco_json)) as tmp:
+        Path(tmp).write_text(json.dumps(results))
+    get_skeleton(estimator.skeleton)
+    _summary({"clips": len(files), "extracted": len(found), "frames": len(found), "people": people, "rejected": dict(failures)},
+             seconds, str(coco_json))  # fmt: skip
