@@ -1,0 +1,167 @@
+"""Extraction benchmark: network alone vs the whole pipeline, on the same frames, in one run.
+
+Prints: raw network frames/s (batched ``infer`` alone at ``max_batch``), end-to-end frames/s
+(decode -> infer -> group -> write, through :func:`extract_shard`), decode and grouping ms per
+frame, peak RSS for one clip and for the same clip repeated 20x (each in a fresh process), 1 vs 2
+worker processes, and the projected hours for UCF101 (13,320 clips, ~2.48 M frames) here and on 16
+cores. The end-to-end / raw ratio is the figure to watch (target >= 0.9).
+
+Usage::
+
+    .venv/bin/python bench/extract.py --model ../shared/data/models/tf_pose_mobilenet_v2_small/graph_opt.pb
+    .venv/bin/python bench/extract.py --backend tests.extract.doubles:make_blob_backend   # no TF
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+UCF101_CLIPS = 13320
+UCF101_FRAMES = 2_484_000  # 13,320 clips x ~186.5 frames (UCF101's published mean clip length 7.21 s at 25 fps)
+
+
+def repeat_video(src: Path, dst: Path, times: int) -> Path:
+    """Write ``src``'s frames ``times`` times into one MJPG .avi (a long clip with the same content)."""
+    import av
+
+    from tasks.video.decode import VideoReader
+
+    reader = VideoReader(src)
+    with av.open(str(dst), "w") as out:
+        stream = out.add_stream("mjpeg", rate=Fraction(round(reader.info.fps or 25)))
+        stream.width, stream.height, stream.pix_fmt = reader.info.width, reader.info.height, "yuvj420p"
+        for _ in range(times):
+            for chunk in VideoReader(src).chunks():
+                for frame in chunk.frames:
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
+                        out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return dst
+
+
+def case_pipeline(args: argparse.Namespace) -> dict[str, float]:
+    """Run one shard of ``args.clips`` (copies of the video) in this process; report timings and RSS."""
+    from tasks.extract.plan import BackendSpec, ClipTask, load_estimator, plan_shards
+    from tasks.extract.worker import extract_shard
+    from tasks.video.sampling import SamplingSpec
+
+    spec = BackendSpec.create(args.backend, args.model)
+    load_estimator(spec)
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    clips = [ClipTask(f"clip{i:03d}_{args.tag}", args.video, {}) for i in range(args.clips)]
+    sampling = SamplingSpec(mode="every_k", k=args.k)
+    shard = plan_shards(clips, args.out, "bench", spec, sampling, max(1, len(clips)), args.chunk, enforce_bounds=False)[0]
+    t0 = time.perf_counter()
+    summary = extract_shard(shard)
+    wall = time.perf_counter() - t0
+    return {
+        "frames": summary.frames,
+        "wall_s": wall,
+        "decode_s": summary.timings_s.get("decode", 0.0),
+        "infer_s": summary.timings_s.get("infer", 0.0),
+        "group_s": summary.timings_s.get("group", 0.0),
+        "write_s": summary.timings_s.get("write", 0.0),
+        "rss_after_load_mb": rss_loaded / 1024,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def case_raw(args: argparse.Namespace) -> dict[str, float]:
+    """Batched ``infer`` alone on the same sampled frames (decoded beforehand, not timed)."""
+    from tasks.extract.plan import BackendSpec, load_estimator
+    from tasks.video.decode import VideoReader
+    from tasks.video.sampling import FrameSelector, SamplingSpec
+
+    est = load_estimator(BackendSpec.create(args.backend, args.model))
+    frames = [f for c in VideoReader(args.video).chunks(FrameSelector(SamplingSpec(mode="every_k", k=args.k))) for f in c.frames]
+    frames = (frames * args.clips)[: max(len(frames), 1) * args.clips]
+    step = est.max_batch
+    est.infer(frames[:step])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(frames), step):
+        est.infer(frames[i : i + step])
+    wall = time.perf_counter() - t0
+    return {"frames": len(frames), "wall_s": wall, "max_batch": step}
+
+
+def _spawn(case: str, args: argparse.Namespace, **over: object) -> subprocess.Popen[str]:
+    argv = [sys.executable, __file__, "--case", case, "--backend", args.backend, "--video", str(over.get("video", args.video)),
+            "--clips", str(over.get("clips", args.clips)), "--k", str(args.k), "--chunk", str(args.chunk),
+            "--out", str(over.get("out", args.out)), "--tag", str(over.get("tag", "a"))]  # fmt: skip
+    if args.model:
+        argv += ["--model", str(args.model)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _result(proc: subprocess.Popen[str]) -> dict[str, float]:
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"bench case failed with exit code {proc.returncode}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Run every case (each in a fresh process) and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", default="")
+    parser.add_argument("--backend", default="tf-openpose")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--video", default=str(REPO.parent / "shared/data/media/videos/mmaction2_tests_test.avi"))
+    parser.add_argument("--clips", type=int, default=2, help="copies of the clip per run")
+    parser.add_argument("--k", type=int, default=2, help="every k-th frame")
+    parser.add_argument("--chunk", type=int, default=32)
+    parser.add_argument("--out", default="")
+    parser.add_argument("--tag", default="a")
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(case_pipeline(args) if args.case == "pipeline" else case_raw(args)))
+        return
+    with tempfile.TemporaryDirectory(prefix="posepipe-bench-") as tmp:
+        raw = _result(_spawn("raw", args))
+        e2e = _result(_spawn("pipeline", args, out=f"{tmp}/e2e"))
+        one = _result(_spawn("pipeline", args, clips=1, out=f"{tmp}/one"))
+        long_video = repeat_video(Path(args.video), Path(tmp) / "x20.avi", 20)
+        long = _result(_spawn("pipeline", args, clips=1, video=long_video, out=f"{tmp}/long"))
+        t0 = time.perf_counter()
+        pair = [_spawn("pipeline", args, out=f"{tmp}/w{i}", tag=f"w{i}") for i in range(2)]
+        two = [_result(p) for p in pair]
+        two_wall = time.perf_counter() - t0
+    raw_fps = raw["frames"] / raw["wall_s"]
+    e2e_fps = e2e["frames"] / e2e["wall_s"]
+    two_fps = sum(r["frames"] for r in two) / two_wall
+    cores = os.cpu_count() or 1
+    print(f"backend {args.backend}  batch {raw['max_batch']}  video {Path(args.video).name}  every {args.k}th frame  cores {cores}")
+    print(f"{'raw network (infer alone)':<38}{raw_fps:10.2f} frames/s   (baseline)")
+    print(f"{'end to end (decode->infer->group->write)':<38}{e2e_fps:10.2f} frames/s   ratio {e2e_fps / raw_fps:.2f} x raw (target >= 0.9)")
+    n = max(1, e2e["frames"])
+    print(f"{'decode wait / frame':<38}{1000 * e2e['decode_s'] / n:10.2f} ms")
+    print(f"{'grouping (other thread) / frame':<38}{1000 * e2e['group_s'] / n:10.2f} ms")
+    print(f"{'infer / frame':<38}{1000 * e2e['infer_s'] / n:10.2f} ms")
+    print(f"{'peak RSS, 1 clip':<38}{one['peak_rss_mb']:10.1f} MB  ({one['frames']} frames; {one['rss_after_load_mb']:.1f} MB after model load)")
+    ratio = long["peak_rss_mb"] / one["peak_rss_mb"]
+    print(f"{'peak RSS, same clip x20':<38}{long['peak_rss_mb']:10.1f} MB  ({long['frames']} frames; {ratio:.3f} x one clip, target <= 1.10)")
+    print(f"{'1 worker process':<38}{e2e_fps:10.2f} frames/s")
+    print(f"{'2 worker processes':<38}{two_fps:10.2f} frames/s   ({two_fps / e2e_fps:.2f} x one, incl. model load)")
+    per_frame_all = UCF101_FRAMES / args.k
+    here = per_frame_all / max(two_fps, e2e_fps) / 3600
+    per_core = e2e_fps / max(1, min(cores, 2)) if two_fps > e2e_fps else e2e_fps / cores
+    print(f"UCF101 ({UCF101_CLIPS} clips, every {args.k}th of ~{UCF101_FRAMES:,} frames): {here:.1f} h here; "
+          f"{per_frame_all / (per_core * 16) / 3600:.1f} h on 16 cores (linear per-core projection)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
