@@ -40,8 +40,8 @@ CONFIGS: dict[str, DecodeParams] = {
     "baseline (tf-pose-like: x4, gauss 25/3, integer peaks)": DecodeParams(
         upsample=4, smooth_sigma=3.0, subpixel=False, paf_min_fraction=0.8
     ),
-    "posepipe default (x4 bicubic, sub-pixel)": DecodeParams(),
-    "network resolution + sub-pixel (x1)": DecodeParams(upsample=1),
+    "heatmaps x4 bicubic + sub-pixel": DecodeParams(upsample=4),
+    "posepipe default (network resolution + sub-pixel)": DecodeParams(),
 }
 
 
