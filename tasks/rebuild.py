@@ -32,7 +32,15 @@ from tasks.validate import failures, render_html, version_checks
 
 #: Reasons that express a dataset policy (not bad data); they do not count towards the reject ratio.
 POLICY_REASONS = frozenset(
-    {RejectReason.CROWD, RejectReason.ZERO_KEYPOINTS, RejectReason.BOX_TOO_SMALL, RejectReason.BAD_FLAG, RejectReason.UNCHECKED, RejectReason.NO_ANNOTATION}
+    {
+        RejectReason.CROWD,
+        RejectReason.ZERO_KEYPOINTS,
+        RejectReason.BOX_TOO_SMALL,
+        RejectReason.BAD_FLAG,
+        RejectReason.UNCHECKED,
+        RejectReason.NO_ANNOTATION,
+        RejectReason.NOT_IN_SPLIT,
+    }
 )
 
 _CODE_MODULES = (

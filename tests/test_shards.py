@@ -117,3 +117,16 @@ def test_gx_suite_catches_schema_level_problems(tmp_path, source):
     failed = collections.Counter(r["check"] for r in report["results"] if not r["success"])
     assert "ExpectColumnValuesToBeUnique(sample_id)" in failed and "ExpectColumnValuesToBeInSet(split)" in failed
     assert "crop_pixels_present" in failed  # the duplicated id no longer matches its pixel row
+
+
+def test_flic_rebuild_without_images_rejects_every_sample(tmp_path, shared_data):
+    """FLIC's real examples.mat has no images here: every sample ends in rejects as image_missing."""
+    src = shared_data / "flic"
+    root = str(tmp_path / "root")
+    with pytest.raises(RejectRatioExceededError, match="5003 of 5003 inputs rejected for data errors .*image_missing: 5003"):
+        build_version(root, str(src), dataset="flic", shard_size=2000)
+    fs, path = filesystem(root)
+    (vdir,) = (tmp_path / "root/datasets/flic").glob("v-*")
+    rejects = read_parquet(fs, str(vdir / "_rejects.parquet"))
+    assert rejects.num_rows == 5003 and set(rejects.column("reason").to_pylist()) == {"image_missing"}
+    assert read_latest(fs, path, "flic") is None
