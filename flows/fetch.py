@@ -4,8 +4,8 @@
   (connection reset, timeout, 5xx, after the downloader's own backoff) go to the retry policy and
   ends the run at once on anything else (checksum mismatch, 4xx, unsafe archive, bad config).
 - Cached by URL + checksum: the key hashes the dataset, the root and every source's URL with its
-  registered sha256 (see :func:`tasks.fetch.resolve.fetch_fingerprint`). When the fetched tree is not
-  complete on disk any more, the key is a fresh random one, so a deleted tree is never "cached".
+  registered sha256 (see :func:`tasks.fetch.resolve.fetch_fingerprint`), plus a token that is
+  renewed whenever the fetched tree is not complete on disk, so a deleted tree is never "cached".
   A scheduled rebuild with unchanged inputs therefore skips the task; and even on a cache miss,
   ``fetch_dataset`` reuses verified files, so unchanged inputs download nothing.
 """
@@ -18,9 +18,9 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from schemas.errors import ConfigError, TransientFetchError
+from schemas.errors import ConfigError, PosepipeError, TransientFetchError
 from tasks.fetch.download import RetryPolicy
-from tasks.fetch.resolve import fetch_dataset, fetch_fingerprint
+from tasks.fetch.resolve import fetch_dataset, fetch_fingerprint, raw_dir
 
 ENV_ATTEMPTS = "POSEPIPE_FETCH_ATTEMPTS"
 ENV_BACKOFF_S = "POSEPIPE_FETCH_BACKOFF_S"
@@ -44,12 +44,26 @@ def _download_policy() -> tuple[RetryPolicy, float]:
     return RetryPolicy(attempts=attempts, backoff_initial_s=backoff_s), timeout_s
 
 
-def fetch_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Prefect ``cache_key_fn``: URLs + registered checksums, or a miss when the tree is gone."""
-    fingerprint, complete = fetch_fingerprint(parameters["dataset"], parameters["root"])
-    if not complete:
-        return f"fetch-{parameters['dataset']}-incomplete-{uuid.uuid4().hex}"
-    return f"fetch-{parameters['dataset']}-{fingerprint}"
+def fetch_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Prefect ``cache_key_fn``: URLs + registered checksums + a token of the tree on disk.
+
+    The token (``{root}/raw/{dataset}/state/prefect-cache-token``) is renewed whenever the fetched
+    tree is incomplete, *before* the run, so the run's result is stored under the key later calls
+    compute while the tree stays intact, and a deleted or damaged tree always misses the cache.
+    Returns None (no caching; the task then raises the clear error itself) for an unusable setup.
+    """
+    dataset, root = parameters["dataset"], parameters["root"]
+    try:
+        fingerprint, complete = fetch_fingerprint(dataset, root)
+        token_file = raw_dir(root, dataset) / "state" / "prefect-cache-token"
+    except PosepipeError:
+        return None
+    token = token_file.read_text().strip() if complete and token_file.is_file() else ""
+    if not token:
+        token = uuid.uuid4().hex
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(token)
+    return f"fetch-{dataset}-{fingerprint}-{token}"
 
 
 def retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:

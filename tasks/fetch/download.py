@@ -163,9 +163,10 @@ def download(
             progress(dest.name, size, size)
         return DownloadResult(url, dest, size, digest, attempt + 1, transferred[0], tuple(resumed))
     done = part.stat().st_size if part.exists() else 0
+    kept = f"{done} bytes are kept in {part} and will be resumed; " if done else ""
     raise TransientFetchError(
         f"downloading {url} failed {policy.attempts} times; last error: {last.message if last else '?'}",
-        hint=f"{done} bytes are kept in {part} and will be resumed; check the network or use --mirror, then run again",
+        hint=f"{kept}check the network or use --mirror, then run again",
     ) from last
 
 

@@ -253,6 +253,15 @@ def fetch_dataset(
     return FetchResult(dataset, str(store.extracted), tuple(files), tuple(warnings), written)
 
 
+def raw_dir(root: str, dataset: str) -> Path:
+    """``{root}/raw/{dataset}`` as an absolute local path.
+
+    Raises:
+        ConfigError: ``root`` is not on the local filesystem.
+    """
+    return _local_root(root).resolve() / "raw" / dataset
+
+
 def _local_root(root: str) -> Path:
     fs, path = filesystem(root)
     if not isinstance(fs, LocalFileSystem):
@@ -455,7 +464,7 @@ def fetch_fingerprint(
     """
     adp = adapter or get_adapter(dataset)
     registry = load_checksums(dataset, checksums_dir)
-    raw = _local_root(root).resolve() / "raw" / dataset
+    raw = raw_dir(root, dataset)
     store = _Store(raw)
     lines = [dataset, str(raw)]
     complete = True
