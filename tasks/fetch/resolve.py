@@ -21,8 +21,9 @@ every run). A file on disk without an index entry is hashed and verified before 
 Where a file comes from, in order: the store (reuse), ``manual_dir/<filename>`` (files downloaded
 by hand, verified the same way), ``{mirror}/<filename>`` (HTTP(S) or ``file://`` prefix), the
 owner's URL. A ``404``/``4xx`` moves on to the next candidate; a checksum mismatch stops at once.
-An optional source (``required=False``) that no candidate has is skipped with a warning; a
-required one is an error. Expected checksums come from the registry (:mod:`tasks.fetch.registry`)
+An optional source (``required=False``) that no candidate has (4xx), or that stays unreachable
+after the retries, is skipped with a warning; for a required one both are errors (the transient
+one is retried by the Prefect task). Expected checksums come from the registry (:mod:`tasks.fetch.registry`)
 or the ``Source`` itself; without one the download proceeds with a warning.
 """
 
@@ -46,6 +47,7 @@ from schemas.errors import (
     ConfigError,
     DownloadRefusedError,
     LockError,
+    TransientFetchError,
 )
 from storage.fs import filesystem
 from tasks.datasets import get_adapter
@@ -344,6 +346,14 @@ def _obtain(
             log.info("%s: %s; trying the next location", source.filename, exc.message)
             refusals.append(exc)
             continue
+        except TransientFetchError as exc:
+            if source.required:
+                raise
+            # An optional source is not worth failing a rebuild over; its .part stays to resume later.
+            msg = f"optional source {source.name} ({source.filename}) is unreachable, skipped: {exc.message}"
+            log.warning(msg)
+            warnings.append(msg)
+            return FetchedFile(source.name, source.filename, "skipped")
         store.record(source, source.filename, res.size_bytes, res.sha256, url)
         return FetchedFile(
             source.name, source.filename, "downloaded", url, str(dest), res.size_bytes, res.sha256, registered,

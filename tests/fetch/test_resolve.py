@@ -238,3 +238,19 @@ def test_adapter_and_registry_disagreeing_is_a_config_error(tmp_path: Path) -> N
 def test_non_local_root_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="fetch needs a local root"):
         fetch_dataset("_t", "memory://bucket/root", adapter=adapter(), checksums_dir=tmp_path)
+
+
+def test_unreachable_optional_source_is_skipped_but_a_required_one_raises(server: Server, dataset: dict, tmp_path: Path) -> None:
+    from schemas.errors import TransientFetchError
+    from tasks.fetch.download import RetryPolicy
+
+    url = dataset["base"].replace("/plain/", "/always503/") + "/list.txt"
+    retry = RetryPolicy(attempts=2, backoff_initial_s=0.0)
+    optional = Source("list", url, "list.txt", required=False)
+    res = fetch_dataset("_t", str(tmp_path / "s"), adapter=adapter(optional), checksums_dir=tmp_path / "reg", retry=retry)
+    assert [f.action for f in res.files] == ["skipped"]
+    assert "optional source list (list.txt) is unreachable, skipped" in res.warnings[0] and "HTTP 503" in res.warnings[0]
+    required = Source("list", url, "list.txt")
+    with pytest.raises(TransientFetchError, match="failed 2 times"):
+        fetch_dataset("_t", str(tmp_path / "s"), adapter=adapter(required), checksums_dir=tmp_path / "reg", retry=retry)
+    assert [e["status"] for e in server.log()] == [503] * 4
