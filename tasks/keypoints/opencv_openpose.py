@@ -74,6 +74,7 @@ class OpenCvOpenPose(PoseEstimator):
         self.weights_path = Path(weights_path)
         self.config_path = Path(config_path)
         self.model_sha256 = sha256_file(self.weights_path)
+        self.config_sha256 = sha256_file(self.config_path)  # the network is both files: part of cache keys
         if entry.sha256 is not None and self.model_sha256 != entry.sha256:
             log.warning("%s: sha256 %s differs from the registered %s", self.weights_path, self.model_sha256, entry.sha256)
         self.input_wh = tuple(input_wh or entry.input_wh)
@@ -105,7 +106,8 @@ class OpenCvOpenPose(PoseEstimator):
             pw, ph = probe_wh
             try:
                 invariant, diff = cached_batch_invariance(
-                    (self.model_sha256, ph, pw), lambda frames: self.run_frames(frames, input_wh=(pw, ph))
+                    (f"{self.model_sha256}:{self.config_sha256}", ph, pw),
+                    lambda frames: self.run_frames(frames, input_wh=(pw, ph)),
                 )
             except ExtractionError as exc:  # the first forward pass: the files do not make a working network
                 raise ModelError(
