@@ -8,6 +8,7 @@ configuration and the run seed — never on worker count or scheduling.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +25,14 @@ from storage.fs import filesystem, join
 from storage.hdf5 import write_hdf5_shard
 from storage.parquet import read_parquet, write_parquet
 from tasks.datasets.base import Reject, rejects_table, stable_hash
-from tasks.transforms.geometry import CropConfig, crop_sample, make_crop_params, sample_rng
+from tasks.transforms.geometry import (
+    CropConfig,
+    crop_box_xyxy,
+    crop_sample,
+    decode_reduction,
+    make_crop_params,
+    sample_rng,
+)
 from tasks.transforms.image_io import ImageReadError, read_image_bgr
 
 STAGING = "_staging"
@@ -127,46 +135,48 @@ def process_shard(spec: ShardSpec) -> dict[str, Any]:
     images: list[np.ndarray] = []
     out_rows: list[dict[str, Any]] = []
     rejects: list[Reject] = []
-    cache_path: str | None = None
-    cache: np.ndarray | ImageReadError | None = None
-    for row in rows:
-        if row["image_path"] != cache_path:
-            cache_path = row["image_path"]
-            try:
-                cache = read_image_bgr(source_root / row["image_path"])
-            except ImageReadError as exc:
-                cache = exc
-        if isinstance(cache, ImageReadError):
-            rejects.append(Reject(row["source_key"], cache.reason, cache.detail, stage="process", split=row["split"]))
+    for _, group in itertools.groupby(rows, key=lambda r: r["image_path"]):
+        people = []
+        for row in group:
+            if row["bbox_xyxy_px"] is None:
+                rejects.append(Reject(row["source_key"], RejectReason.INVALID_BOX, "no person box", stage="process", split=row["split"]))
+                continue
+            xy = np.asarray(row["keypoints_xy_px"], dtype=np.float32).reshape(-1, 2)
+            vis = np.asarray(row["keypoints_visibility"], dtype=np.int8)
+            box = _keypoint_box(row["bbox_xyxy_px"], xy, vis)
+            params = make_crop_params(sample_rng(spec.seed, stable_hash(row["sample_id"])), cfg)
+            people.append((row, xy, vis, box, params))
+        if not people:
             continue
-        image = cache
+        # one decode per image, at the coarsest resolution every person's crop allows
+        k = decode_reduction([crop_box_xyxy(box, params, cfg) for _, _, _, box, params in people], cfg)
+        try:
+            image = read_image_bgr(source_root / people[0][0]["image_path"], reduction=k)
+        except ImageReadError as exc:
+            rejects.extend(Reject(r["source_key"], exc.reason, exc.detail, stage="process", split=r["split"]) for r, *_ in people)
+            continue
         h, w = image.shape[:2]
-        if row["image_width"] is not None and (row["image_width"], row["image_height"]) != (w, h):
-            detail = f"annotation says {row['image_width']}x{row['image_height']}, file is {w}x{h}"
-            rejects.append(Reject(row["source_key"], RejectReason.IMAGE_SIZE_MISMATCH, detail, stage="process", split=row["split"]))
-            continue
-        if row["bbox_xyxy_px"] is None:
-            rejects.append(Reject(row["source_key"], RejectReason.INVALID_BOX, "no person box", stage="process", split=row["split"]))
-            continue
-        skeleton = get_skeleton(row["skeleton"])
-        xy = np.asarray(row["keypoints_xy_px"], dtype=np.float32).reshape(-1, 2)
-        vis = np.asarray(row["keypoints_visibility"], dtype=np.int8)
-        params = make_crop_params(sample_rng(spec.seed, stable_hash(row["sample_id"])), cfg)
-        result = crop_sample(image, _keypoint_box(row["bbox_xyxy_px"], xy, vis), xy, vis, skeleton, params, cfg)
-        out = dict(row)
-        out.update(
-            crop_xyxy_px=result.crop_xyxy_px.tolist(),
-            crop_width=cfg.out_width_px,
-            crop_height=cfg.out_height_px,
-            keypoints_crop_xy_px=result.keypoints_xy_px.tolist(),
-            keypoints_visibility=result.visibility.tolist(),
-            pixels_file=f"{spec.stem}.h5",
-            pixels_row=len(images),
-        )
-        if params.flip:
-            out["extra"] = json.dumps({**json.loads(row["extra"] or "{}"), "flipped": True})
-        out_rows.append(out)
-        images.append(result.image)
+        for row, xy, vis, box, params in people:
+            want = (row["image_width"], row["image_height"])
+            if want[0] is not None and (-(-want[0] // k), -(-want[1] // k)) != (w, h):
+                detail = f"annotation says {want[0]}x{want[1]}, file decodes to {w}x{h} at 1/{k}"
+                rejects.append(Reject(row["source_key"], RejectReason.IMAGE_SIZE_MISMATCH, detail, stage="process", split=row["split"]))
+                continue
+            result = crop_sample(image, box, xy, vis, get_skeleton(row["skeleton"]), params, cfg, reduction=k)
+            out = dict(row)
+            out.update(
+                crop_xyxy_px=result.crop_xyxy_px.tolist(),
+                crop_width=cfg.out_width_px,
+                crop_height=cfg.out_height_px,
+                keypoints_crop_xy_px=result.keypoints_xy_px.tolist(),
+                keypoints_visibility=result.visibility.tolist(),
+                pixels_file=f"{spec.stem}.h5",
+                pixels_row=len(images),
+            )
+            if params.flip:
+                out["extra"] = json.dumps({**json.loads(row["extra"] or "{}"), "flipped": True})
+            out_rows.append(out)
+            images.append(result.image)
     pixels = np.stack(images) if images else np.zeros((0, cfg.out_height_px, cfg.out_width_px, 3), np.uint8)
     h5_sha = write_hdf5_shard(fs, join(vdir, f"{spec.stem}.h5"), [r["sample_id"] for r in out_rows], pixels, {"dataset": spec.dataset, "version": spec.version})
 

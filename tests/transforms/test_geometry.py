@@ -73,3 +73,32 @@ def test_params_are_reproducible_per_sample():
 def test_bad_config():
     with pytest.raises(ConfigError):
         CropConfig(pad_min=2, pad_max=1)
+
+
+def test_decode_reduction_picks_the_coarsest_safe_factor():
+    from tasks.transforms.geometry import decode_reduction
+
+    cfg = CropConfig(out_height_px=256, out_width_px=192)
+    assert decode_reduction([np.array([0, 0, 600, 800])], cfg) == 2  # scale 3.1
+    assert decode_reduction([np.array([0, 0, 1600, 2100])], cfg) == 8
+    assert decode_reduction([np.array([0, 0, 1600, 2100]), np.array([0, 0, 300, 400])], cfg) == 1  # scale 1.56
+    assert decode_reduction([], cfg) == 1
+
+
+def test_reduced_decode_gives_the_same_geometry():
+    import cv2
+
+    image = np.zeros((400, 400, 3), np.uint8)
+    cv2.circle(image, (300, 100), 6, (255, 255, 255), -1)
+    xy = np.full((17, 2), np.nan, np.float32)
+    xy[0] = (300, 100)
+    vis = np.zeros(17, np.int8)
+    vis[0] = 2
+    cfg = CropConfig(out_height_px=64, out_width_px=64, min_box_px=0)
+    params = CropParams(1.0, (0.0, 0.0), False)
+    full = crop_sample(image, np.array([-0.5, -0.5, 399.5, 399.5]), xy, vis, COCO17, params, cfg)
+    half = crop_sample(cv2.resize(image, (100, 100), interpolation=cv2.INTER_AREA), np.array([-0.5, -0.5, 399.5, 399.5]), xy, vis, COCO17, params, cfg, reduction=4)
+    np.testing.assert_allclose(full.keypoints_xy_px, half.keypoints_xy_px)
+    for res in (full, half):
+        y, x = np.unravel_index(np.argmax(res.image[..., 0]), res.image.shape[:2])
+        assert abs(x - res.keypoints_xy_px[0, 0]) <= 1 and abs(y - res.keypoints_xy_px[0, 1]) <= 1

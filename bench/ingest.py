@@ -1,0 +1,107 @@
+"""Ingest benchmark: posepipe shard processing vs the notebooks' per-image loop, same samples.
+
+Prints samples/s for
+  * ``notebook``: what the FLIC notebooks did per sample: ``cv.imread`` → crop with random padding
+    → ``cv.resize`` → ``cv.imwrite`` (JPEG) + a CSV row, one process;
+  * ``posepipe``: :func:`tasks.shards.process_shard` over the same records, one process;
+  * ``posepipe dask 1w / 2w``: the same shards through a Dask LocalCluster with 1 and 2 workers;
+and the ratios. Target: posepipe ≥ 2× the notebook loop per core. Both sides run with OpenCV
+limited to one thread so "per core" means per core.
+
+Usage: ``python bench/ingest.py [--images 150] [--source DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from storage.fs import filesystem  # noqa: E402
+from storage.parquet import read_parquet  # noqa: E402
+from tasks import rebuild as stages  # noqa: E402
+from tasks.shards import process_shard  # noqa: E402
+from tasks.synthetic import write_synthetic_coco  # noqa: E402
+
+
+def notebook_loop(rows: list[dict], source: Path, out_dir: Path, seed: int = 0) -> int:
+    """The notebooks' loop, written as they wrote it (one imread per sample, JPEG per crop)."""
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "labels.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        for i, row in enumerate(rows):
+            img = cv2.imread(str(source / row["image_path"]))
+            if img is None:
+                continue
+            x1, y1, x2, y2 = row["bbox_xyxy_px"]
+            pad = rng.uniform(1.4, 1.6)
+            cx, cy = (x1 + x2) / 2 + rng.uniform(-5, 5), (y1 + y2) / 2 + rng.uniform(-5, 5)
+            side = max(x2 - x1, y2 - y1, 100) * pad
+            a, b = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+            c, d = int(min(img.shape[1], cx + side / 2)), int(min(img.shape[0], cy + side / 2))
+            crop = cv2.resize(img[b:d, a:c], (192, 256))
+            kps = (np.asarray(row["keypoints_xy_px"], np.float32) - [a, b]) * [192 / max(1, c - a), 256 / max(1, d - b)]
+            cv2.imwrite(str(out_dir / f"{i:06d}.jpg"), crop)
+            writer.writerow([f"{i:06d}.jpg", *np.nan_to_num(kps).ravel().round(2).tolist()])
+    return len(rows)
+
+
+def _timed(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=400, help="synthetic images (640x480) when --source is not given")
+    ap.add_argument("--source", type=str, default=None, help="a COCO-format folder instead of synthetic data")
+    ap.add_argument("--shard-size", type=int, default=128)
+    ap.add_argument("--skip-dask", action="store_true")
+    args = ap.parse_args()
+    cv2.setNumThreads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpd = Path(tmp)
+        source = Path(args.source) if args.source else write_synthetic_coco(tmpd / "src", {"train": args.images}, seed=0, size_wh=(640, 480))
+        root = str(tmpd / "root")
+        prepared = stages.prepare("coco", str(source), root, shard_size=args.shard_size)
+        fs, _ = filesystem(root)
+        rows = read_parquet(fs, prepared.specs[0].staging_path).to_pylist()
+        n = len(rows)
+        print(f"samples: {n} on {len({r['image_path'] for r in rows})} images, shards: {len(prepared.specs)}")
+        for p in (source / r["image_path"] for r in rows[:50]):  # warm the page cache for both sides
+            p.read_bytes()
+        t_nb, _ = _timed(lambda: notebook_loop(rows, source, tmpd / "notebook"))
+        t_pp, _ = _timed(lambda: [process_shard(s) for s in prepared.specs])
+        results = [("notebook loop (1 process)", t_nb), ("posepipe process_shard (1 process)", t_pp)]
+        if not args.skip_dask:
+            from distributed import Client, LocalCluster
+
+            for workers in (1, 2):
+                again = stages.prepare("coco", str(source), str(tmpd / f"root{workers}"), shard_size=args.shard_size)
+                with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+                    client.run(cv2.setNumThreads, 1)
+                    client.run(lambda: __import__("tasks.shards"))  # imports are start-up, not throughput
+                    t, _ = _timed(lambda: client.gather(client.map(process_shard, again.specs, pure=False)))  # noqa: B023
+                results.append((f"posepipe on Dask, {workers} worker(s)", t))
+        print(f"{'pipeline':40s} {'seconds':>8s} {'samples/s':>10s} {'vs notebook':>12s}")
+        for name, t in results:
+            print(f"{name:40s} {t:8.2f} {n / t:10.1f} {t_nb / t:11.2f}x")
+        if not args.skip_dask:
+            print(f"scaling 2 workers vs 1: {results[2][1] / results[3][1]:.2f}x (machine has {os.cpu_count()} cores)")
+        print(f"target: posepipe >= 2x the notebook loop per core -> {'MET' if t_nb / t_pp >= 2 else 'NOT MET'} ({t_nb / t_pp:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
