@@ -15,9 +15,11 @@ Nothing from an archive is trusted. Extraction runs in two phases:
 
 Our own writer is used for every format (``tarfile.extract``/``ZipFile.extract`` are never
 called), so the same rules hold for all of them. RAR is read with the maintained ``rarfile``
-library: it parses headers itself and reads *stored* members directly; compressed members are
-decoded by an external tool, ``unar`` from the Debian package ``unar`` (free software, LGPL,
-reads RAR 1.5-5; ``unrar-free`` only reads RAR 2.x, and ``bsdtar``'s RAR 5 support is partial).
+library: it parses headers itself (member names, types and links are checked before any
+decoding) and reads *stored* members directly; compressed members are decoded by an external
+tool that ``rarfile`` finds on ``PATH``. We use ``unar`` from the Debian package ``unar`` (The
+Unarchiver, free software): it reads RAR 1.5 to 5 (UCF101/UCF11 ship as RAR), streams a single
+member to stdout as ``rarfile`` needs (``rarfile.UNAR_TOOL``), and needs no non-free ``unrar``.
 """
 
 from __future__ import annotations

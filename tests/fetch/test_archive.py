@@ -279,3 +279,14 @@ def test_unknown_kind_and_missing_archive(tmp_path: Path) -> None:
     (tmp_path / "a.7z").write_bytes(b"x")
     with pytest.raises(FetchError, match="unknown archive kind '7z'"):
         safe_extract(tmp_path / "a.7z", tmp_path / "t", "7z")  # type: ignore[arg-type]
+
+
+def test_rar_decoder_tool_is_installed() -> None:
+    """Compressed RAR members (UCF101/UCF11) need ``unar`` (Debian package ``unar``, installed by the Makefile)."""
+    import rarfile
+
+    try:
+        rarfile.tool_setup(unrar=False, unar=True, bsdtar=False, sevenzip=False, sevenzip2=False, force=True)
+        assert rarfile.CURRENT_SETUP.setup["open_cmd"][0] == "UNAR_TOOL"
+    finally:
+        rarfile.tool_setup(force=True)  # back to rarfile's own choice
