@@ -74,6 +74,7 @@ def test_rebuild_coco_from_mirror_matches_the_folder(server: Server, coco_mirror
         "POSEPIPE_FETCH_ATTEMPTS": "2",  # the owner URL of the optional train2017.zip is unreachable offline
         "POSEPIPE_FETCH_BACKOFF_S": "0.1",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_HOME": str(tmp_path / "prefect_home"),  # keep the run's database and results out of ~
     }
     posepipe = [sys.executable, "-m", "flows.cli"]
     root = tmp_path / "root"
