@@ -39,20 +39,23 @@ def _tmp_name(path: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb", durable: bool = True) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success rename it to ``path``, on error delete it.
 
     Args:
         fs: Filesystem.
         path: Final path.
         mode: ``wb`` or ``w``.
+        durable: fsync before the rename. Bulk writers (shards) pass False and rely on one
+            :func:`flush_to_disk` before the manifest is written; the rename alone already
+            guarantees no reader ever sees a partial file.
     """
     fs.makedirs(path.rpartition("/")[0] or ".", exist_ok=True)
     tmp = _tmp_name(path)
     try:
         with fs.open(tmp, mode) as fh:
             yield fh
-            if isinstance(fs, LocalFileSystem):
+            if durable and isinstance(fs, LocalFileSystem):
                 fh.flush()
                 os.fsync(fh.fileno())
         if isinstance(fs, LocalFileSystem):
@@ -66,22 +69,30 @@ def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb") -> I
 
 
 @contextlib.contextmanager
-def atomic_local_path(path: str) -> Iterator[str]:
+def atomic_local_path(path: str, durable: bool = True) -> Iterator[str]:
     """Yield a temporary local path beside ``path`` for libraries that need a file name (HDF5).
 
-    The temporary file is renamed to ``path`` when the block exits without error, deleted otherwise.
+    The temporary file is renamed to ``path`` when the block exits without error, deleted otherwise
+    (fsynced first when ``durable``).
     """
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = _tmp_name(path)
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def flush_to_disk(fs: fsspec.AbstractFileSystem) -> None:
+    """Make every file written so far durable (one ``sync`` instead of an fsync per shard)."""
+    if isinstance(fs, LocalFileSystem):
+        os.sync()
 
 
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

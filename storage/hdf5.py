@@ -51,6 +51,7 @@ def write_hdf5_shard(
     sample_ids: Sequence[str],
     images: np.ndarray,
     attrs: dict[str, str | int] | None = None,
+    durable: bool = True,
 ) -> str:
     """Write ``images`` ``(N, H, W, 3) uint8`` and their sample ids to one HDF5 shard, atomically.
 
@@ -59,7 +60,7 @@ def write_hdf5_shard(
     """
     attrs = attrs or {}
     if isinstance(fs, LocalFileSystem):
-        with atomic_local_path(path) as tmp:
+        with atomic_local_path(path, durable=durable) as tmp:
             _write(tmp, sample_ids, images, attrs)
             digest = file_sha256(tmp)
         return digest

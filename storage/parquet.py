@@ -38,7 +38,7 @@ def parquet_bytes(table: pa.Table, schema: pa.Schema) -> bytes:
     return buf.getvalue()
 
 
-def write_parquet(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table, schema: pa.Schema) -> tuple[int, str]:
+def write_parquet(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table, schema: pa.Schema, durable: bool = True) -> tuple[int, str]:
     """Write a shard atomically.
 
     Args:
@@ -46,6 +46,7 @@ def write_parquet(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table, sch
         path: Final path of the shard.
         table: Rows to write.
         schema: Record schema they must conform to.
+        durable: fsync before the rename (see :func:`storage.fs.atomic_open`).
 
     Returns:
         (rows written, sha256 hex of the file bytes).
@@ -54,7 +55,7 @@ def write_parquet(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table, sch
         SchemaError: If the rows do not conform.
     """
     data = parquet_bytes(table, schema)
-    with atomic_open(fs, path, "wb") as fh:
+    with atomic_open(fs, path, "wb", durable=durable) as fh:
         fh.write(data)
     return table.num_rows, hashlib.sha256(data).hexdigest()
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from schemas.errors import RejectRatioExceededError, RejectReason, ValidationFailedError
 from schemas.records import PROCESSED_SAMPLES_SCHEMA, REJECTS_SCHEMA, SAMPLES_SCHEMA, SCHEMA_VERSION, schema_fingerprint
-from storage.fs import filesystem, join, write_bytes_atomic
+from storage.fs import filesystem, flush_to_disk, join, write_bytes_atomic
 from storage.manifest import compute_version, read_json, set_latest, version_dir, write_json, write_manifest
 from storage.parquet import read_parquet, write_parquet
 from tasks.datasets import get_adapter
@@ -229,6 +229,7 @@ def commit(
     if fs.exists(join(vdir, STAGING)):
         fs.rm(join(vdir, STAGING), recursive=True)
     write_json(fs, join(vdir, "_run.json"), {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(run_info or {})})
+    flush_to_disk(fs)  # shards were written without per-file fsync: make them durable before the manifest
     write_manifest(fs, rpath, dataset, version, manifest)
     if not report["success"]:
         raise ValidationFailedError(

@@ -178,11 +178,11 @@ def process_shard(spec: ShardSpec) -> dict[str, Any]:
             out_rows.append(out)
             images.append(result.image)
     pixels = np.stack(images) if images else np.zeros((0, cfg.out_height_px, cfg.out_width_px, 3), np.uint8)
-    h5_sha = write_hdf5_shard(fs, join(vdir, f"{spec.stem}.h5"), [r["sample_id"] for r in out_rows], pixels, {"dataset": spec.dataset, "version": spec.version})
+    h5_sha = write_hdf5_shard(fs, join(vdir, f"{spec.stem}.h5"), [r["sample_id"] for r in out_rows], pixels, {"dataset": spec.dataset, "version": spec.version}, durable=False)
 
-    n, pq_sha = write_parquet(fs, join(vdir, f"{spec.stem}.parquet"), to_table(out_rows, PROCESSED_SAMPLES_SCHEMA), PROCESSED_SAMPLES_SCHEMA)
+    n, pq_sha = write_parquet(fs, join(vdir, f"{spec.stem}.parquet"), to_table(out_rows, PROCESSED_SAMPLES_SCHEMA), PROCESSED_SAMPLES_SCHEMA, durable=False)
     rejects_rel = f"{STAGING}/rejects-{spec.split}-{spec.index:05d}.parquet"
-    write_parquet(fs, join(vdir, rejects_rel), rejects_table(rejects), REJECTS_SCHEMA)
+    write_parquet(fs, join(vdir, rejects_rel), rejects_table(rejects), REJECTS_SCHEMA, durable=False)
     return {
         "split": spec.split,
         "index": spec.index,
