@@ -54,12 +54,17 @@ def repeat_video(src: Path, dst: Path, times: int) -> Path:
 
 def case_pipeline(args: argparse.Namespace) -> dict[str, float]:
     """Run one shard of ``args.clips`` (copies of the video) in this process; report timings and RSS."""
+    import numpy as np
+
     from tasks.extract.plan import BackendSpec, ClipTask, load_estimator, plan_shards
     from tasks.extract.worker import extract_shard
+    from tasks.video.decode import VideoReader
     from tasks.video.sampling import SamplingSpec
 
     spec = BackendSpec.create(args.backend, args.model)
-    load_estimator(spec)
+    est = load_estimator(spec)
+    info = VideoReader(args.video).info
+    est.infer([np.zeros((info.height, info.width, 3), np.uint8)])  # warm-up (graph tracing), as in case_raw
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     clips = [ClipTask(f"clip{i:03d}_{args.tag}", args.video, {}) for i in range(args.clips)]
     sampling = SamplingSpec(mode="every_k", k=args.k)
