@@ -97,10 +97,50 @@ def rebuild_flow(
         shards = [f.result() for f in shard_futures]
         reports = [f.result() for f in report_futures]
         run_info = {"seconds": round(time.time() - started, 3), "shards": len(shards), "pid": os.getpid()}
-        return commit_task.submit(root, prepared, shards, reports, max_reject_ratio, run_info).result()
+        summary = commit_task.submit(root, prepared, shards, reports, max_reject_ratio, run_info).result()
+        _report_artifact(summary)
+        return summary
+
+
+def _report_artifact(summary: dict[str, Any]) -> None:
+    """The end-of-run report as a Prefect markdown artifact (visible in the UI)."""
+    from prefect.artifacts import create_markdown_artifact
+
+    lines = [f"# {summary['dataset']} {summary['version']}", "", "| item | value |", "|---|---|"]
+    lines += [f"| samples ({split}) | {n} |" for split, n in summary["counts"].items()]
+    lines += [f"| {k} | {summary[k]} |" for k in ("parsed", "written", "rejected", "validation", "location")]
+    lines += [f"| rejected: {r} | {n} |" for r, n in summary["rejects_by_reason"].items()]
+    create_markdown_artifact("\n".join(lines), key=f"rebuild-{summary['dataset']}", description="rebuild summary")
 
 
 def run_rebuild(workers: int | None = None, dask_address: str | None = None, threads_per_worker: int = 1, **kwargs: Any) -> dict[str, Any]:
     """Run :func:`rebuild_flow` on a LocalCluster (``workers``) or an existing scheduler."""
     runner = dask_task_runner(workers=workers, dask_address=dask_address, threads_per_worker=threads_per_worker)
     return rebuild_flow.with_options(task_runner=runner)(**kwargs)
+
+
+@flow(name="scheduled-rebuild", log_prints=True)
+def scheduled_rebuild(dataset: str, source: str | None = None, adapter_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Deployment entry point (prefect.yaml): settings come from the worker's environment.
+
+    ``POSEPIPE_ROOT``, ``POSEPIPE_DASK_ADDRESS`` (or ``POSEPIPE_WORKERS``), ``POSEPIPE_SEED``...
+    are read here, at run time, so one deployment runs on a laptop or a cluster unchanged. A rebuild
+    with unchanged inputs reuses its version, so a nightly schedule costs a parse when nothing moved.
+    """
+    from schemas.settings import Settings
+
+    s = Settings()
+    summary = run_rebuild(
+        workers=s.workers,
+        dask_address=s.dask_address,
+        threads_per_worker=s.threads_per_worker,
+        dataset=dataset,
+        root=s.root,
+        source=source,
+        adapter_params=adapter_params or {},
+        seed=s.seed,
+        shard_size=s.shard_size,
+        max_reject_ratio=s.max_reject_ratio,
+    )
+    print(f"{dataset}: {summary['version']} ({'reused' if summary['reused'] else 'built'}), counts {summary['counts']}")
+    return summary
