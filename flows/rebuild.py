@@ -16,6 +16,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.runtime import dask_task_runner
+from schemas.settings import Settings
 from storage.fs import filesystem
 from storage.manifest import dataset_lock
 from tasks import rebuild as stages
@@ -119,6 +120,20 @@ def run_rebuild(workers: int | None = None, dask_address: str | None = None, thr
     return rebuild_flow.with_options(task_runner=runner)(**kwargs)
 
 
+def rebuild_with_settings(settings: Settings, **kwargs: Any) -> dict[str, Any]:
+    """:func:`run_rebuild` with execution, root, seed and limits taken from ``settings``."""
+    return run_rebuild(
+        workers=settings.workers,
+        dask_address=settings.dask_address,
+        threads_per_worker=settings.threads_per_worker,
+        root=settings.root,
+        seed=settings.seed,
+        shard_size=settings.shard_size,
+        max_reject_ratio=settings.max_reject_ratio,
+        **kwargs,
+    )
+
+
 @flow(name="scheduled-rebuild", log_prints=True)
 def scheduled_rebuild(dataset: str, source: str | None = None, adapter_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Deployment entry point (prefect.yaml): settings come from the worker's environment.
@@ -127,20 +142,6 @@ def scheduled_rebuild(dataset: str, source: str | None = None, adapter_params: d
     are read here, at run time, so one deployment runs on a laptop or a cluster unchanged. A rebuild
     with unchanged inputs reuses its version, so a nightly schedule costs a parse when nothing moved.
     """
-    from schemas.settings import Settings
-
-    s = Settings()
-    summary = run_rebuild(
-        workers=s.workers,
-        dask_address=s.dask_address,
-        threads_per_worker=s.threads_per_worker,
-        dataset=dataset,
-        root=s.root,
-        source=source,
-        adapter_params=adapter_params or {},
-        seed=s.seed,
-        shard_size=s.shard_size,
-        max_reject_ratio=s.max_reject_ratio,
-    )
+    summary = rebuild_with_settings(Settings(), dataset=dataset, source=source, adapter_params=adapter_params or {})
     print(f"{dataset}: {summary['version']} ({'reused' if summary['reused'] else 'built'}), counts {summary['counts']}")
     return summary

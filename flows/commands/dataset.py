@@ -69,24 +69,18 @@ def rebuild(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Build a validated dataset version (or reuse an identical one) and move LATEST to it."""
-    from flows.rebuild import run_rebuild
+    from flows.rebuild import rebuild_with_settings
 
     overrides = {"root": root, "seed": seed, "shard_size": shard_size, "workers": workers, "dask_address": dask_address, "max_reject_ratio": max_reject_ratio}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     h, w = parse_size(size)
     with console.status(f"rebuilding {dataset} ..."):
-        summary = run_rebuild(
-            workers=settings.workers,
-            dask_address=settings.dask_address,
-            threads_per_worker=settings.threads_per_worker,
+        summary = rebuild_with_settings(
+            settings,
             dataset=dataset,
-            root=settings.root,
             source=source,
             adapter_params=parse_kv(param),
             crop={"out_height_px": h, "out_width_px": w},
-            seed=settings.seed,
-            shard_size=settings.shard_size,
-            max_reject_ratio=settings.max_reject_ratio,
             mirror=mirror,
             manual_dir=manual_dir,
         )
