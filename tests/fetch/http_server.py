@@ -18,7 +18,8 @@ The first path segment chooses a behaviour, the rest names a file under ``FOLDER
 ``/_reset``        clear the log and the per-path counters
 =================  ==============================================================================
 
-A file that does not exist is a ``404``. Everything is logged after the response is finished.
+A file that does not exist is a ``404``. Each request is logged just before its last bytes are
+sent, so a client that has its answer always finds it in ``/_log``.
 """
 
 from __future__ import annotations
@@ -91,16 +92,16 @@ class Handler(BaseHTTPRequestHandler):
         nth = self.state.count(self.path)
         file = (self.state.folder / name).resolve()
         if mode == "forbidden":
-            self._simple(403, b"forbidden")
             self._record(403, 0)
+            self._simple(403, b"forbidden")
             return
         if mode == "always503" or (mode == "flaky" and nth < 2):
-            self._simple(503, b"busy")
             self._record(503, 0)
+            self._simple(503, b"busy")
             return
         if not name or self.state.folder.resolve() not in file.parents or not file.is_file():
-            self._simple(404, b"not found")
             self._record(404, 0)
+            self._simple(404, b"not found")
             return
         data = file.read_bytes()
         if mode == "corrupt":
@@ -112,11 +113,11 @@ class Handler(BaseHTTPRequestHandler):
         if rng and honour_range and rng.startswith("bytes=") and rng.endswith("-"):
             start = int(rng[len("bytes=") : -1])
             if start >= len(data):
+                self._record(416, 0)
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(data)}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                self._record(416, 0)
                 return
         body = data[start:]
         self.send_response(206 if start else 200)
@@ -130,14 +131,14 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         if (mode in ("drop", "dropnorange") and nth == 0) or (mode == "stall" and nth == 0):
             half = len(body) // 2
+            self._record(206 if start else 200, half)
             self.wfile.write(body[:half])
             self.wfile.flush()
-            self._record(206 if start else 200, half)
             if mode == "stall":
                 time.sleep(STALL_S)
             return  # closing the socket with the rest unsent
-        self.wfile.write(body)
         self._record(206 if start else 200, len(body))
+        self.wfile.write(body)
 
 
 def main(argv: list[str] | None = None) -> None:
