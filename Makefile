@@ -15,9 +15,10 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: install demo test lint clean
 
+# unar (The Unarchiver, Debian package) is rarfile's backend for the UCF101/UCF11 .rar archives
+# (RAR 1.5-5, free software; the non-free unrar is not needed).
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 2; }
-	# unar (The Unarchiver, Debian package): rarfile's backend for UCF101/UCF11 .rar (RAR 1.5-5, free software)
 	command -v unar >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq unar; }
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
