@@ -12,7 +12,6 @@ import collections
 import hashlib
 import importlib
 import inspect
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,12 +20,12 @@ from typing import Any
 import pyarrow as pa
 
 from schemas.errors import RejectRatioExceededError, RejectReason, ValidationFailedError
-from schemas.records import PROCESSED_SAMPLES_SCHEMA, REJECTS_SCHEMA, SAMPLES_SCHEMA, SCHEMA_VERSION, schema_fingerprint
+from schemas.records import PROCESSED_SAMPLES_SCHEMA, REJECTS_SCHEMA, SCHEMA_VERSION, schema_fingerprint
 from storage.fs import filesystem, flush_to_disk, join, write_bytes_atomic
 from storage.manifest import compute_version, read_json, set_latest, version_dir, write_json, write_manifest
 from storage.parquet import read_parquet, write_parquet
 from tasks.datasets import get_adapter
-from tasks.shards import STAGING, ShardSpec, plan_shards, shard_specs, sort_records, split_counts
+from tasks.shards import STAGING, ShardSpec, sort_records, stage_shards
 from tasks.transforms.geometry import CropConfig
 from tasks.validate import failures, render_html, version_checks
 
@@ -151,12 +150,9 @@ def prepare(
         return prepared
     if fs.exists(vdir):  # an earlier attempt that never committed: start clean (content-addressed)
         fs.rm(vdir, recursive=True)
-    staging = join(vdir, STAGING, "records.parquet")
-    write_parquet(fs, staging, records, SAMPLES_SCHEMA)
     write_parquet(fs, join(vdir, STAGING, "rejects-parse.parquet"), result.rejects, REJECTS_SCHEMA)
-    plan = plan_shards(records, shard_size)
-    prepared.specs = shard_specs(
-        dataset=dataset, version=version, root=root, staging_path=staging, plan=plan, source_root=str(source_root), crop=crop, seed=seed
+    prepared.specs = stage_shards(
+        records, dataset=dataset, version=version, root=root, shard_size=shard_size, source_root=str(source_root), crop=crop, seed=seed
     )
     return prepared
 
@@ -263,10 +259,3 @@ def reused_summary(root: str, prepared: Prepared) -> dict[str, Any]:
     set_latest(fs, rpath, prepared.dataset, prepared.version)
     return summary(manifest, root, reused=True)
 
-
-def manifest_json(manifest: dict[str, Any]) -> str:
-    """Pretty JSON for printing."""
-    return json.dumps(manifest, indent=2, sort_keys=True)
-
-
-__all__ = ["PROCESSED_SAMPLES_SCHEMA", "Prepared", "commit", "prepare", "reused_summary", "split_counts"]

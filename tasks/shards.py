@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from schemas.errors import RejectReason
 from schemas.records import PROCESSED_SAMPLES_SCHEMA, REJECTS_SCHEMA, SAMPLES_SCHEMA, to_table
@@ -48,9 +47,9 @@ class ShardSpec:
         root: Storage root URL.
         split: Split of every row in the shard.
         index: Shard index within the split.
-        staging_path: Parquet of all parsed records, sorted by (split, sample_id).
-        start: First row (inclusive) of this shard in the staging file.
-        stop: Last row (exclusive).
+        records_path: Parquet of this shard's parsed records only (sorted by sample_id), so a
+            worker reads its own rows and never the whole dataset.
+        num_rows: Rows in ``records_path``.
         source_root: Local folder the records' ``image_path`` are relative to.
         crop: :class:`CropConfig` fields.
         seed: Run seed.
@@ -61,9 +60,8 @@ class ShardSpec:
     root: str
     split: str
     index: int
-    staging_path: str
-    start: int
-    stop: int
+    records_path: str
+    num_rows: int
     source_root: str
     crop: dict[str, Any]
     seed: int
@@ -128,7 +126,7 @@ def process_shard(spec: ShardSpec) -> dict[str, Any]:
     """
     fs, root = filesystem(spec.root)
     cfg = CropConfig(**spec.crop)
-    table = read_parquet(fs, spec.staging_path, SAMPLES_SCHEMA).slice(spec.start, spec.stop - spec.start)
+    table = read_parquet(fs, spec.records_path, SAMPLES_SCHEMA)
     rows = table.to_pylist()
     vdir = join(root, "datasets", spec.dataset, spec.version)
     source_root = Path(spec.source_root)
@@ -198,19 +196,36 @@ def process_shard(spec: ShardSpec) -> dict[str, Any]:
     }
 
 
-def shard_specs(
-    *, dataset: str, version: str, root: str, staging_path: str, plan: list[tuple[str, int, int, int]], source_root: str, crop: CropConfig, seed: int
+def stage_shards(
+    records: pa.Table,
+    *,
+    dataset: str,
+    version: str,
+    root: str,
+    shard_size: int,
+    source_root: str,
+    crop: CropConfig,
+    seed: int,
 ) -> list[ShardSpec]:
-    """One :class:`ShardSpec` per planned shard."""
-    return [
-        ShardSpec(dataset, version, root, split, index, staging_path, start, stop, source_root, asdict(crop), seed)
-        for split, index, start, stop in plan
-    ]
+    """Plan shards over sorted records and write each shard's input rows to its own staging file.
 
+    Args:
+        records: Output of :func:`sort_records`.
+        dataset: Dataset name.
+        version: Version id.
+        root: Storage root URL.
+        shard_size: Maximum rows per shard.
+        source_root: Folder the records' image paths are relative to.
+        crop: Crop configuration.
+        seed: Run seed.
 
-def split_counts(table: pa.Table) -> dict[str, int]:
-    """Rows per split."""
-    if table.num_rows == 0:
-        return {}
-    vc = pc.value_counts(table.column("split")).to_pylist()
-    return {d["values"]: int(d["counts"]) for d in sorted(vc, key=lambda d: d["values"])}
+    Returns:
+        One :class:`ShardSpec` per shard, in (split, index) order.
+    """
+    fs, path = filesystem(root)
+    specs = []
+    for split, index, start, stop in plan_shards(records, shard_size):
+        records_path = join(path, "datasets", dataset, version, STAGING, f"records-{split}-{index:05d}.parquet")
+        write_parquet(fs, records_path, records.slice(start, stop - start), SAMPLES_SCHEMA, durable=False)
+        specs.append(ShardSpec(dataset, version, root, split, index, records_path, stop - start, source_root, asdict(crop), seed))
+    return specs

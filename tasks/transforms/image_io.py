@@ -40,7 +40,12 @@ def check_complete(data: bytes) -> str | None:
     return None
 
 
-_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+# IMREAD_IGNORE_ORIENTATION: annotations refer to the stored pixel grid (COCO's width/height are
+# those of the stored JPEG), so an EXIF rotation must not be applied; skipping it is also ~20% faster.
+_REDUCED = {
+    k: flag | cv2.IMREAD_IGNORE_ORIENTATION
+    for k, flag in {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}.items()
+}
 
 
 def read_image_bgr(path: Path, reduction: int = 1) -> np.ndarray:
