@@ -8,6 +8,7 @@ closest equivalent (the manifest, written last, is what readers trust).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -31,6 +32,15 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
 def join(*parts: str) -> str:
     """Join path parts with ``/`` (fsspec paths are POSIX-like on every filesystem)."""
     return "/".join(p.rstrip("/") for p in parts if p)
+
+
+def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a local file, read in chunks (the one checksum every manifest and registry uses)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _tmp_name(path: str) -> str:

@@ -7,7 +7,6 @@ uploaded to a temporary name and moved.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from schemas.errors import StorageError
-from storage.fs import _tmp_name, atomic_local_path
+from storage.fs import _tmp_name, atomic_local_path, file_sha256
 
 IMAGES = "images"
 SAMPLE_IDS = "sample_id"
@@ -34,15 +33,6 @@ def _write(path: str, sample_ids: Sequence[str], images: np.ndarray, attrs: dict
         h5.create_dataset(SAMPLE_IDS, data=np.array(list(sample_ids), dtype=object), dtype=h5py.string_dtype(), track_times=False)
         for key, value in sorted(attrs.items()):
             h5.attrs[key] = value
-
-
-def file_sha256(path: str) -> str:
-    """Hex sha256 of a local file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_hdf5_shard(

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas.errors import ConfigError, RejectReason, SourceError
 from schemas.records import CLIPS_SCHEMA, REJECTS_SCHEMA, SAMPLES_SCHEMA, to_table
+from storage.fs import file_sha256
 
 RecordKind = Literal["samples", "clips"]
 
@@ -195,13 +196,9 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of an input file (for ``ParseResult.input_checksums``)."""
+    return file_sha256(path)
 
 
 def safe_relative_path(root: Path, name: str) -> PurePosixPath | None:

@@ -20,7 +20,6 @@ Failure classes, which decide retries:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import os
 import re
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Protocol
 
 from schemas.errors import ChecksumMismatchError, DownloadRefusedError, FetchError, TransientFetchError
+from storage.fs import file_sha256
 
 USER_AGENT = "posepipe-fetch/1 (+python urllib)"
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -189,13 +189,9 @@ def _verify(
     return size, digest
 
 
-def sha256_of(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a local file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a local file."""
+    return file_sha256(path)
 
 
 def _http_attempt(
