@@ -90,12 +90,13 @@ def rebuild_flow(
         prepared = prepare_task.submit(dataset, str(source), root, adapter_params or {}, crop_cfg, seed, shard_size).result()
         if prepared.reused:
             return stages.reused_summary(root, prepared)
-        shard_futures = [process_shard_task.submit(spec) for spec in prepared.specs]
+        # image datasets: one task per shard decodes/crops/writes; clip datasets were written by prepare
+        shard_futures = [process_shard_task.submit(spec) for spec in prepared.specs] or prepared.clip_shards
         out_hw = (crop_cfg["out_height_px"], crop_cfg["out_width_px"])
         report_futures = [
             validate_shard_task.submit(root, dataset, prepared.version, f, prepared.splits, prepared.skeleton, out_hw) for f in shard_futures
         ]
-        shards = [f.result() for f in shard_futures]
+        shards = [f.result() if hasattr(f, "result") else f for f in shard_futures]
         reports = [f.result() for f in report_futures]
         run_info = {"seconds": round(time.time() - started, 3), "shards": len(shards), "pid": os.getpid()}
         summary = commit_task.submit(root, prepared, shards, reports, max_reject_ratio, run_info).result()

@@ -84,3 +84,6 @@ SEMANTIC_CHECKS = (
 
 #: Checks across all shards of a version, run at commit.
 VERSION_CHECKS = ("sample_ids_unique_across_shards", "splits_disjoint")
+
+#: Semantic checks of clip shards (video datasets).
+CLIP_CHECKS = ("folds_never_cut_a_group", "one_label_index_per_label")

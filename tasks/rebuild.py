@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from schemas.errors import RejectRatioExceededError, RejectReason, ValidationFailedError
-from schemas.records import PROCESSED_SAMPLES_SCHEMA, REJECTS_SCHEMA, SCHEMA_VERSION, schema_fingerprint
+from schemas.records import CLIPS_SCHEMA, PROCESSED_SAMPLES_SCHEMA, REJECTS_SCHEMA, SCHEMA_VERSION, schema_fingerprint
 from storage.fs import filesystem, flush_to_disk, join, write_bytes_atomic
 from storage.manifest import compute_version, read_json, set_latest, version_dir, write_json, write_manifest
 from storage.parquet import read_parquet, write_parquet
@@ -102,6 +102,8 @@ class Prepared:
     skeleton: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     code_version: str = ""
+    record: str = "samples"
+    clip_shards: list[dict[str, Any]] = field(default_factory=list)
 
 
 def prepare(
@@ -123,10 +125,14 @@ def prepare(
     crop = crop or CropConfig()
     result = adapter.parse(Path(source), p)
     source_root = Path(source).parent if Path(source).is_file() else Path(source)
-    records = sort_records(result.records)
+    clips = adapter.record_kind == "clips"
+    records = result.records.sort_by("clip_id") if clips else sort_records(result.records)
     inputs = dict(result.input_checksums)
-    inputs["images"] = images_fingerprint(source_root, records.column("image_path").to_pylist()) if adapter.record_kind == "samples" else ""
-    params = {"adapter": p.model_dump(mode="json"), "crop": asdict(crop), "seed": seed, "shard_size": shard_size}
+    media = records.column("video_path" if clips else "image_path").to_pylist()
+    inputs["videos" if clips else "images"] = images_fingerprint(source_root, media)
+    params = {"adapter": p.model_dump(mode="json"), "seed": seed, "shard_size": shard_size}
+    if not clips:
+        params["crop"] = asdict(crop)
     code = code_version(type(adapter).__module__)
     version = compute_version(inputs, params, SCHEMA_VERSION, code)
     prepared = Prepared(
@@ -141,6 +147,7 @@ def prepare(
         skeleton=adapter.skeleton,
         stats=result.stats,
         code_version=code,
+        record=adapter.record_kind,
     )
     fs, rpath = filesystem(root)
     vdir = version_dir(rpath, dataset, version)
@@ -151,10 +158,24 @@ def prepare(
     if fs.exists(vdir):  # an earlier attempt that never committed: start clean (content-addressed)
         fs.rm(vdir, recursive=True)
     write_parquet(fs, join(vdir, STAGING, "rejects-parse.parquet"), result.rejects, REJECTS_SCHEMA)
+    if clips:  # clip records carry no pixels: the shards are the records themselves
+        prepared.clip_shards = write_clip_shards(fs, vdir, records, shard_size)
+        return prepared
     prepared.specs = stage_shards(
         records, dataset=dataset, version=version, root=root, shard_size=shard_size, source_root=str(source_root), crop=crop, seed=seed
     )
     return prepared
+
+
+def write_clip_shards(fs: Any, vdir: str, records: pa.Table, shard_size: int) -> list[dict[str, Any]]:
+    """Write sorted clip records as ``clips/part-{i:05d}.parquet`` shards; returns shard summaries."""
+    shards = []
+    for index, start in enumerate(range(0, records.num_rows, shard_size)):
+        rel = f"clips/part-{index:05d}.parquet"
+        n, sha = write_parquet(fs, join(vdir, rel), records.slice(start, shard_size), CLIPS_SCHEMA, durable=False)
+        shards.append({"split": "clips", "index": index, "parquet": rel, "hdf5": None, "rows": n, "rejected": 0,
+                       "rejects_by_reason": {}, "rejects_file": None, "parquet_sha256": sha, "hdf5_sha256": None, "parsed": n})  # fmt: skip
+    return shards
 
 
 def commit(
@@ -178,7 +199,7 @@ def commit(
     vdir = version_dir(rpath, dataset, version)
     shards = sorted(shards, key=lambda s: (s["split"], s["index"]))
     reject_tables = [read_parquet(fs, join(vdir, STAGING, "rejects-parse.parquet"), REJECTS_SCHEMA)]
-    reject_tables += [read_parquet(fs, join(vdir, s["rejects_file"]), REJECTS_SCHEMA) for s in shards]
+    reject_tables += [read_parquet(fs, join(vdir, s["rejects_file"]), REJECTS_SCHEMA) for s in shards if s["rejects_file"]]
     rejects = pa.concat_tables(reject_tables).sort_by([("stage", "ascending"), ("source_key", "ascending"), ("reason", "ascending")])
     write_parquet(fs, join(vdir, "_rejects.parquet"), rejects, REJECTS_SCHEMA)
     by_reason = dict(sorted(collections.Counter(rejects.column("reason").to_pylist()).items()))
@@ -196,7 +217,7 @@ def commit(
             f"{dataset}: {errors} of {prepared.parsed} inputs rejected for data errors ({ratio:.0%} > {max_reject_ratio:.0%}): {worst}",
             hint=f"inspect {join(vdir, '_rejects.parquet')}; fix the source or raise --max-reject-ratio",
         )
-    report = {"shards": sorted(shard_reports, key=lambda r: r["shard"]), "version": version_checks(root, dataset, version, shards)}
+    report = {"shards": sorted(shard_reports, key=lambda r: r["shard"]), "version": version_checks(root, dataset, version, shards, prepared.record)}
     report["success"] = all(r["success"] for r in report["shards"]) and all(r["success"] for r in report["version"])
     write_json(fs, join(vdir, "_validation.json"), report)
     write_bytes_atomic(fs, join(vdir, "_validation.html"), render_html(report, f"{dataset} {version}").encode())
@@ -204,9 +225,9 @@ def commit(
     manifest = {
         "dataset": dataset,
         "version": version,
-        "record": "processed_samples",
+        "record": "clips" if prepared.record == "clips" else "processed_samples",
         "schema_version": SCHEMA_VERSION,
-        "schema_fingerprint": schema_fingerprint(PROCESSED_SAMPLES_SCHEMA),
+        "schema_fingerprint": schema_fingerprint(CLIPS_SCHEMA if prepared.record == "clips" else PROCESSED_SAMPLES_SCHEMA),
         "code_version": prepared.code_version,
         "params": prepared.params,
         "input_checksums": prepared.input_checksums,

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.expectations import ExpectationSpec, suite_for
-from schemas.records import PROCESSED_SAMPLES_SCHEMA
+from schemas.records import CLIPS_SCHEMA, PROCESSED_SAMPLES_SCHEMA
 from schemas.skeletons import get_skeleton
 from storage.fs import filesystem, join
 from storage.hdf5 import read_hdf5_rows
@@ -121,43 +121,71 @@ def semantic_checks(df: pd.DataFrame, pixel_ids: list[str], pixel_shape: tuple[i
     return results
 
 
+def clip_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Semantic checks of clip records: no fold puts one group on both sides; one index per label."""
+    leaks: list[str] = []
+    sides: dict[tuple[str, str], set[str]] = {}
+    for group, folds in zip(df["group"], df["folds"], strict=True):
+        for fold, side in folds if folds is not None else []:
+            if group is not None:
+                sides.setdefault((fold, group), set()).add(side)
+    leaks = sorted(f"{fold}:{group}" for (fold, group), ss in sides.items() if len(ss) > 1)
+    per_label = df.groupby("label")["label_index"].nunique()
+    ambiguous = sorted(per_label[per_label > 1].index.astype(str))
+    return [
+        {"check": "folds_never_cut_a_group", "engine": "posepipe", "success": not leaks, "unexpected": len(leaks), "detail": ", ".join(leaks[:5])},
+        {"check": "one_label_index_per_label", "engine": "posepipe", "success": not ambiguous, "unexpected": len(ambiguous), "detail": ", ".join(ambiguous[:5])},
+    ]
+
+
 def validate_shard(root: str, dataset: str, version: str, shard: dict[str, Any], splits: tuple[str, ...], skeleton: str | None, out_hw: tuple[int, int]) -> dict[str, Any]:
-    """Validate one processed shard (Parquet rows + HDF5 pixels).
+    """Validate one shard: processed samples (Parquet rows + HDF5 pixels) or clip records.
 
     Returns:
         ``{"shard": "val/part-00000", "success": bool, "results": [...]}``.
     """
     fs, path = filesystem(root)
     vdir = join(path, "datasets", dataset, version)
-    table = read_parquet(fs, join(vdir, shard["parquet"]), PROCESSED_SAMPLES_SCHEMA)
-    df = table.to_pandas()
-    ids, pixels = read_hdf5_rows(fs, join(vdir, shard["hdf5"]))
-    specs = suite_for(PROCESSED_SAMPLES_SCHEMA, dataset=dataset, splits=splits, skeleton=skeleton, out_hw=out_hw)
+    clips = shard.get("hdf5") is None
+    schema = CLIPS_SCHEMA if clips else PROCESSED_SAMPLES_SCHEMA
+    df = read_parquet(fs, join(vdir, shard["parquet"]), schema).to_pandas()
+    if clips:
+        specs = suite_for(schema, dataset=dataset, splits=(), skeleton=None, out_hw=None)
+        specs.append(ExpectationSpec("ExpectColumnValuesToBeUnique", {"column": "clip_id"}))
+    else:
+        specs = suite_for(schema, dataset=dataset, splits=splits, skeleton=skeleton, out_hw=out_hw)
     name = shard["parquet"].removesuffix(".parquet")
     results = run_gx_suite(df, specs, f"{dataset}-{name.replace('/', '-')}") if len(df) else []
-    results += semantic_checks(df, ids, pixels.shape)
+    if clips:
+        results += clip_checks(df)
+    else:
+        ids, pixels = read_hdf5_rows(fs, join(vdir, shard["hdf5"]))
+        results += semantic_checks(df, ids, pixels.shape)
     return {"shard": name, "success": all(r["success"] for r in results), "results": results}
 
 
-def version_checks(root: str, dataset: str, version: str, shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Checks across shards: sample ids unique, splits disjoint by sample id and by image."""
+def version_checks(root: str, dataset: str, version: str, shards: list[dict[str, Any]], record: str = "samples") -> list[dict[str, Any]]:
+    """Checks across shards: ids unique; for samples also splits disjoint by sample id and by image."""
     fs, path = filesystem(root)
     vdir = join(path, "datasets", dataset, version)
-    ids: dict[str, str] = {}
+    id_col = "clip_id" if record == "clips" else "sample_id"
+    seen: set[str] = set()
     images: dict[str, set[str]] = {}
-    dup, overlap = [], set()
+    dup = []
     for shard in shards:
         t = read_parquet(fs, join(vdir, shard["parquet"]))
-        for sid, split, image in zip(t.column("sample_id").to_pylist(), t.column("split").to_pylist(), t.column("image_path").to_pylist(), strict=True):
-            if sid in ids:
+        for sid in t.column(id_col).to_pylist():
+            if sid in seen:
                 dup.append(sid)
-            ids[sid] = split
-            images.setdefault(image, set()).add(split)
-    overlap = {img for img, sp in images.items() if len(sp) > 1}
-    return [
-        {"check": "sample_ids_unique_across_shards", "engine": "posepipe", "success": not dup, "unexpected": len(dup), "detail": ", ".join(dup[:5])},
-        {"check": "splits_disjoint", "engine": "posepipe", "success": not overlap, "unexpected": len(overlap), "detail": ", ".join(sorted(overlap)[:5])},
-    ]
+            seen.add(sid)
+        if record != "clips":
+            for split, image in zip(t.column("split").to_pylist(), t.column("image_path").to_pylist(), strict=True):
+                images.setdefault(image, set()).add(split)
+    out = [{"check": f"{id_col}s_unique_across_shards", "engine": "posepipe", "success": not dup, "unexpected": len(dup), "detail": ", ".join(dup[:5])}]
+    if record != "clips":
+        overlap = sorted(img for img, sp in images.items() if len(sp) > 1)
+        out.append({"check": "splits_disjoint", "engine": "posepipe", "success": not overlap, "unexpected": len(overlap), "detail": ", ".join(overlap[:5])})
+    return out
 
 
 def failures(report: dict[str, Any]) -> list[str]:

@@ -17,6 +17,6 @@ def build_version(root: str, source: str, dataset: str = "coco", crop: CropConfi
     prepared = stages.prepare(dataset, source, root, crop=crop, **kwargs)
     if prepared.reused:
         return stages.reused_summary(root, prepared)
-    shards = [process_shard(s) for s in prepared.specs]
+    shards = [process_shard(s) for s in prepared.specs] or prepared.clip_shards
     reports = [validate_shard(root, dataset, prepared.version, s, prepared.splits, prepared.skeleton, (crop.out_height_px, crop.out_width_px)) for s in shards]
     return stages.commit(root, prepared, shards, reports, max_ratio)

@@ -130,3 +130,30 @@ def test_flic_rebuild_without_images_rejects_every_sample(tmp_path, shared_data)
     rejects = read_parquet(fs, str(vdir / "_rejects.parquet"))
     assert rejects.num_rows == 5003 and set(rejects.column("reason").to_pylist()) == {"image_missing"}
     assert read_latest(fs, path, "flic") is None
+
+
+def test_clip_dataset_rebuild_from_real_ucf101_lists(tmp_path, shared_data):
+    """Video datasets rebuild to clip-record shards, gated by the clips suite (no pixels involved)."""
+    root = str(tmp_path / "root")
+    s = build_version(root, str(shared_data / "ucf101"), dataset="ucf101", shard_size=5000, adapter_params={"require_videos": "false"})
+    assert s["counts"] == {"clips": 13320} and s["rejected"] == 0 and s["validation"] == "passed"
+    fs, path = filesystem(root)
+    m = read_manifest(fs, path, "ucf101", s["version"])
+    assert m["record"] == "clips" and [sh["rows"] for sh in m["shards"]] == [5000, 5000, 3320]
+
+
+def test_clip_gate_catches_a_group_cut_by_a_fold(tmp_path, shared_data):
+    root = str(tmp_path / "root")
+    prepared = stages.prepare("ucf101", str(shared_data / "ucf101"), root, shard_size=20000, adapter_params={"require_videos": "false"})
+    (shard,) = prepared.clip_shards
+    fs, path = filesystem(root)
+    target = f"{path}/datasets/ucf101/{prepared.version}/{shard['parquet']}"
+    from schemas.records import CLIPS_SCHEMA
+
+    rows = read_parquet(fs, target, CLIPS_SCHEMA).to_pylist()
+    first = rows[0]  # v_ApplyEyeMakeup_g01_c01: split1 test; move one clip of its group to train
+    rows[0]["folds"] = [("split1", "train") if k == "split1" else (k, v) for k, v in first["folds"]]
+    write_parquet(fs, target, pa.Table.from_pylist(rows, CLIPS_SCHEMA), CLIPS_SCHEMA)
+    report = validate_shard(root, "ucf101", prepared.version, shard, prepared.splits, None, (256, 192))
+    failed = {r["check"]: r["detail"] for r in report["results"] if not r["success"]}
+    assert failed == {"folds_never_cut_a_group": "split1:g01"}

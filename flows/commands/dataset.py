@@ -147,7 +147,11 @@ def ls(
     for col in ("dataset", "version", "latest", "counts", "rejected", "validation", "params"):
         table.add_column(col)
     for r in rows:
-        params = json.dumps({"adapter": r["params"]["adapter"], "size": [r["params"]["crop"]["out_height_px"], r["params"]["crop"]["out_width_px"]], "seed": r["params"]["seed"]})
+        crop = r["params"].get("crop")
+        shown = {"adapter": r["params"]["adapter"], "seed": r["params"]["seed"]}
+        if crop:
+            shown["size"] = [crop["out_height_px"], crop["out_width_px"]]
+        params = json.dumps(shown)
         table.add_row(r["dataset"], r["version"], "*" if r["latest"] else "", json.dumps(r["counts"]), str(r["rejected"]), r["validation"], params)
     Console(width=200).print(table)
 
