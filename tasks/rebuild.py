@@ -269,8 +269,15 @@ def summary(manifest: dict[str, Any], root: str, reused: bool) -> dict[str, Any]
         "rejected": manifest["rejected"],
         "rejects_by_reason": manifest["rejects_by_reason"],
         "validation": "passed" if manifest["validation"]["success"] else "FAILED",
-        "location": join(filesystem(root)[1], "datasets", manifest["dataset"], manifest["version"]),
+        "location": _location(root, manifest["dataset"], manifest["version"]),
     }
+
+
+def _location(root: str, dataset: str, version: str) -> str:
+    """Where a version lives: a local path, or the full URL on a remote filesystem."""
+    fs, path = filesystem(root)
+    location = version_dir(path, dataset, version)
+    return fs.unstrip_protocol(location) if "://" in str(root) else location
 
 
 def reused_summary(root: str, prepared: Prepared) -> dict[str, Any]:

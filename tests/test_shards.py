@@ -157,3 +157,18 @@ def test_clip_gate_catches_a_group_cut_by_a_fold(tmp_path, shared_data):
     report = validate_shard(root, "ucf101", prepared.version, shard, prepared.splits, None, (256, 192))
     failed = {r["check"]: r["detail"] for r in report["results"] if not r["success"]}
     assert failed == {"folds_never_cut_a_group": "split1:g01"}
+
+
+def test_any_fsspec_root_gives_the_same_version(tmp_path, source):
+    """The store is any fsspec URL: an in-memory root builds the same bytes as local disk."""
+    import fsspec
+
+    local = build_version(str(tmp_path / "root"), str(source), shard_size=4)
+    remote = build_version("memory://posepipe-test-root", str(source), shard_size=4)
+    assert remote["version"] == local["version"] and remote["location"].startswith("memory://")
+    mem = fsspec.filesystem("memory")
+    fs, path = filesystem(str(tmp_path / "root"))
+    remote_manifest = json.loads(mem.cat(f"/posepipe-test-root/datasets/coco/{remote['version']}/_manifest.json"))
+    assert remote_manifest == read_manifest(fs, path, "coco", local["version"])
+    assert mem.cat("/posepipe-test-root/datasets/coco/LATEST").decode().strip() == remote["version"]
+    mem.rm("/posepipe-test-root", recursive=True)
