@@ -172,3 +172,12 @@ def test_any_fsspec_root_gives_the_same_version(tmp_path, source):
     assert remote_manifest == read_manifest(fs, path, "coco", local["version"])
     assert mem.cat("/posepipe-test-root/datasets/coco/LATEST").decode().strip() == remote["version"]
     mem.rm("/posepipe-test-root", recursive=True)
+
+
+def test_real_lspet_subset_rebuild(tmp_path, shared_data):
+    """400 annotations, 20 images present: 20 crops written and validated, 380 image_missing rejects."""
+    src = str(shared_data / "lspet_subset400")
+    with pytest.raises(RejectRatioExceededError, match="380 of 400"):
+        build_version(str(tmp_path / "strict"), src, dataset="lspet")
+    s = build_version(str(tmp_path / "root"), src, dataset="lspet", max_reject_ratio=1.0)
+    assert s["counts"] == {"train": 20} and s["rejects_by_reason"] == {"image_missing": 380} and s["validation"] == "passed"
