@@ -1,12 +1,15 @@
 """HDF5 pixel shards: one file per shard, one writer per file, one chunk per sample.
 
-Files are byte-stable for the same contents (``track_times=False``, fixed chunking and filters),
-written under a temporary name and renamed. On non-local roots the file is built locally and then
+Files are written with ``track_times=False`` and fixed chunking, under a temporary name, then renamed.
+The checksum recorded for a shard is a *content* hash (sample ids, array shape and pixel bytes), not
+a file hash: libhdf5 may write uninitialised memory into the unused tail of its metadata blocks, so
+two files with identical contents are not always byte-identical (seen once in 1-vs-2-worker runs). On non-local roots the file is built locally and then
 uploaded to a temporary name and moved.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Sequence
@@ -17,7 +20,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from schemas.errors import StorageError
-from storage.fs import _tmp_name, atomic_local_path, file_sha256
+from storage.fs import _tmp_name, atomic_local_path
 
 IMAGES = "images"
 SAMPLE_IDS = "sample_id"
@@ -35,6 +38,15 @@ def _write(path: str, sample_ids: Sequence[str], images: np.ndarray, attrs: dict
             h5.attrs[key] = value
 
 
+def content_sha256(sample_ids: Sequence[str], images: np.ndarray) -> str:
+    """sha256 of a shard's contents: ids (NUL-separated), the array shape, then the pixel bytes."""
+    h = hashlib.sha256()
+    h.update("\0".join(sample_ids).encode())
+    h.update(repr(tuple(images.shape)).encode())
+    h.update(np.ascontiguousarray(images, dtype=np.uint8).data)
+    return h.hexdigest()
+
+
 def write_hdf5_shard(
     fs: fsspec.AbstractFileSystem,
     path: str,
@@ -46,22 +58,20 @@ def write_hdf5_shard(
     """Write ``images`` ``(N, H, W, 3) uint8`` and their sample ids to one HDF5 shard, atomically.
 
     Returns:
-        sha256 hex of the file.
+        :func:`content_sha256` of what was written.
     """
     attrs = attrs or {}
     if isinstance(fs, LocalFileSystem):
         with atomic_local_path(path, durable=durable) as tmp:
             _write(tmp, sample_ids, images, attrs)
-            digest = file_sha256(tmp)
-        return digest
+        return content_sha256(sample_ids, images)
     with tempfile.TemporaryDirectory() as d:
         local = os.path.join(d, "shard.h5")
         _write(local, sample_ids, images, attrs)
-        digest = file_sha256(local)
         tmp = _tmp_name(path)
         fs.put_file(local, tmp)
         fs.mv(tmp, path)
-    return digest
+    return content_sha256(sample_ids, images)
 
 
 def read_hdf5_rows(fs: fsspec.AbstractFileSystem, path: str, rows: Sequence[int] | None = None) -> tuple[list[str], np.ndarray]:

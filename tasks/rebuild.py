@@ -174,7 +174,7 @@ def write_clip_shards(fs: Any, vdir: str, records: pa.Table, shard_size: int) ->
         rel = f"clips/part-{index:05d}.parquet"
         n, sha = write_parquet(fs, join(vdir, rel), records.slice(start, shard_size), CLIPS_SCHEMA, durable=False)
         shards.append({"split": "clips", "index": index, "parquet": rel, "hdf5": None, "rows": n, "rejected": 0,
-                       "rejects_by_reason": {}, "rejects_file": None, "parquet_sha256": sha, "hdf5_sha256": None, "parsed": n})  # fmt: skip
+                       "rejects_by_reason": {}, "rejects_file": None, "parquet_sha256": sha, "hdf5_content_sha256": None, "parsed": n})  # fmt: skip
     return shards
 
 
@@ -237,7 +237,7 @@ def commit(
         "rejected": rejects.num_rows,
         "rejects_by_reason": by_reason,
         "shards": [
-            {k: s[k] for k in ("split", "index", "parquet", "hdf5", "rows", "parquet_sha256", "hdf5_sha256")} for s in shards
+            {k: s[k] for k in ("split", "index", "parquet", "hdf5", "rows", "parquet_sha256", "hdf5_content_sha256")} for s in shards
         ],
         "validation": {"success": report["success"], "failures": failed, "report": "_validation.json", "html": "_validation.html"},
         "parents": [],

@@ -191,7 +191,7 @@ def process_shard(spec: ShardSpec) -> dict[str, Any]:
         "rejects_by_reason": dict(sorted(collections.Counter(str(r.reason) for r in rejects).items())),
         "rejects_file": rejects_rel,
         "parquet_sha256": pq_sha,
-        "hdf5_sha256": h5_sha,
+        "hdf5_content_sha256": h5_sha,
         "parsed": len(rows),
     }
 

@@ -9,7 +9,7 @@ import pytest
 from schemas.errors import LockError, SchemaError, VersionNotFoundError
 from schemas.records import REJECTS_SCHEMA
 from storage.fs import atomic_open, filesystem
-from storage.hdf5 import read_hdf5_rows, write_hdf5_shard
+from storage.hdf5 import content_sha256, read_hdf5_rows, write_hdf5_shard
 from storage.manifest import (
     compute_version,
     dataset_lock,
@@ -46,13 +46,17 @@ def test_parquet_bytes_deterministic_and_schema_enforced(tmp_path):
     assert not (tmp_path / "bad.parquet").exists()
 
 
-def test_hdf5_shard_is_byte_stable(tmp_path):
+def test_hdf5_shard_checksum_is_a_content_hash(tmp_path):
     fs, _ = filesystem(str(tmp_path))
     images = np.random.default_rng(0).integers(0, 255, (3, 8, 6, 3), dtype=np.uint8)
     a = write_hdf5_shard(fs, str(tmp_path / "a.h5"), ["s1", "s2", "s3"], images)
     time.sleep(1.1)  # a timestamp would differ now
     b = write_hdf5_shard(fs, str(tmp_path / "b.h5"), ["s1", "s2", "s3"], images)
-    assert a == b
+    assert a == b == content_sha256(["s1", "s2", "s3"], images)
+    changed = images.copy()
+    changed[1, 0, 0, 0] ^= 1
+    assert write_hdf5_shard(fs, str(tmp_path / "c.h5"), ["s1", "s2", "s3"], changed) != a
+    assert write_hdf5_shard(fs, str(tmp_path / "d.h5"), ["s1", "s2", "s4"], images) != a
     ids, px = read_hdf5_rows(fs, str(tmp_path / "a.h5"), [2, 0])
     assert ids == ["s3", "s1"] and (px[0] == images[2]).all()
 
