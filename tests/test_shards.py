@@ -181,3 +181,10 @@ def test_real_lspet_subset_rebuild(tmp_path, shared_data):
         build_version(str(tmp_path / "strict"), src, dataset="lspet")
     s = build_version(str(tmp_path / "root"), src, dataset="lspet", max_reject_ratio=1.0)
     assert s["counts"] == {"train": 20} and s["rejects_by_reason"] == {"image_missing": 380} and s["validation"] == "passed"
+
+
+def test_real_mpii_images_rebuild(tmp_path, shared_data):
+    """MMPose's 5 real MPII validation images in HRNet JSON format: 5 crops written and validated."""
+    src = str(shared_data / "mpii/mmpose_tests/test_mpii.json")
+    s = build_version(str(tmp_path / "root"), src, dataset="mpii", adapter_params={"image_dir": "."})
+    assert s["written"] == 5 and s["rejected"] == 0 and s["validation"] == "passed"
