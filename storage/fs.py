@@ -8,7 +8,9 @@ closest equivalent (the manifest, written last, is what readers trust).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import mmap
 import os
 import uuid
 from collections.abc import Iterator
@@ -97,6 +99,59 @@ def atomic_local_path(path: str, durable: bool = True) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+#: O_DIRECT needs buffer address, length and file offset aligned to the device's logical block
+#: size; 4096 covers every block size Linux uses for it.
+DIRECT_IO_ALIGN = 4096
+
+
+def write_local_unbuffered(path: str, buffer: mmap.mmap, size: int) -> bool:
+    """Write ``buffer[:size]`` to a new local file with ``O_DIRECT`` (no page cache), if possible.
+
+    Bulk shards are written once and read much later: going around the page cache saves the
+    kernel allocating (and later writing back) a cache page per 4 KiB. On the CI VMs a fresh
+    page costs ~9 µs, so a 19 MB HDF5 shard took ~50 ms buffered and ~9 ms direct.
+
+    Args:
+        path: New file (created or truncated).
+        buffer: Page-aligned source (an anonymous ``mmap``); bytes ``[size, ceil(size/4096)*4096)``
+            are written too and then cut off again with ``ftruncate``, so they must be writable
+            and are overwritten with zeros first.
+        size: Bytes that make up the file.
+
+    Returns:
+        True if written; False if the filesystem refuses ``O_DIRECT`` (tmpfs, some FUSE mounts) or
+        the platform has none, in which case nothing is left at ``path`` and the caller writes it
+        the ordinary way.
+    """
+    flag = getattr(os, "O_DIRECT", 0)
+    padded = -(-size // DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN
+    if not flag or padded > len(buffer):
+        return False
+    buffer[size:padded] = bytes(padded - size)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flag, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
+    try:
+        view = memoryview(buffer)[:padded]
+        done = 0
+        while done < padded:
+            done += os.write(fd, view[done:])
+        os.ftruncate(fd, size)
+    except OSError as exc:
+        os.close(fd)
+        os.remove(path)
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
+    finally:
+        view.release()
+    os.close(fd)
+    return True
 
 
 def flush_to_disk(fs: fsspec.AbstractFileSystem) -> None:

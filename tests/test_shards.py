@@ -188,3 +188,60 @@ def test_real_mpii_images_rebuild(tmp_path, shared_data):
     src = str(shared_data / "mpii/mmpose_tests/test_mpii.json")
     s = build_version(str(tmp_path / "root"), src, dataset="mpii", adapter_params={"image_dir": "."})
     assert s["written"] == 5 and s["rejected"] == 0 and s["validation"] == "passed"
+
+
+def test_keypoint_boxes_union_only_labelled_finite_joints():
+    from tasks.shards import keypoint_boxes_xyxy
+
+    boxes = np.array([[10, 10, 20, 20], [0, 0, 5, 5], [1, 1, 2, 2]], dtype=np.float64)
+    xy = np.array([[25, 5], [15, 30], [100, 100], [np.nan, -50], [-3, 4]], dtype=np.float32)
+    vis = np.array([2, 1, 0, 2, 1], dtype=np.int8)
+    # row 0: joints 0-2 (the third unlabelled); row 1: joints 3-4 (the first not finite); row 2: none
+    out = keypoint_boxes_xyxy(boxes, xy, vis, np.array([0, 3, 5]))
+    np.testing.assert_array_equal(out, [[10, 5, 25, 30], [-3, 0, 5, 5], [1, 1, 2, 2]])
+
+
+def _union_box(row: dict) -> np.ndarray:
+    xy = np.asarray(row["keypoints_xy_px"], np.float32)
+    ok = np.asarray(row["keypoints_visibility"]) > 0
+    box = np.asarray(row["bbox_xyxy_px"], np.float64)
+    return np.concatenate([np.minimum(box[:2], xy[ok].min(0)), np.maximum(box[2:], xy[ok].max(0))]) if ok.any() else box
+
+
+def test_batched_shard_equals_the_per_sample_kernels(tmp_path):
+    """process_shard (vectorised boxes, affines, keypoints; one decode per image) == crop_sample per row."""
+    from schemas.skeletons import get_skeleton
+    from tasks.datasets.base import stable_hash
+    from tasks.transforms.geometry import crop_box_xyxy, crop_sample, decode_reduction, make_crop_params, sample_rng
+    from tasks.transforms.image_io import read_image_bgr
+
+    src = write_synthetic_coco(tmp_path / "src", {"train": 12}, seed=5, size_wh=(320, 240))
+    cfg = CropConfig(out_height_px=64, out_width_px=48, flip_prob=0.5)
+    prepared = stages.prepare("coco", str(src), str(tmp_path / "root"), crop=cfg, shard_size=64, seed=11)
+    fs, _ = filesystem(str(tmp_path / "root"))
+    (spec,) = prepared.specs
+    summary = process_shard(spec)
+    vdir = f"{tmp_path}/root/datasets/coco/{spec.version}"
+    out = read_parquet(fs, f"{vdir}/{summary['parquet']}", PROCESSED_SAMPLES_SCHEMA).to_pylist()
+    _, pixels = read_hdf5_rows(fs, f"{vdir}/{summary['hdf5']}")
+    assert len(out) == summary["rows"] > 5 and any(json.loads(r["extra"] or "{}").get("flipped") for r in out)
+    rows = {r["sample_id"]: r for r in read_parquet(fs, spec.records_path).to_pylist()}
+    by_image = collections.defaultdict(list)
+    for r in rows.values():
+        by_image[r["image_path"]].append(r)
+
+    def params_of(row):
+        return make_crop_params(sample_rng(11, stable_hash(row["sample_id"])), cfg)
+
+    for i, got in enumerate(out):
+        row = rows[got["sample_id"]]
+        k = decode_reduction([crop_box_xyxy(_union_box(peer), params_of(peer), cfg) for peer in by_image[row["image_path"]]], cfg)
+        image = read_image_bgr(src / row["image_path"], reduction=k)
+        xy, vis = np.asarray(row["keypoints_xy_px"], np.float32), np.asarray(row["keypoints_visibility"], np.int8)
+        ref = crop_sample(image, _union_box(row), xy, vis, get_skeleton(row["skeleton"]), params_of(row), cfg, reduction=k)
+        assert got["pixels_row"] == i
+        assert np.array_equal(pixels[i], ref.image)
+        np.testing.assert_array_equal(np.asarray(got["keypoints_crop_xy_px"], np.float32), ref.keypoints_xy_px)
+        assert got["keypoints_visibility"] == ref.visibility.tolist()
+        np.testing.assert_array_equal(np.asarray(got["crop_xyxy_px"], np.float32), ref.crop_xyxy_px)
+        assert bool(json.loads(got["extra"] or "{}").get("flipped")) == ref.params.flip

@@ -82,7 +82,7 @@ def sample_rng(seed: int, sample_key: int) -> np.random.Generator:
 
 
 def crop_box_xyxy(bbox_xyxy_px: np.ndarray, params: CropParams, cfg: CropConfig) -> np.ndarray:
-    """The crop box in source pixels.
+    """The crop box in source pixels (one sample; see :func:`crop_boxes_xyxy`).
 
     Args:
         bbox_xyxy_px: ``(4,) float`` person box.
@@ -95,17 +95,32 @@ def crop_box_xyxy(bbox_xyxy_px: np.ndarray, params: CropParams, cfg: CropConfig)
     Example:
         A 100×200 box, pad 1.5, no shift, output 192×256: height 300, width 225.
     """
-    x1, y1, x2, y2 = (float(v) for v in bbox_xyxy_px)
-    cx = (x1 + x2) / 2 + params.shift_xy_px[0]
-    cy = (y1 + y2) / 2 + params.shift_xy_px[1]
-    w = max(x2 - x1, cfg.min_box_px) * params.pad_ratio
-    h = max(y2 - y1, cfg.min_box_px) * params.pad_ratio
+    box = np.asarray(bbox_xyxy_px, dtype=np.float64).reshape(1, 4)
+    return crop_boxes_xyxy(box, np.array([params.pad_ratio]), np.array([params.shift_xy_px], dtype=np.float64), cfg)[0]
+
+
+def crop_boxes_xyxy(bboxes_xyxy_px: np.ndarray, pad_ratio: np.ndarray, shift_xy_px: np.ndarray, cfg: CropConfig) -> np.ndarray:
+    """Crop boxes of N samples at once.
+
+    Args:
+        bboxes_xyxy_px: ``(N, 4) float64`` person boxes.
+        pad_ratio: ``(N,) float64`` padding ratios.
+        shift_xy_px: ``(N, 2) float64`` centre shifts.
+        cfg: Configuration (minimum box side, output aspect ratio).
+
+    Returns:
+        ``(N, 4) float32`` boxes: the padded box, grown to ``min_box_px``, widened (or heightened)
+        about its shifted centre to the output aspect ratio ``W/H``.
+    """
+    b = np.asarray(bboxes_xyxy_px, dtype=np.float64)
+    cx = (b[:, 0] + b[:, 2]) / 2 + shift_xy_px[:, 0]
+    cy = (b[:, 1] + b[:, 3]) / 2 + shift_xy_px[:, 1]
+    w = np.maximum(b[:, 2] - b[:, 0], cfg.min_box_px) * pad_ratio
+    h = np.maximum(b[:, 3] - b[:, 1], cfg.min_box_px) * pad_ratio
     aspect = cfg.out_width_px / cfg.out_height_px
-    if w / h > aspect:
-        h = w / aspect
-    else:
-        w = h * aspect
-    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dtype=np.float32)
+    wide = w / h > aspect
+    w, h = np.where(wide, w, h * aspect), np.where(wide, w / aspect, h)
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
 
 
 def crop_affine(crop_xyxy_px: np.ndarray, out_width_px: int, out_height_px: int, flip: bool) -> np.ndarray:
@@ -115,35 +130,72 @@ def crop_affine(crop_xyxy_px: np.ndarray, out_width_px: int, out_height_px: int,
     to ``-0.5``), and a flip mirrors by ``x' = W - 1 - x``. The box ``[-0.5, W - 0.5]`` of a W-wide
     image with the same output size is the identity.
     """
-    x1, y1, x2, y2 = (float(v) for v in crop_xyxy_px)
-    sx = out_width_px / (x2 - x1)
-    sy = out_height_px / (y2 - y1)
+    return crop_affines(np.asarray(crop_xyxy_px).reshape(1, 4), out_width_px, out_height_px, np.array([flip]))[0]
+
+
+def crop_affines(crops_xyxy_px: np.ndarray, out_width_px: int, out_height_px: int, flip: np.ndarray) -> np.ndarray:
+    """Affines of N crops at once (see :func:`crop_affine`).
+
+    Args:
+        crops_xyxy_px: ``(N, 4)`` crop boxes.
+        out_width_px: Output width W.
+        out_height_px: Output height H.
+        flip: ``(N,) bool`` horizontal mirror per crop.
+
+    Returns:
+        ``(N, 2, 3) float64``.
+    """
+    c = np.asarray(crops_xyxy_px, dtype=np.float64)
+    sx = out_width_px / (c[:, 2] - c[:, 0])
+    sy = out_height_px / (c[:, 3] - c[:, 1])
     # Continuous coordinates with pixel centres at integers: the box edge x1 maps to the output's
     # left edge -0.5 and x2 to W - 0.5, i.e. x_out = (x_src - x1) * sx - 0.5.
-    tx = -x1 * sx - 0.5
-    ty = -y1 * sy - 0.5
-    m = np.array([[sx, 0.0, tx], [0.0, sy, ty]], dtype=np.float64)
-    if flip:
-        m = np.array([[-1.0, 0.0, out_width_px - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0.0, 0.0, 1.0]])
+    tx = -c[:, 0] * sx - 0.5
+    ty = -c[:, 1] * sy - 0.5
+    zero = np.zeros_like(sx)
+    m = np.stack([np.stack([sx, zero, tx], axis=1), np.stack([zero, sy, ty], axis=1)], axis=1)
+    flip = np.asarray(flip, dtype=bool)
+    if flip.any():  # x' = W - 1 - x after the crop
+        m[flip, 0, :] = -m[flip, 0, :] + 0.0  # (+ 0.0: no negative zeros)
+        m[flip, 0, 2] += out_width_px - 1.0
     return m
 
 
-def warp_image(image: np.ndarray, affine: np.ndarray, out_width_px: int, out_height_px: int, fill_value: int = 0) -> np.ndarray:
-    """Apply ``affine`` to ``(H, W, C) uint8`` pixels; returns ``(out_h, out_w, C) uint8``."""
-    return cv2.warpAffine(
+def warp_image(
+    image: np.ndarray, affine: np.ndarray, out_width_px: int, out_height_px: int, fill_value: int = 0, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Apply ``affine`` to ``(H, W, C) uint8`` pixels; returns ``(out_h, out_w, C) uint8``.
+
+    ``out``, if given, is a C-contiguous ``(out_h, out_w, C) uint8`` array written in place (and
+    returned), so a batch can be warped straight into its shard buffer.
+    """
+    if out is not None and (out.shape != (out_height_px, out_width_px, image.shape[2]) or out.dtype != np.uint8 or not out.flags.c_contiguous):
+        raise ConfigError(f"warp output buffer has shape {out.shape} {out.dtype}, need ({out_height_px}, {out_width_px}, {image.shape[2]}) uint8 C-contiguous")
+    result = cv2.warpAffine(
         image,
         affine,
         (out_width_px, out_height_px),
+        dst=out,
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(fill_value, fill_value, fill_value),
     )
+    return result
 
 
 def warp_keypoints(keypoints_xy: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Apply ``affine`` to ``(..., J, 2) float32`` keypoints (NaN stays NaN)."""
+    """Apply one ``(2, 3)`` affine to ``(..., J, 2)`` keypoints, or ``(P, 2, 3)`` affines to ``(P, 2)`` points.
+
+    Returns:
+        ``float32`` keypoints of the input's shape; NaN stays NaN.
+    """
     xy = np.asarray(keypoints_xy, dtype=np.float64)
-    out = xy @ affine[:, :2].T + affine[:, 2]
+    a = np.asarray(affine, dtype=np.float64)
+    if a.ndim == 2:
+        out = xy @ a[:, :2].T + a[:, 2]
+    else:
+        x, y = xy[:, 0], xy[:, 1]
+        out = np.stack([x * a[:, 0, 0] + y * a[:, 0, 1] + a[:, 0, 2], x * a[:, 1, 0] + y * a[:, 1, 1] + a[:, 1, 2]], axis=1)
     return out.astype(np.float32)
 
 
@@ -172,7 +224,7 @@ class CropResult:
     params: CropParams
 
 
-def decode_reduction(crop_boxes_xyxy: list[np.ndarray], cfg: CropConfig, max_factor: int = 8) -> int:
+def decode_reduction(crop_boxes_xyxy: np.ndarray | list[np.ndarray], cfg: CropConfig, max_factor: int = 8) -> int:
     """Largest JPEG DCT reduction (1, 2, 4 or 8) that still leaves every crop at least output size.
 
     Decoding at 1/k resolution (``cv2.IMREAD_REDUCED_COLOR_k``) is several times cheaper and,
@@ -180,7 +232,7 @@ def decode_reduction(crop_boxes_xyxy: list[np.ndarray], cfg: CropConfig, max_fac
     as an area pre-filter, so the final bilinear warp aliases less).
 
     Args:
-        crop_boxes_xyxy: Crop boxes of every person cropped from the image.
+        crop_boxes_xyxy: ``(N, 4)`` crop boxes of every person cropped from the image.
         cfg: Crop configuration (output size).
         max_factor: Cap on the reduction.
 
@@ -190,9 +242,10 @@ def decode_reduction(crop_boxes_xyxy: list[np.ndarray], cfg: CropConfig, max_fac
     Example:
         One 600×800 crop into 192×256 → scale 3.1 → k = 2.
     """
-    if not crop_boxes_xyxy:
+    boxes = np.asarray(crop_boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+    if not len(boxes):
         return 1
-    scale = min(min((b[2] - b[0]) / cfg.out_width_px, (b[3] - b[1]) / cfg.out_height_px) for b in crop_boxes_xyxy)
+    scale = float(np.minimum((boxes[:, 2] - boxes[:, 0]) / cfg.out_width_px, (boxes[:, 3] - boxes[:, 1]) / cfg.out_height_px).min())
     k = 1
     while k * 2 <= min(scale, max_factor):
         k *= 2
@@ -214,6 +267,7 @@ def crop_sample(
     params: CropParams,
     cfg: CropConfig,
     reduction: int = 1,
+    out: np.ndarray | None = None,
 ) -> CropResult:
     """Crop, resize (and maybe flip) one image and its keypoints with the same transform.
 
@@ -226,6 +280,7 @@ def crop_sample(
         params: Sampled parameters.
         cfg: Configuration.
         reduction: The factor ``image`` was decoded at (see :func:`decode_reduction`).
+        out: Optional ``(H, W, 3) uint8`` C-contiguous array the crop is written into.
 
     Returns:
         A :class:`CropResult`.
@@ -233,7 +288,7 @@ def crop_sample(
     box = crop_box_xyxy(bbox_xyxy_px, params, cfg)
     affine = crop_affine(box, cfg.out_width_px, cfg.out_height_px, params.flip)
     pixel_affine = affine if reduction == 1 else (np.vstack([affine, [0.0, 0.0, 1.0]]) @ reduced_to_full(reduction))[:2]
-    pixels = warp_image(image, pixel_affine, cfg.out_width_px, cfg.out_height_px, cfg.fill_value)
+    pixels = warp_image(image, pixel_affine, cfg.out_width_px, cfg.out_height_px, cfg.fill_value, out=out)
     kps = warp_keypoints(keypoints_xy_px, affine)
     vis = np.asarray(visibility, dtype=np.int8)
     if params.flip:

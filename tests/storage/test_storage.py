@@ -115,3 +115,78 @@ def test_lock_released_when_holder_is_killed(tmp_path):
     fs, root = filesystem(str(tmp_path))
     with dataset_lock(fs, root, "coco"):
         pass
+
+
+def test_memory_file_zero_fills_gaps_and_forgets_the_previous_file():
+    from storage.hdf5 import MemoryFile
+
+    f = MemoryFile(capacity=16)
+    f.write(b"x" * 40)  # grows past the initial capacity
+    f.reset()
+    f.seek(5)
+    f.write(b"ab")
+    assert f.size == 7 and bytes(f.getbuffer()) == b"\0" * 5 + b"ab"  # the old x's are not visible
+    f.truncate(10)
+    assert bytes(f.getbuffer()) == b"\0" * 5 + b"ab\0\0\0"
+    f.seek(0)
+    out = bytearray(20)
+    assert f.readinto(out) == 10 and out[5:7] == b"ab"
+    assert len(f.buffer) % 4096 == 0 and len(f.buffer) >= f.size + 4096  # room for O_DIRECT padding
+
+
+@pytest.mark.parametrize("size", [1, 4095, 4096, 4097, 3 * 4096 + 17])
+def test_unbuffered_write_has_exactly_the_bytes(tmp_path, size):
+    import mmap
+
+    from storage.fs import write_local_unbuffered
+
+    buf = mmap.mmap(-1, 8 * 4096)
+    payload = os.urandom(size)
+    buf[:size] = payload
+    assert write_local_unbuffered(str(tmp_path / "f"), buf, size)
+    assert (tmp_path / "f").read_bytes() == payload
+
+
+def test_unbuffered_write_falls_back_where_o_direct_is_refused(tmp_path, monkeypatch):
+    import errno
+
+    fs, _ = filesystem(str(tmp_path))
+    images = np.random.default_rng(1).integers(0, 255, (2, 8, 6, 3), dtype=np.uint8)
+    write_hdf5_shard(fs, str(tmp_path / "direct.h5"), ["a", "b"], images)
+    real_open, real_write = os.open, os.write
+
+    def refusing_open(path, flags, *args):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    write_hdf5_shard(fs, str(tmp_path / "open-refused.h5"), ["a", "b"], images)
+    monkeypatch.setattr(os, "open", real_open)
+
+    def refusing_write(fd, data):  # some filesystems accept the flag and refuse the write
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "write", refusing_write)
+    write_hdf5_shard(fs, str(tmp_path / "write-refused.h5"), ["a", "b"], images)
+    monkeypatch.setattr(os, "write", real_write)
+    buffered = write_hdf5_shard(fs, str(tmp_path / "buffered.h5"), ["a", "b"], images, direct_io=False)
+    assert buffered == content_sha256(["a", "b"], images)
+    blobs = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(blobs) == ["buffered.h5", "direct.h5", "open-refused.h5", "write-refused.h5"]  # no temporaries left
+    assert len(set(blobs.values())) == 1  # the same bytes whichever way they were written
+    ids, px = read_hdf5_rows(fs, str(tmp_path / "write-refused.h5"))
+    assert ids == ["a", "b"] and np.array_equal(px, images)
+
+
+def test_hdf5_shard_on_a_remote_filesystem_matches_local(tmp_path):
+    import fsspec
+
+    images = np.random.default_rng(2).integers(0, 255, (3, 4, 5, 3), dtype=np.uint8)
+    mem = fsspec.filesystem("memory")
+    sha = write_hdf5_shard(mem, "/pp-test/a.h5", ["x", "y", "z"], images)
+    local, _ = filesystem(str(tmp_path))
+    assert sha == write_hdf5_shard(local, str(tmp_path / "a.h5"), ["x", "y", "z"], images)
+    assert mem.cat_file("/pp-test/a.h5") == (tmp_path / "a.h5").read_bytes()
+    assert mem.ls("/pp-test", detail=False) == ["/pp-test/a.h5"]
+    mem.rm("/pp-test", recursive=True)

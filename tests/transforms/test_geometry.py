@@ -83,6 +83,7 @@ def test_decode_reduction_picks_the_coarsest_safe_factor():
     assert decode_reduction([np.array([0, 0, 1600, 2100])], cfg) == 8
     assert decode_reduction([np.array([0, 0, 1600, 2100]), np.array([0, 0, 300, 400])], cfg) == 1  # scale 1.56
     assert decode_reduction([], cfg) == 1
+    assert decode_reduction(np.array([[0, 0, 1600, 2100], [0, 0, 800, 1100]], np.float32), cfg) == 4  # (N, 4) array form
 
 
 def test_reduced_decode_gives_the_same_geometry():
@@ -102,3 +103,27 @@ def test_reduced_decode_gives_the_same_geometry():
     for res in (full, half):
         y, x = np.unravel_index(np.argmax(res.image[..., 0]), res.image.shape[:2])
         assert abs(x - res.keypoints_xy_px[0, 0]) <= 1 and abs(y - res.keypoints_xy_px[0, 1]) <= 1
+
+
+def test_batched_boxes_and_affines_equal_the_per_sample_ones():
+    from tasks.transforms.geometry import crop_affines, crop_boxes_xyxy
+
+    cfg = CropConfig(out_height_px=256, out_width_px=192)
+    boxes = np.array([[0, 0, 100, 200], [10, 10, 20, 20], [5.5, 7.25, 300, 90]], dtype=np.float64)
+    params = [CropParams(1.5, (0.0, 0.0), False), CropParams(1.4, (5.0, -5.0), True), CropParams(1.6, (-2.5, 1.0), True)]
+    batch = crop_boxes_xyxy(boxes, np.array([p.pad_ratio for p in params]), np.array([p.shift_xy_px for p in params]), cfg)
+    for b, p, got in zip(boxes, params, batch, strict=True):
+        assert np.array_equal(got, crop_box_xyxy(b, p, cfg)) and got.dtype == np.float32
+    np.testing.assert_allclose(batch[1], [-50, -83.333336, 90, 103.333336], rtol=1e-6)  # min box 100 → 140 wide, 186.67 high about (20, 10)
+    affines = crop_affines(batch, 192, 256, np.array([p.flip for p in params]))
+    assert affines.shape == (3, 2, 3)
+    for box, p, a in zip(batch, params, affines, strict=True):
+        assert np.array_equal(a, crop_affine(box, 192, 256, p.flip))
+    assert affines[1, 0, 0] < 0 and not np.signbit(affines[1, 0, 1])  # mirrored x, and no negative zero
+
+
+def test_per_point_affines():
+    a = np.array([[[2.0, 0, 1], [0, 3, -1]], [[-1.0, 0, 9], [0, 1, 0]]])
+    out = warp_keypoints(np.array([[1.0, 1.0], [2.0, np.nan]]), a)
+    np.testing.assert_array_equal(out[0], [3.0, 2.0])
+    assert out[1, 0] != out[1, 0] and np.isnan(out[1, 1])  # NaN stays NaN (the matrix form propagates it)
