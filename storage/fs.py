@@ -50,6 +50,14 @@ def _tmp_name(path: str) -> str:
     return f"{head}/.{tail}.tmp-{uuid.uuid4().hex[:12]}" if head else f".{tail}.tmp-{uuid.uuid4().hex[:12]}"
 
 
+def _ensure_parent(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Create ``path``'s folder if needed (a stat first: a failing ``mkdir`` costs a journal round trip)."""
+    parent = path.rpartition("/")[0] or "."
+    if isinstance(fs, LocalFileSystem) and os.path.isdir(parent):
+        return
+    fs.makedirs(parent, exist_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb", durable: bool = True) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success rename it to ``path``, on error delete it.
@@ -62,7 +70,7 @@ def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb", dura
             :func:`flush_to_disk` before the manifest is written; the rename alone already
             guarantees no reader ever sees a partial file.
     """
-    fs.makedirs(path.rpartition("/")[0] or ".", exist_ok=True)
+    _ensure_parent(fs, path)
     tmp = _tmp_name(path)
     try:
         with fs.open(tmp, mode) as fh:
@@ -87,7 +95,7 @@ def atomic_local_path(path: str, durable: bool = True) -> Iterator[str]:
     The temporary file is renamed to ``path`` when the block exits without error, deleted otherwise
     (fsynced first when ``durable``).
     """
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    _ensure_parent(LocalFileSystem(), path)
     tmp = _tmp_name(path)
     try:
         yield tmp

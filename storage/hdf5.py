@@ -64,13 +64,14 @@ class MemoryFile(io.RawIOBase):
         """A view of the file's bytes (release it before the next write)."""
         return memoryview(self._buf)[: self._size]
 
-    def _reserve(self, end: int) -> None:
-        if end + DIRECT_IO_ALIGN > len(self._buf):  # keep room for O_DIRECT padding
+    def _reserve(self, end: int, zero: bool = True) -> None:
+        """Make room for ``end`` bytes (plus O_DIRECT padding); with ``zero``, extend the file to ``end`` with zeros."""
+        if end + DIRECT_IO_ALIGN > len(self._buf):
             grown = mmap.mmap(-1, _round_up(max(end + DIRECT_IO_ALIGN, 2 * len(self._buf))))
             grown[: self._size] = self._buf[: self._size]
             self._buf.close()
             self._buf = grown
-        if end > self._size:
+        if zero and end > self._size:
             self._buf[self._size : end] = bytes(end - self._size)
             self._size = end
 
@@ -105,8 +106,9 @@ class MemoryFile(io.RawIOBase):
         end = self._pos + len(view)
         if self._pos > self._size:
             self._reserve(self._pos)  # zero-fill the gap
-        self._reserve(end)
+        self._reserve(end, zero=False)  # every new byte is written just below
         self._buf[self._pos : end] = view
+        self._size = max(self._size, end)
         self._pos = end
         return len(view)
 
@@ -179,6 +181,30 @@ def write_hdf5_shard(
         :func:`content_sha256` of what was written.
     """
     attrs = attrs or {}
+    # hashlib releases the GIL on large buffers: the checksum runs while libhdf5 lays the file out
+    # and while the write waits on the disk.
+    digest: list[str | BaseException] = []
+    hasher = threading.Thread(target=_hash_into, args=(digest, sample_ids, images), name="hdf5-content-sha256", daemon=True)
+    hasher.start()
+    try:
+        _write_image(fs, path, sample_ids, images, attrs, durable, direct_io)
+    finally:
+        hasher.join()
+    if isinstance(digest[0], BaseException):
+        raise digest[0]
+    return digest[0]
+
+
+def _hash_into(out: list[str | BaseException], sample_ids: Sequence[str], images: np.ndarray) -> None:
+    try:
+        out.append(content_sha256(sample_ids, images))
+    except BaseException as exc:  # re-raised in the caller's thread
+        out.append(exc)
+
+
+def _write_image(
+    fs: fsspec.AbstractFileSystem, path: str, sample_ids: Sequence[str], images: np.ndarray, attrs: dict[str, str | int], durable: bool, direct_io: bool
+) -> None:
     image = _memory_file()
     _write(image, sample_ids, images, attrs)
     if isinstance(fs, LocalFileSystem):
@@ -191,7 +217,6 @@ def write_hdf5_shard(
         with image.getbuffer() as view:
             fs.pipe_file(tmp, bytes(view))
         fs.mv(tmp, path)
-    return content_sha256(sample_ids, images)
 
 
 def read_hdf5_rows(fs: fsspec.AbstractFileSystem, path: str, rows: Sequence[int] | None = None) -> tuple[list[str], np.ndarray]:

@@ -28,9 +28,10 @@ from tasks.transforms.geometry import (
     CropConfig,
     crop_affines,
     crop_boxes_xyxy,
-    decode_reduction,
+    crop_scales,
     make_crop_params,
     reduced_to_full,
+    reduction_for_scale,
     sample_rng,
     warp_image,
     warp_keypoints,
@@ -288,6 +289,7 @@ def process_shard(spec: ShardSpec) -> dict[str, Any]:
     affines = crop_affines(crop_boxes, cfg.out_width_px, cfg.out_height_px, flip)
     counts = np.diff(cols.starts)
     kp_crop = warp_keypoints(cols.xy, np.repeat(affines, counts, axis=0))
+    scales = crop_scales(crop_boxes, cfg).tolist()
 
     pixel_bytes = cfg.out_height_px * cfg.out_width_px * 3
     crops = _scratch("crops", n * pixel_bytes)[: n * pixel_bytes].reshape(n, cfg.out_height_px, cfg.out_width_px, 3)
@@ -312,7 +314,7 @@ def process_shard(spec: ShardSpec) -> dict[str, Any]:
         if not people:
             continue
         # one decode per image, at the coarsest resolution every person's crop allows
-        k = decode_reduction(crop_boxes[people], cfg)
+        k = reduction_for_scale(min(scales[r] for r in people))  # == decode_reduction(crop_boxes[people])
         width, height = cols.image_size[people[0]]
         try:
             image = read_image_bgr(source_root / cols.image_path[people[0]], reduction=k, out=_scratch("decoded", -(-(width or 0) // k) * -(-(height or 0) // k) * 3))

@@ -245,7 +245,17 @@ def decode_reduction(crop_boxes_xyxy: np.ndarray | list[np.ndarray], cfg: CropCo
     boxes = np.asarray(crop_boxes_xyxy, dtype=np.float32).reshape(-1, 4)
     if not len(boxes):
         return 1
-    scale = float(np.minimum((boxes[:, 2] - boxes[:, 0]) / cfg.out_width_px, (boxes[:, 3] - boxes[:, 1]) / cfg.out_height_px).min())
+    return reduction_for_scale(float(crop_scales(boxes, cfg).min()), max_factor)
+
+
+def crop_scales(crop_boxes_xyxy: np.ndarray, cfg: CropConfig) -> np.ndarray:
+    """``(N,) float32`` source pixels per output pixel of each crop (the smaller of x and y)."""
+    boxes = np.asarray(crop_boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+    return np.minimum((boxes[:, 2] - boxes[:, 0]) / cfg.out_width_px, (boxes[:, 3] - boxes[:, 1]) / cfg.out_height_px)
+
+
+def reduction_for_scale(scale: float, max_factor: int = 8) -> int:
+    """Largest k in {1, 2, 4, 8} (≤ ``max_factor``) with ``k <= scale``: ``3.1`` → 2, ``0.7`` → 1."""
     k = 1
     while k * 2 <= min(scale, max_factor):
         k *= 2
