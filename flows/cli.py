@@ -28,7 +28,15 @@ def _quiet_environment() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+_registered = False
+
+
 def _register_commands() -> None:
+    """Add every ``flows/commands/*.py`` module's commands to ``app`` (once per process)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
     import flows.commands as pkg
 
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):

@@ -7,12 +7,14 @@ and keypoints never pass through Prefect or the Dask scheduler.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 
 from flows.runtime import dask_task_runner
-from tasks.extract.plan import ShardSpec
+from schemas.settings import Settings
+from tasks.extract.plan import BackendSpec, ShardSpec, plan_dataset
 from tasks.extract.worker import extract_shard, write_run_manifest
 
 
@@ -49,3 +51,31 @@ def run_extract(
     """Run :func:`extract_flow` on a LocalCluster of ``workers`` processes or at ``dask_address``."""
     runner = dask_task_runner(workers, dask_address)
     return extract_flow.with_options(task_runner=runner)(shards, run_dir, request)
+
+
+@flow(name="scheduled-extract", log_prints=True)
+def scheduled_extract(
+    dataset: str,
+    source: str,
+    fold: str | None = None,
+    part: str = "all",
+    backend: str = "tf-openpose",
+    model: str | None = None,
+    sampling: dict[str, Any] | None = None,
+    adapter_params: dict[str, Any] | None = None,
+    shard_size: int = 100,
+) -> dict[str, Any]:
+    """Deployment entry point (prefect.yaml): extract a clip dataset, resuming whatever is done.
+
+    Root and execution (``POSEPIPE_ROOT``, ``POSEPIPE_DASK_ADDRESS`` or ``POSEPIPE_WORKERS``) come
+    from the worker's environment at run time. ``sampling`` holds
+    :class:`~tasks.video.sampling.SamplingSpec` fields (``{"mode": "every_k", "k": 5}``).
+    """
+    from tasks.video.sampling import SamplingSpec
+
+    settings = Settings()
+    plan = plan_dataset(dataset, Path(source), settings.root, BackendSpec.create(backend, model), SamplingSpec(**(sampling or {})), fold, part, adapter_params, shard_size)
+    print(f"{dataset}: {plan.clips} clips in {len(plan.shards)} shards -> {plan.run_dir}")
+    manifest = run_extract(plan.shards, plan.run_dir, plan.request, settings.workers, settings.dask_address)
+    print(f"{dataset}: {manifest['totals']['extracted']} of {manifest['totals']['clips']} clips extracted, rejects {manifest['totals'].get('rejected') or {}}")
+    return manifest

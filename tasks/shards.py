@@ -271,7 +271,8 @@ def process_shard(spec: ShardSpec) -> dict[str, Any]:
 
     Returns:
         A small summary: split, index, rows written/rejected, reject counts by reason, relative
-        paths and sha256 of the Parquet and HDF5 files, and the rejects file path.
+        paths and sha256 of the Parquet and HDF5 files, and the rejects file path (None when the
+        shard rejected nothing).
     """
     fs, root = filesystem(spec.root)
     cfg = CropConfig(**spec.crop)
@@ -338,8 +339,9 @@ def process_shard(spec: ShardSpec) -> dict[str, Any]:
     sample_ids = out_table.column("sample_id").to_pylist()
     h5_sha = write_hdf5_shard(fs, join(vdir, f"{spec.stem}.h5"), sample_ids, pixels, {"dataset": spec.dataset, "version": spec.version}, durable=False)
     written, pq_sha = write_parquet(fs, join(vdir, f"{spec.stem}.parquet"), out_table, PROCESSED_SAMPLES_SCHEMA, durable=False)
-    rejects_rel = f"{STAGING}/rejects-{spec.split}-{spec.index:05d}.parquet"
-    write_parquet(fs, join(vdir, rejects_rel), rejects_table(rejects), REJECTS_SCHEMA, durable=False)
+    rejects_rel = f"{STAGING}/rejects-{spec.split}-{spec.index:05d}.parquet" if rejects else None
+    if rejects_rel:
+        write_parquet(fs, join(vdir, rejects_rel), rejects_table(rejects), REJECTS_SCHEMA, durable=False)
     return {
         "split": spec.split,
         "index": spec.index,

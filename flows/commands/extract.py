@@ -1,4 +1,4 @@
-"""``posepipe extract ucf101|video|images``: keypoint extraction with a progress bar and a summary."""
+"""``posepipe extract clips|ucf101|video|images``: keypoint extraction with a progress bar and a summary."""
 
 from __future__ import annotations
 
@@ -78,6 +78,45 @@ def register(app: typer.Typer) -> None:
     app.add_typer(extract_app, name="extract")
 
 
+_SAMPLE = typer.Option("all", "--sample", help="all | every_k | fps | uniform")
+_K = typer.Option(1, "--k")
+_FPS = typer.Option(None, "--fps")
+_NUM_FRAMES = typer.Option(None, "--num-frames")
+_SEED = typer.Option(0, "--seed")
+_SHARD = typer.Option(100, "--shard-size", help="clips per Prefect task (50..200)")
+_WORKERS = typer.Option(None, "--workers")
+_DASK = typer.Option(None, "--dask-address", envvar="POSEPIPE_DASK_ADDRESS")
+
+
+@extract_app.command("clips")
+def extract_clips(
+    dataset: str = typer.Argument(..., help="clip dataset adapter: ucf101 | ucf11 | mhad"),  # noqa: B008
+    source: Path = typer.Option(..., "--source", help="dataset folder in its published layout"),  # noqa: B008
+    fold: str | None = typer.Option(None, "--fold", help="fold name (split1, logo03, subject ...); omit for every clip"),  # noqa: B008
+    part: str = typer.Option("all", "--part", help="train | test | all (with --fold)"),  # noqa: B008
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="adapter policy key=value, repeatable"),  # noqa: B008
+    root: str | None = _ROOT,
+    backend: str = _BACKEND,
+    model: str | None = _MODEL,
+    sample: str = _SAMPLE,
+    k: int = _K,
+    fps: float | None = _FPS,
+    num_frames: int | None = _NUM_FRAMES,
+    seed: int = _SEED,
+    shard_size: int = _SHARD,
+    chunk_frames: int = _CHUNK,
+    workers: int | None = _WORKERS,
+    dask_address: str | None = _DASK,
+) -> None:
+    """Extract keypoints for the clips of any clip dataset on Dask (resumable: rerun to continue)."""
+    from flows.commands.dataset import parse_kv
+
+    _extract_dataset(
+        dataset, source, fold, part, parse_kv(param), root, backend, model, _sampling(sample, k, fps, num_frames, seed),
+        shard_size, chunk_frames, workers, dask_address,
+    )  # fmt: skip
+
+
 @extract_app.command("ucf101")
 def extract_ucf101(
     source: Path = typer.Option(..., "--source", help="UCF101 folder (ucfTrainTestlist/ and UCF-101/)"),  # noqa: B008
@@ -86,44 +125,48 @@ def extract_ucf101(
     root: str | None = _ROOT,
     backend: str = _BACKEND,
     model: str | None = _MODEL,
-    sample: str = typer.Option("all", "--sample", help="all | every_k | fps | uniform"),  # noqa: B008
-    k: int = typer.Option(1, "--k"),  # noqa: B008
-    fps: float | None = typer.Option(None, "--fps"),  # noqa: B008
-    num_frames: int | None = typer.Option(None, "--num-frames"),  # noqa: B008
-    seed: int = typer.Option(0, "--seed"),  # noqa: B008
-    shard_size: int = typer.Option(100, "--shard-size", help="clips per Prefect task (50..200)"),  # noqa: B008
+    sample: str = _SAMPLE,
+    k: int = _K,
+    fps: float | None = _FPS,
+    num_frames: int | None = _NUM_FRAMES,
+    seed: int = _SEED,
+    shard_size: int = _SHARD,
     chunk_frames: int = _CHUNK,
-    workers: int | None = typer.Option(None, "--workers"),  # noqa: B008
-    dask_address: str | None = typer.Option(None, "--dask-address", envvar="POSEPIPE_DASK_ADDRESS"),  # noqa: B008
+    workers: int | None = _WORKERS,
+    dask_address: str | None = _DASK,
 ) -> None:
-    """Extract keypoints for one official UCF101 split on Dask (resumable: rerun to continue)."""
-    from flows.extract import run_extract
-    from tasks.datasets import get_adapter
-    from tasks.extract.plan import BackendSpec, clips_from_records, plan_shards, run_key
+    """Extract keypoints for one official UCF101 split on Dask (``extract clips ucf101 --fold splitN``)."""
+    _extract_dataset(
+        "ucf101", source, f"split{split}", part, {"require_videos": True}, root, backend, model,
+        _sampling(sample, k, fps, num_frames, seed), shard_size, chunk_frames, workers, dask_address,
+    )  # fmt: skip
 
-    if part not in ("train", "test", "all"):
-        raise ConfigError(f"--part must be train, test or all, not {part!r}")
-    adapter = get_adapter("ucf101")
-    parsed = adapter.parse(source, adapter.make_params({"require_videos": True}))
-    clips = clips_from_records(parsed.records, source, f"split{split}", None if part == "all" else part)
-    spec = BackendSpec.create(backend, model)
-    sampling = _sampling(sample, k, fps, num_frames, seed)
-    key = run_key(spec, sampling)
-    run_dir = f"{_root(root).rstrip('/')}/keypoints/ucf101/{key}"
-    shards = plan_shards(clips, run_dir, "ucf101", spec, sampling, shard_size, chunk_frames)
-    typer.echo(
-        f"{len(clips)} clips in {len(shards)} shards -> {run_dir} ({parsed.rejects.num_rows} listed clips without video)"
-    )
+
+def _extract_dataset(
+    dataset: str,
+    source: Path,
+    fold: str | None,
+    part: str,
+    adapter_params: dict[str, Any],
+    root: str | None,
+    backend: str,
+    model: str | None,
+    sampling: Any,
+    shard_size: int,
+    chunk_frames: int,
+    workers: int | None,
+    dask_address: str | None,
+) -> None:
+    """Plan a clip dataset's extraction and run it on Dask, then print a summary."""
+    from tasks.extract.plan import BackendSpec, plan_dataset
+
+    plan = plan_dataset(dataset, source, _root(root), BackendSpec.create(backend, model), sampling, fold, part, adapter_params, shard_size, chunk_frames)
+    from flows.extract import run_extract  # Prefect only once there is work to run
+
+    typer.echo(f"{plan.clips} clips in {len(plan.shards)} shards -> {plan.run_dir} ({plan.rejected_at_parse} listed clips rejected at parse)")
     t0 = time.perf_counter()
-    request = {
-        "dataset": "ucf101",
-        "split": split,
-        "part": part,
-        "backend": spec.describe(),
-        "sampling": sampling.model_dump(),
-    }
-    manifest = run_extract(shards, run_dir, request, workers, dask_address)
-    _summary(manifest, time.perf_counter() - t0, run_dir)
+    manifest = run_extract(plan.shards, plan.run_dir, plan.request, workers, dask_address)
+    _summary(manifest, time.perf_counter() - t0, plan.run_dir)
 
 
 @extract_app.command("video")

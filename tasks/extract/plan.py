@@ -252,3 +252,71 @@ def clips_from_records(records: Any, source: Path, fold: str | None = None, side
             f"no clip has fold {fold!r}", hint="UCF101 folds are split1..split3; UCF11 logo01..logo25; MHAD subject"
         )
     return out
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """An extraction run over a clip dataset, ready to submit.
+
+    Attributes:
+        shards: Planned shards.
+        run_dir: ``{root}/keypoints/{dataset}/{run key}``.
+        request: What was asked (stored in the run manifest).
+        clips: Clips selected.
+        rejected_at_parse: Listed clips the adapter rejected (e.g. video missing).
+    """
+
+    shards: list[ShardSpec]
+    run_dir: str
+    request: dict[str, Any]
+    clips: int
+    rejected_at_parse: int
+
+
+def plan_dataset(
+    dataset: str,
+    source: Path,
+    root: str,
+    backend: BackendSpec,
+    sampling: SamplingSpec,
+    fold: str | None = None,
+    part: str = "all",
+    adapter_params: Mapping[str, Any] | None = None,
+    shard_size: int = 100,
+    chunk_frames: int = 32,
+) -> DatasetPlan:
+    """Parse a clip dataset with its adapter, keep one side of one fold, and cut it into shards.
+
+    Args:
+        dataset: A clip adapter (``ucf101``, ``ucf11``, ``mhad``).
+        source: The dataset folder in its published layout.
+        root: Storage root; the run goes to ``{root}/keypoints/{dataset}/{run key}``.
+        backend: Pose backend.
+        sampling: Frame sampling.
+        fold: Fold name (``split1``, ``logo03``, ``subject``...); None keeps every clip.
+        part: ``train``, ``test`` or ``all`` (``train``/``test`` need ``fold``).
+        adapter_params: Adapter policy overrides.
+        shard_size: Clips per shard (50..200).
+        chunk_frames: Frames decoded at once per clip.
+
+    Raises:
+        ConfigError: On an unknown part, a part without a fold, an image dataset, or a fold the
+            records do not have.
+    """
+    from tasks.datasets import get_adapter
+
+    if part not in ("train", "test", "all"):
+        raise ConfigError(f"--part must be train, test or all, not {part!r}")
+    if part != "all" and fold is None:
+        raise ConfigError(f"--part {part} needs a --fold", hint="e.g. --fold split1 (ucf101), logo03 (ucf11), subject (mhad)")
+    adapter = get_adapter(dataset)
+    if adapter.record_kind != "clips":
+        raise ConfigError(f"{dataset} is an image dataset; extract keypoints from its images with `posepipe extract images`")
+    parsed = adapter.parse(Path(source), adapter.make_params(dict(adapter_params or {})))
+    clips = clips_from_records(parsed.records, Path(source), fold, None if part == "all" else part)
+    run_dir = f"{root.rstrip('/')}/keypoints/{dataset}/{run_key(backend, sampling)}"
+    shards = plan_shards(clips, run_dir, dataset, backend, sampling, shard_size, chunk_frames)
+    request: dict[str, Any] = {"dataset": dataset, "fold": fold, "part": part, "backend": backend.describe(), "sampling": sampling.model_dump()}
+    if dataset == "ucf101" and fold and fold.startswith("split"):
+        request["split"] = int(fold.removeprefix("split"))  # what earlier ucf101 runs recorded
+    return DatasetPlan(shards, run_dir, request, len(clips), parsed.rejects.num_rows)

@@ -149,6 +149,11 @@ class VideoReader:
                 if not container.streams.video:
                     raise VideoDecodeError(f"{self.path} has no video stream", reason=RejectReason.VIDEO_UNREADABLE)
                 stream = container.streams.video[0]
+                if stream.codec_context is None:  # e.g. an MJPG tag inside MPEG-PS: FFmpeg has no decoder for it
+                    raise VideoDecodeError(
+                        f"{self.path}: FFmpeg has no decoder for its video stream",
+                        hint="re-encode the clip (e.g. ffmpeg -i in -c:v libx264 out.mp4)", reason=RejectReason.VIDEO_UNREADABLE,
+                    )  # fmt: skip
                 codec = stream.codec_context.name
                 rate = stream.average_rate or stream.guessed_rate or stream.base_rate
                 return VideoInfo(self.path, f"pyav-{av.__version__}/{codec}", float(rate) if rate else 0.0,

@@ -86,6 +86,14 @@ def test_missing_empty_and_garbage_files(tmp_path: Path) -> None:
     assert junk.value.reason == RejectReason.VIDEO_UNREADABLE and "junk.avi" in junk.value.message
 
 
+def test_stream_without_a_decoder_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+    # OpenCV muxes an MJPG-tagged stream into MPEG-PS that FFmpeg then opens with no codec context
+    path = write_video(tmp_path / "mjpg_in_ps.mpg", num_frames=3, fourcc="MJPG")
+    with pytest.raises(VideoDecodeError) as exc:
+        VideoReader(path)
+    assert exc.value.reason == RejectReason.VIDEO_UNREADABLE and "no decoder" in exc.value.message
+
+
 def test_truncated_file_is_reported_after_partial_frames(tmp_path: Path) -> None:
     data = write_video(tmp_path / "full.avi", num_frames=30).read_bytes()
     (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
