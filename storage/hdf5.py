@@ -24,7 +24,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from schemas.errors import StorageError
-from storage.fs import DIRECT_IO_ALIGN, _tmp_name, atomic_local_path, write_local_unbuffered
+from storage.fs import DIRECT_IO_ALIGN, _tmp_name, atomic_local_path, prefaulted_memory, write_local_unbuffered
 
 IMAGES = "images"
 SAMPLE_IDS = "sample_id"
@@ -41,7 +41,7 @@ class MemoryFile(io.RawIOBase):
 
     def __init__(self, capacity: int = 1 << 20) -> None:
         super().__init__()
-        self._buf = mmap.mmap(-1, _round_up(capacity))
+        self._buf = prefaulted_memory(capacity)
         self._size = 0
         self._pos = 0
 
@@ -64,10 +64,14 @@ class MemoryFile(io.RawIOBase):
         """A view of the file's bytes (release it before the next write)."""
         return memoryview(self._buf)[: self._size]
 
+    def reserve(self, nbytes: int) -> None:
+        """Make room for a file of ``nbytes`` now (one allocation instead of doubling while writing)."""
+        self._reserve(nbytes, zero=False)
+
     def _reserve(self, end: int, zero: bool = True) -> None:
         """Make room for ``end`` bytes (plus O_DIRECT padding); with ``zero``, extend the file to ``end`` with zeros."""
         if end + DIRECT_IO_ALIGN > len(self._buf):
-            grown = mmap.mmap(-1, _round_up(max(end + DIRECT_IO_ALIGN, 2 * len(self._buf))))
+            grown = prefaulted_memory(max(end + DIRECT_IO_ALIGN, 2 * len(self._buf)))
             grown[: self._size] = self._buf[: self._size]
             self._buf.close()
             self._buf = grown
@@ -120,10 +124,6 @@ class MemoryFile(io.RawIOBase):
         return size
 
 
-def _round_up(n: int) -> int:
-    return -(-n // mmap.PAGESIZE) * mmap.PAGESIZE
-
-
 _local = threading.local()
 
 
@@ -140,8 +140,13 @@ def _write(target: str | MemoryFile, sample_ids: Sequence[str], images: np.ndarr
     if images.ndim != 4 or images.shape[0] != n:
         raise StorageError(f"HDF5 shard: images shape {images.shape} does not match {n} sample ids")
     with h5py.File(target, "w", track_order=False) as h5:
-        chunks = (1, *images.shape[1:]) if n else None
-        h5.create_dataset(IMAGES, data=images, dtype=np.uint8, chunks=chunks, track_times=False)
+        if n:
+            dset = h5.create_dataset(IMAGES, shape=images.shape, dtype=np.uint8, chunks=(1, *images.shape[1:]), track_times=False)
+            pixels = np.ascontiguousarray(images, dtype=np.uint8)
+            for i in range(n):  # one chunk per sample, written as is: no copy through the chunk cache
+                dset.id.write_direct_chunk((i, 0, 0, 0), pixels[i])
+        else:
+            h5.create_dataset(IMAGES, data=images, dtype=np.uint8, track_times=False)
         h5.create_dataset(SAMPLE_IDS, data=np.array(list(sample_ids), dtype=object), dtype=h5py.string_dtype(), track_times=False)
         for key, value in sorted(attrs.items()):
             h5.attrs[key] = value
@@ -206,6 +211,7 @@ def _write_image(
     fs: fsspec.AbstractFileSystem, path: str, sample_ids: Sequence[str], images: np.ndarray, attrs: dict[str, str | int], durable: bool, direct_io: bool
 ) -> None:
     image = _memory_file()
+    image.reserve(images.nbytes + (1 << 20))  # pixels + generous room for metadata
     _write(image, sample_ids, images, attrs)
     if isinstance(fs, LocalFileSystem):
         with atomic_local_path(path, durable=durable) as tmp:

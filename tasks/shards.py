@@ -20,7 +20,7 @@ import pyarrow as pa
 from schemas.errors import RejectReason, SchemaError
 from schemas.records import PROCESSED_SAMPLES_SCHEMA, REJECTS_SCHEMA, SAMPLES_SCHEMA, conform
 from schemas.skeletons import get_skeleton
-from storage.fs import filesystem, join
+from storage.fs import filesystem, join, prefaulted_memory
 from storage.hdf5 import write_hdf5_shard
 from storage.parquet import read_parquet, write_parquet
 from tasks.datasets.base import Reject, rejects_table, stable_hash
@@ -206,7 +206,7 @@ def _scratch(name: str, nbytes: int) -> np.ndarray:
     """
     buf = getattr(_local, name, None)
     if buf is None or buf.size < nbytes:
-        buf = np.empty(nbytes, np.uint8)
+        buf = np.frombuffer(prefaulted_memory(nbytes), np.uint8)
         setattr(_local, name, buf)
     return buf
 
