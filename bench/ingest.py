@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from schemas.settings import Settings  # noqa: E402
 from storage.fs import filesystem  # noqa: E402
 from storage.parquet import read_parquet  # noqa: E402
 from tasks import rebuild as stages  # noqa: E402
@@ -76,7 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=400, help="synthetic images (640x480) when --source is not given")
     ap.add_argument("--source", type=str, default=None, help="a COCO-format folder instead of synthetic data")
-    ap.add_argument("--shard-size", type=int, default=128)
+    ap.add_argument("--shard-size", type=int, default=Settings.model_fields["shard_size"].default, help="samples per shard (default: the rebuild default)")
     ap.add_argument("--skip-dask", action="store_true")
     ap.add_argument("--repeat", type=int, default=3, help="single-process timings are the best of this many runs")
     args = ap.parse_args()
