@@ -202,7 +202,8 @@ def _scratch(name: str, nbytes: int) -> np.ndarray:
     Crops are warped straight into one and images decoded into another: no per-image allocation
     and no ``np.stack`` copy. They are reused because first-touching fresh memory is expensive (a
     page fault per 4 KiB; ~9 µs each on the CI VMs, more than the warp of a crop). One shard's
-    crops (19 MB at 128 × 256 × 192) and the largest image seen stay allocated per worker thread.
+    crops (75 MB at the default 512 × 256 × 192) and the largest image seen stay allocated per
+    worker thread.
     """
     buf = getattr(_local, name, None)
     if buf is None or buf.size < nbytes:
