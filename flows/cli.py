@@ -26,6 +26,9 @@ def _quiet_environment() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # the LocalCluster's scheduler and nannies live in this process: their INFO chatter (worker
+    # registered, nanny closing...) buried the summary; warnings and errors still show
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
 _registered = False
