@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.runtime import dask_task_runner
+from flows.runtime import dask_task_runner, workers_share_prefect_api
 from schemas.settings import Settings
 from tasks.extract.plan import BackendSpec, ShardSpec, plan_dataset
 from tasks.extract.worker import extract_shard, write_run_manifest
@@ -50,7 +50,8 @@ def run_extract(
 ) -> dict[str, Any]:
     """Run :func:`extract_flow` on a LocalCluster of ``workers`` processes or at ``dask_address``."""
     runner = dask_task_runner(workers, dask_address)
-    return extract_flow.with_options(task_runner=runner)(shards, run_dir, request)
+    with workers_share_prefect_api(dask_address):
+        return extract_flow.with_options(task_runner=runner)(shards, run_dir, request)
 
 
 @flow(name="scheduled-extract", log_prints=True)

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.runtime import dask_task_runner
+from flows.runtime import dask_task_runner, workers_share_prefect_api
 from schemas.settings import Settings
 from storage.fs import filesystem
 from storage.manifest import dataset_lock
@@ -118,7 +118,8 @@ def _report_artifact(summary: dict[str, Any]) -> None:
 def run_rebuild(workers: int | None = None, dask_address: str | None = None, threads_per_worker: int = 1, **kwargs: Any) -> dict[str, Any]:
     """Run :func:`rebuild_flow` on a LocalCluster (``workers``) or an existing scheduler."""
     runner = dask_task_runner(workers=workers, dask_address=dask_address, threads_per_worker=threads_per_worker)
-    return rebuild_flow.with_options(task_runner=runner)(**kwargs)
+    with workers_share_prefect_api(dask_address):
+        return rebuild_flow.with_options(task_runner=runner)(**kwargs)
 
 
 def rebuild_with_settings(settings: Settings, **kwargs: Any) -> dict[str, Any]:

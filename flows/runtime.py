@@ -5,8 +5,10 @@ Prefect could be swapped out here without touching tasks/: flows only submit sha
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -34,6 +36,43 @@ def tune_worker_environment() -> None:
     if "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED" not in os.environ:
         dask.config.set({"distributed.worker.profile.enabled": False})
 
+
+
+@contextlib.contextmanager
+def workers_share_prefect_api(dask_address: str | None = None) -> Iterator[str | None]:
+    """Point the Dask workers this process starts at this process's Prefect API.
+
+    Without it, a worker process has no ``PREFECT_API_URL`` and starts an ephemeral API server of its
+    own on its first task (~5 s of a worker's CPU per flow run, and the task runs land in a database
+    that dies with the worker, invisible from the flow's API). Here the flow's API (the configured
+    one, a test harness's, or this process's ephemeral server, started now) is exported as
+    ``PREFECT_API_URL`` for the workers the LocalCluster spawns while the block runs. An external
+    cluster (``dask_address``) keeps its operator's configuration.
+
+    Yields:
+        The API URL the workers get, or None for an external cluster.
+    """
+    if dask_address:
+        yield None
+        return
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()  # the singleton Prefect's own client would start in this process
+        server.start()
+        url = server.api_url
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        yield url
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
 
 
 def dask_task_runner(workers: int | None = None, dask_address: str | None = None, threads_per_worker: int = 1) -> Any:

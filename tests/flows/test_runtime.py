@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import dask
 import pytest
 from distributed import Client, LocalCluster
@@ -29,3 +34,23 @@ def test_an_explicit_profiler_setting_is_respected(monkeypatch):
     with dask.config.set({"distributed.worker.profile.enabled": True}):
         tune_worker_environment()
         assert dask.config.get("distributed.worker.profile.enabled") is True
+
+
+@pytest.mark.slow
+def test_cli_workers_use_the_cli_s_ephemeral_api(tmp_path):
+    """A user's shell has no PREFECT_API_URL: the CLI starts one ephemeral API and its workers use it.
+
+    Before, every worker process started an ephemeral server of its own on its first task (~5 s
+    of CPU each, and their task runs went to databases that died with the workers).
+    """
+    from tasks.synthetic import write_synthetic_coco
+
+    src = write_synthetic_coco(tmp_path / "src", {"train": 3}, seed=4)
+    env = dict(os.environ, PREFECT_LOGGING_LEVEL="INFO", PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    env.pop("PREFECT_API_URL", None)
+    args = [str(Path(sys.executable).parent / "posepipe"), "rebuild", "coco", "--source", str(src), "--root", str(tmp_path / "root"), "--workers", "2", "--shard-size", "2"]
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert out.count("Starting temporary server") == 1, out
+    assert "Task run 'process-train-" in out  # the workers did run tasks
