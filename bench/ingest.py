@@ -60,12 +60,6 @@ def notebook_loop(rows: list[dict], source: Path, out_dir: Path, seed: int = 0) 
     return len(rows)
 
 
-def _timed(fn) -> tuple[float, object]:
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
-
-
 def _cpu_timed(fn) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process: user + system, all threads)."""
     t, c = time.perf_counter(), time.process_time()
@@ -126,7 +120,7 @@ def main() -> None:
                     t = float("inf")
                     for i in range(args.repeat):  # best of --repeat, each into a fresh version folder
                         again = stages.prepare("coco", str(source), str(tmpd / f"dask{workers}-{i}"), shard_size=args.shard_size)
-                        t = min(t, _timed(lambda: client.gather(client.map(process_shard, again.specs, pure=False)))[0])  # noqa: B023
+                        t = min(t, _cpu_timed(lambda: client.gather(client.map(process_shard, again.specs, pure=False)))[0])  # noqa: B023
                 results.append((f"posepipe on Dask, {workers} worker(s)", t))
         print(f"{'pipeline':40s} {'seconds':>8s} {'samples/s':>10s} {'vs notebook':>12s}")
         for name, t in results:

@@ -29,8 +29,8 @@ from tasks.transforms.geometry import (
     crop_affines,
     crop_boxes_xyxy,
     crop_scales,
+    decoded_pixel_affine,
     make_crop_params,
-    reduced_to_full,
     reduction_for_scale,
     sample_rng,
     warp_image,
@@ -231,9 +231,9 @@ def _processed_table(
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     point = np.arange(offsets[-1]) - np.repeat(offsets[:-1], counts)  # index within its row
     source = np.repeat(first, counts) + point
-    flipped = [int(r) for r in kept if flip[r]]
-    for r in flipped:  # left/right swap: gather each mirrored row's joints through the flip permutation
-        out_row = int(np.searchsorted(kept, r))  # kept is ascending
+    flipped = np.flatnonzero(flip[kept]).tolist()  # output rows that were mirrored
+    for out_row in flipped:  # left/right swap: gather the row's joints through the flip permutation
+        r = int(kept[out_row])
         perm = get_skeleton(cols.skeleton[r]).flip_permutation
         source[offsets[out_row] : offsets[out_row + 1]] = cols.starts[r] + np.asarray(perm)
     xy = kp_crop[source]
@@ -241,9 +241,8 @@ def _processed_table(
     table = cols.table.take(pa.array(kept, type=pa.int64()))
     if flipped:
         extras = table.column("extra").to_pylist()
-        for out_row, r in enumerate(kept.tolist()):
-            if flip[r]:
-                extras[out_row] = json.dumps({**json.loads(extras[out_row] or "{}"), "flipped": True})
+        for out_row in flipped:
+            extras[out_row] = json.dumps({**json.loads(extras[out_row] or "{}"), "flipped": True})
         table = table.set_column(table.schema.get_field_index("extra"), "extra", pa.array(extras, pa.string()))
         table = table.set_column(
             table.schema.get_field_index("keypoints_visibility"), "keypoints_visibility", pa.ListArray.from_arrays(pa.array(offsets), pa.array(vis, pa.int8()))
@@ -325,14 +324,12 @@ def process_shard(spec: ShardSpec) -> dict[str, Any]:
                 reject(r, exc.reason, exc.detail)
             continue
         h, w = image.shape[:2]
-        to_full = reduced_to_full(k)
         for r in people:
             want_w, want_h = cols.image_size[r]
             if want_w is not None and (-(-want_w // k), -(-(want_h or 0) // k)) != (w, h):
                 reject(r, RejectReason.IMAGE_SIZE_MISMATCH, f"annotation says {want_w}x{want_h}, file decodes to {w}x{h} at 1/{k}")
                 continue
-            pixel_affine = affines[r] if k == 1 else (np.vstack([affines[r], [0.0, 0.0, 1.0]]) @ to_full)[:2]
-            warp_image(image, pixel_affine, cfg.out_width_px, cfg.out_height_px, cfg.fill_value, out=crops[len(kept)])
+            warp_image(image, decoded_pixel_affine(affines[r], k), cfg.out_width_px, cfg.out_height_px, cfg.fill_value, out=crops[len(kept)])
             kept.append(r)
 
     pixels = crops[: len(kept)]

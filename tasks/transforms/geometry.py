@@ -171,7 +171,7 @@ def warp_image(
     """
     if out is not None and (out.shape != (out_height_px, out_width_px, image.shape[2]) or out.dtype != np.uint8 or not out.flags.c_contiguous):
         raise ConfigError(f"warp output buffer has shape {out.shape} {out.dtype}, need ({out_height_px}, {out_width_px}, {image.shape[2]}) uint8 C-contiguous")
-    result = cv2.warpAffine(
+    return cv2.warpAffine(
         image,
         affine,
         (out_width_px, out_height_px),
@@ -180,7 +180,6 @@ def warp_image(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(fill_value, fill_value, fill_value),
     )
-    return result
 
 
 def warp_keypoints(keypoints_xy: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -268,6 +267,13 @@ def reduced_to_full(k: int) -> np.ndarray:
     return np.array([[k, 0.0, off], [0.0, k, off], [0.0, 0.0, 1.0]])
 
 
+def decoded_pixel_affine(affine: np.ndarray, reduction: int) -> np.ndarray:
+    """``(2, 3)`` affine from the pixels of a ``1/reduction`` decode to the output (``affine`` maps full-resolution pixels)."""
+    if reduction == 1:
+        return affine
+    return (np.vstack([affine, [0.0, 0.0, 1.0]]) @ reduced_to_full(reduction))[:2]
+
+
 def crop_sample(
     image: np.ndarray,
     bbox_xyxy_px: np.ndarray,
@@ -297,8 +303,7 @@ def crop_sample(
     """
     box = crop_box_xyxy(bbox_xyxy_px, params, cfg)
     affine = crop_affine(box, cfg.out_width_px, cfg.out_height_px, params.flip)
-    pixel_affine = affine if reduction == 1 else (np.vstack([affine, [0.0, 0.0, 1.0]]) @ reduced_to_full(reduction))[:2]
-    pixels = warp_image(image, pixel_affine, cfg.out_width_px, cfg.out_height_px, cfg.fill_value, out=out)
+    pixels = warp_image(image, decoded_pixel_affine(affine, reduction), cfg.out_width_px, cfg.out_height_px, cfg.fill_value, out=out)
     kps = warp_keypoints(keypoints_xy_px, affine)
     vis = np.asarray(visibility, dtype=np.int8)
     if params.flip:
