@@ -120,6 +120,11 @@ class RejectReason(StrEnum):
     INFERENCE_FAILED = "inference_failed"
     UNKNOWN_LABEL = "unknown_label"
     NOT_IN_SPLIT = "not_in_split"  # outside the chosen split protocol (FLIC-plus, MPII single-person)
+    NONFINITE_KEYPOINT = "nonfinite_keypoint"  # a labelled (v > 0) joint whose x or y is NaN/inf
+    BOX_OUTSIDE_IMAGE = "box_outside_image"  # person box misses the image or overhangs it past the tolerance
+    IMAGE_SIZE_INVALID = "image_size_invalid"  # annotated image width/height not positive
+    IMAGE_TOO_LARGE = "image_too_large"  # annotated or real image over the per-image pixel cap
+    PATH_NOT_UTF8 = "path_not_utf8"  # a file name that is not valid UTF-8 (cannot be stored or named)
 
 
 class DownloadRefusedError(FetchError):
