@@ -109,6 +109,16 @@ REJECTS_SCHEMA = pa.schema(
     metadata={"posepipe.record": "rejects", "posepipe.schema_version": SCHEMA_VERSION},
 )
 
+#: ``_inputs.parquet`` of a version: the content digest of every image/video the records reference.
+INPUTS_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False, metadata={"doc": "relative to the source folder"}),
+        pa.field("size_bytes", pa.int64(), nullable=True),
+        pa.field("sha256", pa.string(), nullable=True, metadata={"doc": "null: missing or not a regular file"}),
+    ],
+    metadata={"posepipe.record": "inputs", "posepipe.schema_version": SCHEMA_VERSION},
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "samples": SAMPLES_SCHEMA,
     "processed_samples": PROCESSED_SAMPLES_SCHEMA,

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from schemas.errors import RejectRatioExceededError, ValidationFailedError
+from schemas.errors import RejectRatioExceededError, SourceError, ValidationFailedError
 from schemas.records import PROCESSED_SAMPLES_SCHEMA
 from storage.fs import filesystem
 from storage.hdf5 import read_hdf5_rows
@@ -119,16 +119,16 @@ def test_gx_suite_catches_schema_level_problems(tmp_path, source):
     assert "crop_pixels_present" in failed  # the duplicated id no longer matches its pixel row
 
 
-def test_flic_rebuild_without_images_rejects_every_sample(tmp_path, shared_data):
-    """FLIC's real examples.mat has no images here: every sample ends in rejects as image_missing."""
+def test_flic_rebuild_without_images_fails_at_parse(tmp_path, shared_data):
+    """FLIC's real examples.mat has no images here: the rebuild stops at parse, before any shard
+    is processed, and says the images are missing (raising the reject ratio would not help)."""
     src = shared_data / "flic"
     root = str(tmp_path / "root")
-    with pytest.raises(RejectRatioExceededError, match="5003 of 5003 inputs rejected for data errors .*image_missing: 5003"):
+    with pytest.raises(SourceError, match=r"none of the 4552 images the annotations reference exists under .*flic") as err:
         build_version(root, str(src), dataset="flic", shard_size=2000)
+    assert "max-reject-ratio would not help" in err.value.hint
     fs, path = filesystem(root)
-    (vdir,) = (tmp_path / "root/datasets/flic").glob("v-*")
-    rejects = read_parquet(fs, str(vdir / "_rejects.parquet"))
-    assert rejects.num_rows == 5003 and set(rejects.column("reason").to_pylist()) == {"image_missing"}
+    assert not list((tmp_path / "root/datasets/flic").glob("v-*"))  # nothing staged
     assert read_latest(fs, path, "flic") is None
 
 
