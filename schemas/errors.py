@@ -152,3 +152,25 @@ class VideoDecodeError(ExtractionError):
     def __init__(self, message: str, hint: str = "", reason: RejectReason = RejectReason.VIDEO_UNREADABLE) -> None:
         self.reason = reason
         super().__init__(message, hint)
+
+
+class DiskFullError(StorageError):
+    """Writing failed for lack of room: the filesystem is full (ENOSPC), over quota (EDQUOT), past the
+    process's file size limit (EFBIG) or read-only (EROFS). Not the input's fault, and not transient.
+
+    ``path`` is what was being written, ``filesystem`` the mount point holding it, ``needed_bytes``
+    how much more the operation needed when it is known (None otherwise).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str = "",
+        path: str = "",
+        filesystem: str = "",
+        needed_bytes: int | None = None,
+    ) -> None:
+        self.path = path
+        self.filesystem = filesystem
+        self.needed_bytes = needed_bytes
+        super().__init__(message, hint)
