@@ -195,24 +195,16 @@ def extract_video(
         write_overlay_video,
         write_skeleton_images_h5,
     )
-    from tasks.extract.plan import BackendSpec, ClipTask, load_estimator, plan_shards, run_key
+    from tasks.extract.plan import BackendSpec, load_estimator, plan_videos
 
     spec = BackendSpec.create(backend, model)
-    sampling = _sampling(sample, k, fps, num_frames, seed)
-    ids = Counter(Path(f).stem for f in files)
-    clips = [ClipTask(Path(f).stem if ids[Path(f).stem] == 1 else f"{Path(f).stem}_{i}", str(Path(f).resolve()),
-                      {"label": "", "label_index": -1, "video_path": str(f)}) for i, f in enumerate(files)]  # fmt: skip
-    run_dir = f"{_root(root).rstrip('/')}/keypoints/videos/{run_key(spec, sampling)}"
-    shards = plan_shards(
-        clips, run_dir, "videos", spec, sampling, max(1, len(clips)), chunk_frames, enforce_bounds=False
-    )
+    plan = plan_videos(files, _root(root), spec, _sampling(sample, k, fps, num_frames, seed), chunk_frames)
+    run_dir, clips = plan.run_dir, plan.clips
     t0 = time.perf_counter()
     estimator = load_estimator(spec)
     t_model = time.perf_counter() - t0
     t0 = time.perf_counter()
-    manifest = _run_local(
-        shards, run_dir, {"dataset": "videos", "files": [str(f) for f in files], "backend": spec.describe()}
-    )
+    manifest = _run_local([plan.shard], run_dir, plan.request)
     _summary(manifest, time.perf_counter() - t0, run_dir)
     typer.echo(f"model load {t_model:.1f} s (not in frames/s)")
     table = pq.read_table(f"{run_dir}/part-00000.parquet")

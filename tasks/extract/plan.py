@@ -5,9 +5,19 @@ Only these small, picklable specs travel through Prefect and Dask; frames and ke
 Keys:
 
 - ``run_key`` (the output folder): backend name, model file sha256 (when a file is given), backend
-  options, sampling and schema version. Same request -> same folder -> resume.
+  options, sampling, schema version and the inputs: for ``extract video`` each video's content
+  sha256 and clip id, for a clip dataset the dataset, source folder, fold, part, adapter params and
+  clip list. Same inputs and request -> same folder -> resume; other inputs -> another folder, so
+  one run never replaces another's keypoints.
 - ``clip_key`` (a clip's completion marker): video sha256 + backend name + the loaded model's
-  sha256 + the same params, as the issue asks, so a re-encoded video or another model is redone.
+  sha256 + the same params, so a re-encoded video or another model is redone. Planned runs keep
+  their clip results in one cache shared by every run under the root (``{root}/keypoints/_cache``):
+  a clip already extracted by any run with the same backend and sampling is reused.
+
+File names are carried losslessly: Python holds the non-UTF-8 bytes of a file name as lone
+surrogates (PEP 383), which Parquet strings cannot store. Ids and paths written to Parquet are the
+name's readable text (:func:`text_of`: undecodable bytes shown as ``\\xNN``); the run manifest also
+keeps the exact bytes in hex (:func:`path_bytes_hex`).
 """
 
 from __future__ import annotations
@@ -15,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +46,42 @@ MAX_SHARD_CLIPS = 200
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def text_of(value: str) -> str:
+    """``value`` as valid UTF-8 text, for Parquet strings, JSON and messages.
+
+    A file name's bytes that are not UTF-8 reach Python as lone surrogates (``'caf\\udce9'``); they
+    are shown as ``\\xNN`` (``'caf\\\\xe9'``). Valid text is returned unchanged.
+
+    Args:
+        value: Any string, e.g. a path from the command line or from ``os.listdir``.
+
+    Returns:
+        Text that encodes to UTF-8.
+    """
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that are not escaped bytes (e.g. from broken JSON)
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def path_bytes_hex(path: str | Path) -> str | None:
+    """The exact bytes of ``path`` in hex when its name is not UTF-8 (None when it is).
+
+    ``bytes.fromhex`` gives the name back, byte for byte, in any language.
+    """
+    raw = os.fsencode(path)
+    try:
+        raw.decode("utf-8")
+        return None
+    except UnicodeDecodeError:
+        return raw.hex()
 
 
 @dataclass(frozen=True)
@@ -98,10 +146,19 @@ def load_estimator(spec: BackendSpec) -> PoseEstimator:
         return _BACKENDS[key]
 
 
-def run_key(backend: BackendSpec, sampling: SamplingSpec) -> str:
-    """16-hex key of an extraction request (names its output folder)."""
-    text = _canonical({**backend.describe(), "sampling": sampling.model_dump(), "schema": SCHEMA_VERSION})
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def run_key(backend: BackendSpec, sampling: SamplingSpec, inputs: Any = None) -> str:
+    """16-hex key of an extraction request (names its output folder).
+
+    Args:
+        backend: Backend spec (its model file counts by content).
+        sampling: Frame sampling.
+        inputs: JSON-ready identity of the inputs (see :func:`plan_videos`, :func:`plan_dataset`);
+            None for a run whose folder the caller names by other means (tests, benchmarks).
+    """
+    request: dict[str, Any] = {**backend.describe(), "sampling": sampling.model_dump(), "schema": SCHEMA_VERSION}
+    if inputs is not None:
+        request["inputs"] = inputs
+    return hashlib.sha256(_canonical(request).encode()).hexdigest()[:16]
 
 
 def clip_key(
@@ -160,6 +217,8 @@ class ShardSpec:
         backend: How to create the backend.
         sampling: Frame sampling.
         chunk_frames: Decoded frames held at once per clip.
+        cache_dir: Folder of the per-clip results and completion markers (``_clips/``,
+            ``_done/``); None keeps them in ``run_dir``.
     """
 
     index: int
@@ -169,6 +228,7 @@ class ShardSpec:
     backend: BackendSpec
     sampling: SamplingSpec
     chunk_frames: int = 32
+    cache_dir: str | None = None
 
 
 def plan_shards(
@@ -180,6 +240,7 @@ def plan_shards(
     shard_size: int = 100,
     chunk_frames: int = 32,
     enforce_bounds: bool = True,
+    cache_dir: str | None = None,
 ) -> list[ShardSpec]:
     """Cut clips (sorted by ``clip_id``) into consecutive shards of ``shard_size``.
 
@@ -192,6 +253,7 @@ def plan_shards(
         shard_size: Clips per shard; 50..200 (DESIGN: one Prefect task per shard).
         chunk_frames: Decode chunk size.
         enforce_bounds: Check ``shard_size`` is within 50..200 (off only for tiny local runs and tests).
+        cache_dir: Shared per-clip cache folder (:func:`cache_dir_of`); None keeps it in ``run_dir``.
 
     Returns:
         Shards; membership depends only on the sorted ids, not on input order.
@@ -211,7 +273,8 @@ def plan_shards(
         raise ConfigError(f"duplicate clip ids: {dupes[:5]}", hint="clip ids must be unique within a run")
     return [
         ShardSpec(
-            i // shard_size, tuple(ordered[i : i + shard_size]), run_dir, dataset, backend, sampling, chunk_frames
+            i // shard_size, tuple(ordered[i : i + shard_size]), run_dir, dataset, backend, sampling, chunk_frames,
+            cache_dir,
         )
         for i in range(0, len(ordered), shard_size)
     ]
@@ -314,9 +377,104 @@ def plan_dataset(
         raise ConfigError(f"{dataset} is an image dataset; extract keypoints from its images with `posepipe extract images`")
     parsed = adapter.parse(Path(source), adapter.make_params(dict(adapter_params or {})))
     clips = clips_from_records(parsed.records, Path(source), fold, None if part == "all" else part)
-    run_dir = f"{root.rstrip('/')}/keypoints/{dataset}/{run_key(backend, sampling)}"
-    shards = plan_shards(clips, run_dir, dataset, backend, sampling, shard_size, chunk_frames)
-    request: dict[str, Any] = {"dataset": dataset, "fold": fold, "part": part, "backend": backend.describe(), "sampling": sampling.model_dump()}
+    inputs = {
+        "dataset": dataset, "source": text_of(str(Path(source).resolve())), "fold": fold, "part": part,
+        "adapter_params": dict(adapter_params or {}),
+        "clips": hashlib.sha256(_canonical(sorted((c.clip_id, text_of(c.video_path)) for c in clips)).encode()).hexdigest(),
+    }  # fmt: skip
+    run_dir = f"{root.rstrip('/')}/keypoints/{dataset}/{run_key(backend, sampling, inputs)}"
+    shards = plan_shards(clips, run_dir, dataset, backend, sampling, shard_size, chunk_frames, cache_dir=cache_dir_of(root))
+    request: dict[str, Any] = {"dataset": dataset, "fold": fold, "part": part, "backend": backend.describe(), "sampling": sampling.model_dump(),
+                               "inputs": inputs}  # fmt: skip
     if dataset == "ucf101" and fold and fold.startswith("split"):
         request["split"] = int(fold.removeprefix("split"))  # what earlier ucf101 runs recorded
     return DatasetPlan(shards, run_dir, request, len(clips), parsed.rejects.num_rows)
+
+
+def cache_dir_of(root: str) -> str:
+    """The per-clip result cache every planned run under ``root`` shares: ``{root}/keypoints/_cache``.
+
+    Clip keys name a clip's content, backend, model and sampling, never its run, so one cache
+    serves every run: a clip extracted once is reused by any later run that needs it.
+    """
+    return f"{root.rstrip('/')}/keypoints/_cache"
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """An ``extract video`` run over files named on the command line.
+
+    Attributes:
+        shard: The one shard (every video, in this process).
+        run_dir: ``{root}/keypoints/videos/{run key}``; the key includes every video's content.
+        request: What was asked, with each input's clip id, path text, content sha256 (and exact
+            name bytes in hex when the name is not UTF-8); stored in the run manifest.
+        clips: The clips, in the order the files were given.
+    """
+
+    shard: ShardSpec
+    run_dir: str
+    request: dict[str, Any]
+    clips: tuple[ClipTask, ...]
+
+
+def video_clip_ids(files: Sequence[str | Path]) -> list[str]:
+    """Clip ids of videos named on the command line: the file stem as text, ``{stem}_{i}`` where stems repeat.
+
+    Args:
+        files: Video files or frame globs, in the order given.
+
+    Returns:
+        One UTF-8 id per file (see :func:`text_of` for names that are not UTF-8).
+    """
+    stems = [text_of(Path(f).stem) for f in files]
+    counts = Counter(stems)
+    return [stem if counts[stem] == 1 else f"{stem}_{i}" for i, stem in enumerate(stems)]
+
+
+def plan_videos(
+    files: Sequence[str | Path],
+    root: str,
+    backend: BackendSpec,
+    sampling: SamplingSpec,
+    chunk_frames: int = 32,
+) -> VideoPlan:
+    """Plan ``extract video``: one shard of every file, in a run folder keyed by the videos' contents.
+
+    Reads every video once (sha256). A file that cannot be read still gets a clip (the worker
+    rejects it with ``video_missing``); its identity in the key is its name.
+
+    Args:
+        files: Video files or frame globs.
+        root: Storage root.
+        backend: Pose backend.
+        sampling: Frame sampling.
+        chunk_frames: Frames decoded at once per clip.
+
+    Returns:
+        The :class:`VideoPlan`.
+
+    Raises:
+        ConfigError: If no file is given.
+    """
+    if not files:
+        raise ConfigError("no video given", hint="posepipe extract video FILE [FILE ...]")
+    clips, inputs = [], []
+    for clip_id, f in zip(video_clip_ids(files), files, strict=True):
+        path = str(Path(f).resolve())
+        try:
+            content = video_sha256(path)
+        except OSError as exc:
+            content = f"unreadable: {text_of(str(exc))}"
+        entry: dict[str, Any] = {"clip_id": clip_id, "path": text_of(str(f)), "video_sha256": content}
+        exact = path_bytes_hex(f)
+        if exact is not None:
+            entry["path_bytes_hex"] = exact
+        inputs.append(entry)
+        clips.append(ClipTask(clip_id, path, {"label": "", "label_index": -1, "video_path": text_of(str(f))}))
+    identity = sorted((e["clip_id"], e["video_sha256"]) for e in inputs)
+    run_dir = f"{root.rstrip('/')}/keypoints/videos/{run_key(backend, sampling, identity)}"
+    (shard,) = plan_shards(clips, run_dir, "videos", backend, sampling, len(clips), chunk_frames,
+                           enforce_bounds=False, cache_dir=cache_dir_of(root))  # fmt: skip
+    request = {"dataset": "videos", "inputs": inputs, "backend": backend.describe(), "sampling": sampling.model_dump()}
+    return VideoPlan(shard, run_dir, request, tuple(clips))

@@ -6,7 +6,8 @@ releases the GIL while FFmpeg decodes), the calling thread runs ``infer`` on bat
 Batches never mix clips and are never padded, and a backend that is not batch-invariant has
 ``max_batch == 1``, so batch composition cannot change a result.
 
-Output layout under ``run_dir`` (``{root}/keypoints/{dataset}/{run_key}``)::
+Output layout under ``run_dir`` (``{root}/keypoints/{dataset}/{run_key}``); the per-clip files
+live in the shard's ``cache_dir`` when it has one (``{root}/keypoints/_cache``, shared by runs)::
 
     _clips/{clip_key}.parquet     one clip's keypoints (written first)
     _done/{clip_key}.json         completion marker, written atomically after the part: a killed
@@ -17,7 +18,8 @@ Output layout under ``run_dir`` (``{root}/keypoints/{dataset}/{run_key}``)::
     _shards/{i:05d}.json          shard summary, written last
     _manifest.json                written by the flow after every shard
 
-Every clip of a shard ends in ``clips`` (its frames in ``part``) or in ``rejects``.
+Every clip of a shard ends in ``clips`` (its frames in ``part``) or in ``rejects``. Text written
+to Parquet is valid UTF-8 whatever the file names (:func:`tasks.extract.plan.text_of`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from schemas.records import CLIPS_SCHEMA, KEYPOINTS_SCHEMA, REJECTS_SCHEMA, to_t
 from storage.fs import filesystem, join, write_bytes_atomic
 from storage.parquet import read_parquet, write_parquet
 from tasks.datasets.base import Reject, rejects_table
-from tasks.extract.plan import ClipTask, ShardSpec, clip_key, load_estimator, video_sha256
+from tasks.extract.plan import ClipTask, ShardSpec, clip_key, load_estimator, text_of, video_sha256
 from tasks.keypoints.api import FramePoses, PoseEstimator
 from tasks.video.decode import FrameChunk, VideoReader
 from tasks.video.sampling import SamplingSpec
@@ -216,11 +218,9 @@ def extract_clip(
             timings["group"] += seconds
         timings["group_wait"] = time.perf_counter() - t0
     except VideoDecodeError as exc:
-        return ClipResult(empty, None, Reject(clip.clip_id, exc.reason, exc.message, STAGE), timings_s=timings)
+        return ClipResult(empty, None, _reject(clip, exc.reason, exc.message), timings_s=timings)
     except ExtractionError as exc:
-        return ClipResult(
-            empty, None, Reject(clip.clip_id, RejectReason.INFERENCE_FAILED, exc.message, STAGE), timings_s=timings
-        )
+        return ClipResult(empty, None, _reject(clip, RejectReason.INFERENCE_FAILED, exc.message), timings_s=timings)
     finally:
         if own_pool:
             pool.shutdown(wait=True)
@@ -237,10 +237,21 @@ def extract_clip(
     row.setdefault("video_path", clip.video_path)
     row.setdefault("label", "")
     row.setdefault("label_index", -1)
+    row = _text_row(row)
     return ClipResult(
         table, row, None, frames=len(indices), people=table.num_rows, timings_s=timings,
         frame_hw=(reader.info.height, reader.info.width),
     )  # fmt: skip
+
+
+def _reject(clip: ClipTask, reason: RejectReason, detail: str) -> Reject:
+    """A reject of ``clip`` at this stage, its texts valid UTF-8 (file names may not be)."""
+    return Reject(text_of(clip.clip_id), reason, text_of(detail), STAGE)
+
+
+def _text_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with every string value valid UTF-8 (a ``video_path`` may hold a non-UTF-8 name)."""
+    return {k: text_of(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def _timed_group(estimator: PoseEstimator, raw: Any) -> tuple[FramePoses, float]:
@@ -324,6 +335,7 @@ def extract_shard(
     t_start = time.perf_counter()
     est = estimator or load_estimator(spec.backend)
     store = RunStore(spec.run_dir)
+    cache = RunStore(spec.cache_dir) if spec.cache_dir else store
     summary = ShardSummary(index=spec.index, clips=len(spec.clips))
     timings: Counter[str] = Counter()
     parts: list[pa.Table] = []
@@ -334,49 +346,49 @@ def extract_shard(
             try:
                 vsha = video_sha256(clip.video_path)
             except OSError as exc:
-                rejects.append(
-                    Reject(clip.clip_id, RejectReason.VIDEO_MISSING, f"cannot read {clip.video_path}: {exc}", STAGE)
-                )
+                rejects.append(_reject(clip, RejectReason.VIDEO_MISSING, f"cannot read {clip.video_path}: {exc}"))
                 if on_clip:
                     on_clip(clip.clip_id, {"status": "rejected", "reason": str(RejectReason.VIDEO_MISSING)})
                 continue
             key = clip_key(vsha, est.name, est.model_sha256, spec.backend, spec.sampling)
-            marker = store.marker(key)
+            marker = cache.marker(key)
             if marker is not None:
                 summary.resumed += 1
             else:
                 result = extract_clip(est, clip, spec.sampling, spec.chunk_frames, grouper=pool)
                 t0 = time.perf_counter()
-                marker = {"clip_key": key, "clip_id": clip.clip_id, "video_sha256": vsha, "frames": result.frames,
+                marker = {"clip_key": key, "clip_id": text_of(clip.clip_id), "video_sha256": vsha, "frames": result.frames,
                           "people": result.people, "frame_hw": list(result.frame_hw), "timings_s": result.timings_s}  # fmt: skip
                 if result.reject is None:
-                    write_parquet(store.fs, store.path("_clips", f"{key}.parquet"), result.keypoints, KEYPOINTS_SCHEMA)
+                    write_parquet(cache.fs, cache.path("_clips", f"{key}.parquet"), result.keypoints, KEYPOINTS_SCHEMA)
                     marker.update(status="ok", clip=result.clip_row)
                 else:
                     marker.update(status="rejected", reject=result.reject.as_row())
-                store.write_json(store.path("_done", f"{key}.json"), marker)
+                cache.write_json(cache.path("_done", f"{key}.json"), marker)
                 result.timings_s["write"] = time.perf_counter() - t0
                 timings.update(result.timings_s)
             if marker["status"] == "ok":
-                table = read_parquet(store.fs, store.path("_clips", f"{key}.parquet"), KEYPOINTS_SCHEMA)
+                table = read_parquet(cache.fs, cache.path("_clips", f"{key}.parquet"), KEYPOINTS_SCHEMA)
                 # the part is keyed by content: a duplicate video under another id gets this clip's id
+                clip_id = text_of(clip.clip_id)
                 parts.append(
                     table.set_column(
-                        0, KEYPOINTS_SCHEMA.field("clip_id"), pa.array([clip.clip_id] * table.num_rows, pa.string())
+                        0, KEYPOINTS_SCHEMA.field("clip_id"), pa.array([clip_id] * table.num_rows, pa.string())
                     )
                 )
                 row = dict(marker["clip"])
                 row.update({k: v for k, v in clip.record.items() if k in CLIPS_SCHEMA.names and k not in _MEASURED})
-                row["clip_id"], row["dataset"] = clip.clip_id, row.get("dataset") or spec.dataset
-                clip_rows.append(row)
+                row["clip_id"], row["dataset"] = clip_id, row.get("dataset") or spec.dataset
+                clip_rows.append(_text_row(row))
                 summary.extracted += 1
                 summary.frames += int(marker["frames"])
                 summary.people += int(marker["people"])
             else:
                 r = marker["reject"]
                 rejects.append(
-                    Reject(clip.clip_id, RejectReason(r["reason"]), r["detail"] or "", r["stage"], r.get("split"))
-                )
+                    Reject(text_of(clip.clip_id), RejectReason(r["reason"]), text_of(r["detail"] or ""), r["stage"],
+                           r.get("split"))
+                )  # fmt: skip
             if on_clip:
                 on_clip(clip.clip_id, marker)
     keypoints = pa.concat_tables(parts) if parts else poses_table("", [], [], est.skeleton, est.name, est.model_sha256)
