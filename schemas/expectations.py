@@ -79,7 +79,10 @@ SEMANTIC_CHECKS = (
     "joint_count_matches_skeleton",
     "visibility_in_domain",
     "visible_keypoints_inside_crop",
+    "visible_keypoints_finite",
+    "crop_box_intersects_image",
     "crop_pixels_present",
+    "crop_pixels_not_constant",
 )
 
 #: Checks across all shards of a version, run at commit.

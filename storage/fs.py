@@ -19,7 +19,10 @@ from typing import IO, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from schemas.errors import StorageError
+from schemas.errors import StorageError, StorageFullError
+
+#: errno values that mean "this filesystem cannot take the write" rather than "the data is bad".
+_NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit exceeded", errno.EROFS: "the filesystem is read-only"}
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -43,6 +46,32 @@ def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str
         while block := fh.read(chunk_bytes):
             h.update(block)
     return h.hexdigest()
+
+
+def no_room_error(exc: BaseException, path: str) -> StorageFullError | None:
+    """A :class:`StorageFullError` naming ``path``, its filesystem's free space and what to do, when
+    ``exc`` is a disk-full-like ``OSError``; None for any other exception.
+
+    Example:
+        ``OSError(ENOSPC)`` while writing ``/r/datasets/coco/v-1/val/part-00000.h5`` → "no space left
+        on the device holding /r/datasets/coco/v-1/val (writing part-00000.h5; 0.0 MB free of 20.0 MB)".
+    """
+    if not isinstance(exc, OSError) or exc.errno not in _NO_ROOM:
+        return None
+    folder, _, name = str(path).rpartition("/")
+    folder = folder or "."
+    room = ""
+    probe = folder
+    while probe and not os.path.isdir(probe):
+        probe = probe.rpartition("/")[0]
+    with contextlib.suppress(OSError):
+        st = os.statvfs(probe or ".")
+        room = f"; {st.f_bavail * st.f_frsize / 1e6:.1f} MB free of {st.f_blocks * st.f_frsize / 1e6:.1f} MB"
+    what = "make it writable or choose another --root" if exc.errno == errno.EROFS else "free space there (or raise the quota/limit) or choose another --root"
+    return StorageFullError(
+        f"{_NO_ROOM[exc.errno]} on the device holding {folder} (writing {name}{room})",
+        hint=f"{what}; nothing half-written was left and LATEST is unchanged, so rerun the same command afterwards",
+    )
 
 
 def _tmp_name(path: str) -> str:
@@ -70,9 +99,9 @@ def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb", dura
             :func:`flush_to_disk` before the manifest is written; the rename alone already
             guarantees no reader ever sees a partial file.
     """
-    _ensure_parent(fs, path)
     tmp = _tmp_name(path)
     try:
+        _ensure_parent(fs, path)
         with fs.open(tmp, mode) as fh:
             yield fh
             if durable and isinstance(fs, LocalFileSystem):
@@ -82,9 +111,12 @@ def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb", dura
             os.replace(tmp, path)
         else:
             fs.mv(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(Exception):
             fs.rm(tmp)
+        full = no_room_error(exc, path)
+        if full is not None:
+            raise full from exc
         raise
 
 
@@ -95,17 +127,20 @@ def atomic_local_path(path: str, durable: bool = True) -> Iterator[str]:
     The temporary file is renamed to ``path`` when the block exits without error, deleted otherwise
     (fsynced first when ``durable``).
     """
-    _ensure_parent(LocalFileSystem(), path)
     tmp = _tmp_name(path)
     try:
+        _ensure_parent(LocalFileSystem(), path)
         yield tmp
         if durable:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        full = no_room_error(exc, path)
+        if full is not None:
+            raise full from exc
         raise
 
 

@@ -4,7 +4,7 @@ Adapters convert what their files say; this module refuses what nobody should cr
 whatever the dataset, before any pixel is decoded or any memory is sized from the annotation:
 
 * ``image_size_invalid``: annotated width or height not positive;
-* ``image_too_large``: annotated width × height above :data:`MAX_IMAGE_PIXELS`;
+* ``image_too_large``: annotated width × height above ``image_io.MAX_IMAGE_PIXELS``;
 * ``invalid_box``: a person box that is not finite or has no positive size;
 * ``box_outside_image``: a box that does not intersect the image, or overhangs it by more than
   :data:`OVERHANG_TOLERANCE` of the image's side on any edge;
@@ -21,11 +21,7 @@ import pyarrow as pa
 
 from schemas.errors import RejectReason
 from tasks.datasets.base import Reject
-
-#: Per-image pixel cap (width × height): 100 megapixels, 300 MB decoded as BGR. Larger images are
-#: rejected before anything is allocated for them (the largest image of the supported datasets is
-#: under 10 megapixels).
-MAX_IMAGE_PIXELS = 100_000_000
+from tasks.transforms.image_io import MAX_IMAGE_PIXELS
 
 #: How far a person box or a labelled joint may lie outside the image, as a fraction of the
 #: image's width (x) or height (y). MPII boxes built from centre and scale, and joints of people

@@ -36,7 +36,7 @@ from tasks.transforms.geometry import (
     warp_image,
     warp_keypoints,
 )
-from tasks.transforms.image_io import ImageReadError, read_image_bgr
+from tasks.transforms.image_io import ImageReadError, check_pixel_budget, decode_bgr, encoded_size_wh, load_encoded
 
 STAGING = "_staging"
 
@@ -314,11 +314,34 @@ def process_shard(spec: ShardSpec) -> dict[str, Any]:
         i = j
         if not people:
             continue
-        # one decode per image, at the coarsest resolution every person's crop allows
+        # one decode per image, at the coarsest resolution every person's crop allows; the real
+        # size comes from the file's header, so nothing is sized from the annotation
         k = reduction_for_scale(min(scales[r] for r in people))  # == decode_reduction(crop_boxes[people])
-        width, height = cols.image_size[people[0]]
+        path = source_root / cols.image_path[people[0]]
         try:
-            image = read_image_bgr(source_root / cols.image_path[people[0]], reduction=k, out=_scratch("decoded", -(-(width or 0) // k) * -(-(height or 0) // k) * 3))
+            data = load_encoded(path)
+            header_wh = encoded_size_wh(data)
+            check_pixel_budget(path, header_wh)
+        except ImageReadError as exc:
+            for r in people:
+                reject(r, exc.reason, exc.detail)
+            continue
+        if header_wh is not None:  # refuse mismatches before decoding
+            matching = []
+            for r in people:
+                if cols.image_size[r][0] is not None and tuple(cols.image_size[r]) != header_wh:
+                    want_w, want_h = cols.image_size[r]
+                    reject(r, RejectReason.IMAGE_SIZE_MISMATCH, f"annotation says {want_w}x{want_h}, file is {header_wh[0]}x{header_wh[1]}")
+                else:
+                    matching.append(r)
+            people = matching
+            if not people:
+                continue
+            width, height = header_wh
+        else:
+            width, height = cols.image_size[people[0]]
+        try:
+            image = decode_bgr(data, path, reduction=k, out=_scratch("decoded", -(-(width or 0) // k) * -(-(height or 0) // k) * 3))
         except ImageReadError as exc:
             for r in people:
                 reject(r, exc.reason, exc.detail)

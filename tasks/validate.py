@@ -76,48 +76,65 @@ def run_gx_suite(df: pd.DataFrame, specs: list[ExpectationSpec], suite_name: str
     return out
 
 
-def semantic_checks(df: pd.DataFrame, pixel_ids: list[str], pixel_shape: tuple[int, ...]) -> list[dict[str, Any]]:
-    """Checks GX cannot express on nested columns.
+def semantic_checks(df: pd.DataFrame, pixel_ids: list[str], pixels: np.ndarray) -> list[dict[str, Any]]:
+    """Checks GX cannot express on nested columns and pixels.
 
     Args:
         df: The shard's rows (PROCESSED_SAMPLES_SCHEMA).
         pixel_ids: Sample ids stored in the shard's HDF5, in row order.
-        pixel_shape: Shape of the HDF5 images array ``(N, H, W, 3)``.
+        pixels: The shard's crops, ``(N, H, W, 3) uint8``.
 
     Returns:
-        Result dicts for :data:`schemas.expectations.SEMANTIC_CHECKS`.
+        Result dicts for :data:`schemas.expectations.SEMANTIC_CHECKS`, in that order.
     """
     results = []
 
     def add(name: str, bad: list[str]) -> None:
         results.append({"check": name, "engine": "posepipe", "success": not bad, "unexpected": len(bad), "detail": ", ".join(bad[:5])})
 
-    bad_count, bad_vis, bad_crop = [], [], []
+    bad_count, bad_vis, bad_crop, bad_finite, bad_box = [], [], [], [], []
     for row in df.itertuples(index=False):
         sk = get_skeleton(row.skeleton)
         xy = np.asarray([list(p) for p in row.keypoints_crop_xy_px], dtype=np.float32).reshape(-1, 2)
         vis = np.asarray(row.keypoints_visibility, dtype=np.int16)
+        box = np.asarray(row.crop_xyxy_px, dtype=np.float64)
+        w, h = row.image_width, row.image_height
+        if not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1] or (
+            w is not None and h is not None and (box[2] <= 0 or box[3] <= 0 or box[0] >= w or box[1] >= h)
+        ):
+            bad_box.append(row.sample_id)
         if len(xy) != sk.num_joints or len(vis) != sk.num_joints or len(row.keypoints_xy_px) != sk.num_joints:
             bad_count.append(row.sample_id)
             continue
         if not np.isin(vis, (0, 1, 2)).all():
             bad_vis.append(row.sample_id)
-        shown = (vis > 0) & np.isfinite(xy).all(axis=1)
-        pts = xy[shown]
+        finite = np.isfinite(xy).all(axis=1)
+        if ((vis > 0) & ~finite).any():
+            bad_finite.append(row.sample_id)
+        pts = xy[(vis > 0) & finite]
         lo = -0.5 - CROP_TOLERANCE_PX
         if len(pts) and ((pts[:, 0] < lo) | (pts[:, 1] < lo) | (pts[:, 0] > row.crop_width - 0.5 + CROP_TOLERANCE_PX) | (pts[:, 1] > row.crop_height - 0.5 + CROP_TOLERANCE_PX)).any():
             bad_crop.append(row.sample_id)
     add("joint_count_matches_skeleton", bad_count)
     add("visibility_in_domain", bad_vis)
     add("visible_keypoints_inside_crop", bad_crop)
+    add("visible_keypoints_finite", bad_finite)
+    add("crop_box_intersects_image", bad_box)
     missing = []
-    if len(pixel_ids) != len(df) or (len(df) and pixel_shape[0] != len(df)):
+    aligned = len(pixel_ids) == len(df) and (not len(df) or pixels.shape[0] == len(df))
+    if not aligned:
         missing.append(f"{len(df)} rows but {len(pixel_ids)} pixel rows")
     else:
         for row in df.itertuples(index=False):
             if row.pixels_row >= len(pixel_ids) or pixel_ids[row.pixels_row] != row.sample_id:
                 missing.append(row.sample_id)
     add("crop_pixels_present", missing)
+    constant = []
+    if aligned and len(df):
+        flat = pixels.reshape(len(pixels), -1)
+        same = set((flat.min(axis=1) == flat.max(axis=1)).nonzero()[0].tolist())  # one colour: fill only, no image content
+        constant = [sid for sid, r in zip(df["sample_id"], df["pixels_row"], strict=True) if r in same]
+    add("crop_pixels_not_constant", constant)
     return results
 
 
@@ -160,7 +177,7 @@ def validate_shard(root: str, dataset: str, version: str, shard: dict[str, Any],
         results += clip_checks(df)
     else:
         ids, pixels = read_hdf5_rows(fs, join(vdir, shard["hdf5"]))
-        results += semantic_checks(df, ids, pixels.shape)
+        results += semantic_checks(df, ids, pixels)
     return {"shard": name, "success": all(r["success"] for r in results), "results": results}
 
 

@@ -117,6 +117,11 @@ class CocoKeypoints(DatasetAdapter):
             rel = ann_file.relative_to(root).as_posix()
             checksums[rel] = sha256_file(ann_file)
             data = load_json(ann_file)
+            if not isinstance(data, dict):
+                raise AnnotationFormatError(
+                    f"{ann_file}: the top level is a JSON {type(data).__name__}, not an object with 'images' and 'annotations'",
+                    hint="is this a COCO annotation file? (results files are lists: evaluate them with posepipe evaluate coco)",
+                )
             stats["annotation_files"] += 1
             images_dir = _images_dir(root, ann_file, split, data)
             n_images, file_rows, file_rejects = self._parse_file(data, ann_file, split, images_dir, root, p)
@@ -132,15 +137,24 @@ class CocoKeypoints(DatasetAdapter):
             if not isinstance(data.get(key), list):
                 raise AnnotationFormatError(f"{ann_file}: top-level key {key!r} missing or not a list", hint="is this a COCO annotation file?")
         images: dict[int, dict[str, Any]] = {}
-        for img in data["images"]:
-            if isinstance(img, dict) and "id" in img:
-                images[int(img["id"])] = img
+        malformed: dict[str, str] = {}  # image entries that cannot be used, by their id as text
+        for position, img in enumerate(data["images"]):
+            if not isinstance(img, dict):
+                continue
+            image_id = _as_int(img.get("id"))
+            if image_id is None:
+                malformed[str(img.get("id"))] = f"{ann_file.name}: images[{position}] has id {img.get('id')!r} (not an integer)"
+            else:
+                images[image_id] = img
         rows: list[dict[str, Any]] = []
         rejects: list[Reject] = []
         seen: set[Any] = set()
         for ann in data["annotations"]:
             key = str(ann.get("id", "?")) if isinstance(ann, dict) else "?"
             try:
+                if isinstance(ann, dict) and _as_int(ann.get("image_id")) is None and str(ann.get("image_id")) in malformed:
+                    rejects.append(Reject(key, RejectReason.MALFORMED_ANNOTATION, malformed[str(ann.get("image_id"))], split=split))
+                    continue
                 row, reject = self._convert(ann, images, split, images_dir, root, seen, p)
             except (TypeError, ValueError, KeyError) as exc:
                 row, reject = None, Reject(key, RejectReason.MALFORMED_ANNOTATION, f"{ann_file.name}: {exc!r}", split=split)
@@ -192,6 +206,13 @@ class CocoKeypoints(DatasetAdapter):
             outside = (lab[:, 0] < 0) | (lab[:, 1] < 0) | (lab[:, 0] > width) | (lab[:, 1] > height)
             if outside.any():
                 return None, Reject(key, RejectReason.KEYPOINTS_OUT_OF_IMAGE, f"{int(outside.sum())} labelled keypoints outside {width}x{height}", split=split)
+        if not isinstance(image.get("file_name"), str) or not image["file_name"]:
+            return None, Reject(key, RejectReason.MALFORMED_ANNOTATION, f"image {image.get('id')}: file_name {image.get('file_name')!r} is not a file name", split=split)
+        try:
+            image["file_name"].encode("utf-8")
+        except UnicodeEncodeError:
+            shown = image["file_name"].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            return None, Reject(key, RejectReason.PATH_NOT_UTF8, f"image {image.get('id')}: file_name {shown!r} is not valid UTF-8", split=split)
         rel = safe_relative_path(root, f"{images_dir}/{image['file_name']}" if images_dir else str(image["file_name"]))
         if rel is None or ".." in Path(str(image["file_name"])).parts or Path(str(image["file_name"])).is_absolute():
             return None, Reject(key, RejectReason.PATH_ESCAPES_SOURCE, f"file_name {image['file_name']!r}", split=split)
@@ -214,6 +235,19 @@ class CocoKeypoints(DatasetAdapter):
             "extra": json.dumps({"image_id": image_id, "area": ann.get("area"), "iscrowd": int(ann.get("iscrowd", 0))}),
         }
         return row, None
+
+
+def _as_int(value: Any) -> int | None:
+    """An integer id (``5`` or ``"5"``), or None for anything else (``"abc"``, ``None``, ``1.5``, ``True``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
 
 
 def load_json(path: Path) -> Any:

@@ -56,6 +56,60 @@ _REDUCED = {
 }
 
 
+#: Per-image pixel cap (width × height): 100 megapixels, 300 MB decoded as BGR. An image over it is
+#: refused from its header, before anything is allocated for it (the largest images of the
+#: supported datasets are under 10 megapixels).
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+def load_encoded(path: Path) -> bytes:
+    """The encoded bytes of an image file, refusing what is visibly not a whole image.
+
+    Raises:
+        ImageReadError: ``image_missing`` if absent, ``image_unreadable`` if a directory, empty or
+            truncated.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(RejectReason.IMAGE_MISSING, f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise ImageReadError(RejectReason.IMAGE_UNREADABLE, f"{path} is a directory") from None
+    if not data:
+        raise ImageReadError(RejectReason.IMAGE_UNREADABLE, f"{path} is empty")
+    problem = check_complete(data)
+    if problem:
+        raise ImageReadError(RejectReason.IMAGE_UNREADABLE, f"{path}: {problem}")
+    return data
+
+
+def encoded_size_wh(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a JPEG's or PNG's header, without decoding; None for other formats.
+
+    Example:
+        the 24 first bytes of a 6×5 PNG → ``(6, 5)``.
+    """
+    if data.startswith(_JPEG_SOI):
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError:
+            return None
+        return int(width), int(height)
+    if data.startswith(_PNG_SIG) and len(data) >= 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return None
+
+
+def check_pixel_budget(path: Path, size_wh: tuple[int, int] | None, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Refuse an image whose header announces more than ``max_pixels`` (nothing allocated yet).
+
+    Raises:
+        ImageReadError: ``image_too_large``.
+    """
+    if size_wh is not None and size_wh[0] * size_wh[1] > max_pixels:
+        raise ImageReadError(RejectReason.IMAGE_TOO_LARGE, f"{path}: {size_wh[0]}x{size_wh[1]} is over the {max_pixels}-pixel cap per image")
+
+
 def read_image_bgr(path: Path, reduction: int = 1, out: np.ndarray | None = None) -> np.ndarray:
     """Read an image as ``(H, W, 3) uint8`` BGR, optionally at ``1/reduction`` resolution.
 
@@ -69,19 +123,15 @@ def read_image_bgr(path: Path, reduction: int = 1, out: np.ndarray | None = None
 
     Raises:
         ImageReadError: ``image_missing`` if absent, ``image_unreadable`` if empty, truncated or
-            not decodable.
+            not decodable, ``image_too_large`` if its header is over :data:`MAX_IMAGE_PIXELS`.
     """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ImageReadError(RejectReason.IMAGE_MISSING, f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise ImageReadError(RejectReason.IMAGE_UNREADABLE, f"{path} is a directory") from None
-    if not data:
-        raise ImageReadError(RejectReason.IMAGE_UNREADABLE, f"{path} is empty")
-    problem = check_complete(data)
-    if problem:
-        raise ImageReadError(RejectReason.IMAGE_UNREADABLE, f"{path}: {problem}")
+    data = load_encoded(path)
+    check_pixel_budget(path, encoded_size_wh(data))
+    return decode_bgr(data, path, reduction, out)
+
+
+def decode_bgr(data: bytes, path: Path, reduction: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode bytes from :func:`load_encoded` (see :func:`read_image_bgr` for the arguments)."""
     if data.startswith(_JPEG_SOI):
         image = _decode_jpeg(data, reduction, out)
         if image is not None:
