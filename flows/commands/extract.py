@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -258,47 +257,42 @@ def extract_images(
     paths: list[Path] = typer.Argument(..., help="image files or folders of images"),  # noqa: B008
     backend: str = _BACKEND,
     model: str | None = _MODEL,
-    coco_json: Path = typer.Option(..., "--coco-json", help="COCO keypoint results file to write"),  # noqa: B008
-    gt: Path | None = typer.Option(None, "--gt", help="COCO GT json: image ids by file name"),  # noqa: B008
+    coco_json: Path = typer.Option(..., "--coco-json", help="COCO keypoint results file to write (image list beside it: NAME.images.json)"),  # noqa: B008
+    gt: Path | None = typer.Option(None, "--gt", help="COCO GT json: image ids by file name (default: ids from the names)"),  # noqa: B008
 ) -> None:
     """Extract keypoints from images (batched as the backend allows) and write COCO results JSON."""
-    import cv2
     from rich.progress import Progress
 
-    from schemas.skeletons import get_skeleton
-    from storage.fs import atomic_local_path
-    from tasks.extract.exports import coco_results
+    from tasks.extract.images import extract_images as run_images
+    from tasks.extract.images import image_files, resolve_image_ids, write_coco_outputs
     from tasks.extract.plan import BackendSpec, load_estimator
 
-    files = sorted(
-        {
-            p
-            for path in paths
-            for p in ([path] if path.is_file() else path.glob("*"))
-            if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-        }
-    )
-    if not files:
-        raise ConfigError(f"no .jpg/.png images in {', '.join(map(str, paths))}")
-    image_ids = None
-    if gt is not None:
-        image_ids = {im["file_name"]: int(im["id"]) for im in json.loads(gt.read_text())["images"]}
+    files = image_files(paths)
+    image_ids = resolve_image_ids(files, gt)  # before inference: nothing computed is thrown away
     estimator = load_estimator(BackendSpec.create(backend, model))
-    found, failures, people, t0 = [], Counter[str](), 0, time.perf_counter()
     with Progress() as progress:
         bar = progress.add_task("images", total=len(files))
-        for i in range(0, len(files), estimator.max_batch):
-            batch = [(f, cv2.imread(str(f), cv2.IMREAD_COLOR)) for f in files[i : i + estimator.max_batch]]
-            failures.update("image_unreadable" for _, im in batch if im is None)
-            good = [(f, im) for f, im in batch if im is not None]
-            for (f, _), poses in zip(good, estimator.predict([im for _, im in good]), strict=True):
-                found.append((f.name, poses))
-                people += poses.num_people
-            progress.advance(bar, len(batch))
-    seconds = time.perf_counter() - t0
-    results = coco_results(found, estimator.skeleton, image_ids)
-    with atomic_local_path(str(coco_json)) as tmp:
-        Path(tmp).write_text(json.dumps(results))
-    get_skeleton(estimator.skeleton)
-    _summary({"clips": len(files), "extracted": len(found), "frames": len(found), "people": people, "rejected": dict(failures)},
-             seconds, str(coco_json))  # fmt: skip
+        result = run_images(files, estimator, image_ids, on_batch=lambda n: progress.advance(bar, n))
+    results_path, sidecar, detections = write_coco_outputs(result, estimator.skeleton, coco_json)
+    _images_summary(len(files), result, detections, results_path, sidecar)
+
+
+def _images_summary(total: int, result: Any, detections: int, results_path: Path, sidecar: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tasks.extract.plan import text_of
+
+    images = len(result.found)
+    table = Table(title="extraction summary", show_header=False)
+    table.add_row("images", f"{images} extracted of {total}")
+    table.add_row("images/s", f"{images / result.seconds:.2f}" if result.seconds > 0 else "-")
+    table.add_row("people per image", f"{result.people / images:.2f}" if images else "-")
+    table.add_row("detections", str(detections))
+    reasons = Counter(result.failures.values())
+    table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())) or "none")
+    table.add_row("results", text_of(str(results_path)))
+    table.add_row("image ids", text_of(str(sidecar)))
+    Console().print(table)
+    for name, reason in sorted(result.failures.items()):
+        typer.echo(f"{reason}: {result.details.get(name) or text_of(name)}")

@@ -83,24 +83,28 @@ def coco_results(
     Args:
         images: (image file name, people) pairs.
         skeleton: Skeleton of the keypoints (``openpose18``...).
-        image_ids: File name -> COCO image id; default: the numeric file stem (``000000000785.jpg`` -> 785).
+        image_ids: File name -> COCO image id (:func:`tasks.extract.images.resolve_image_ids`, which
+            settles every id before inference); None: the number of a COCO-style name
+            (``000000000785.jpg`` -> 785) or the stable id of any other name.
 
     Returns:
         The results list (dump it with ``json.dump``).
 
     Raises:
-        ExtractionError: If an image has no id.
+        ExtractionError: If ``image_ids`` is given and lacks an image.
     """
+    from tasks.extract.images import stable_image_id
+
     out: list[dict[str, object]] = []
     for name, poses in images:
-        stem = Path(name).stem
-        if image_ids is not None and name in image_ids:
+        if image_ids is None:
+            image_id = stable_image_id(name)
+        elif name in image_ids:
             image_id = image_ids[name]
-        elif stem.split("_")[-1].isdigit():
-            image_id = int(stem.split("_")[-1])
         else:
             raise ExtractionError(
-                f"no COCO image id for {name!r}", hint="pass image_ids (file name -> id) from the GT json"
+                f"no image id for {name!r}",
+                hint="the --gt json lists images by file_name: pass only images it lists, or leave out --gt",
             )
         if not poses.num_people:
             continue

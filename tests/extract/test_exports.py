@@ -73,8 +73,14 @@ def test_coco_results_convert_openpose18_to_coco17() -> None:
     assert flat[15:18] == [5.0, 6.0, 0.4]  # type: ignore[index]  # COCO 5 = left_shoulder
     assert flat[48:51] == [7.0, 8.0, 0.3]  # type: ignore[index]  # COCO 16 = right_ankle
     assert flat[3:6] == [0.0, 0.0, 0.0]  # type: ignore[index]  # left_eye unknown
-    with pytest.raises(ExtractionError, match="no COCO image id"):
-        coco_results([("p1.jpg", FramePoses(kp[None], np.ones(1, np.float32)))], "openpose18")
+    from tasks.extract.images import stable_image_id
+
+    # an ordinary name gets its stable id; a map that lacks an image says which option to fix
+    one = [("p1.jpg", FramePoses(kp[None], np.ones(1, np.float32)))]
+    assert coco_results(one, "openpose18")[0]["image_id"] == stable_image_id("p1.jpg")
+    with pytest.raises(ExtractionError, match="no image id for 'p1.jpg'") as info:
+        coco_results(one, "openpose18", {"other.jpg": 1})
+    assert "--gt" in info.value.hint
     assert (
         coco_results([("p1.jpg", FramePoses(kp[None], np.ones(1, np.float32)))], "openpose18", {"p1.jpg": 3})[0][
             "image_id"
