@@ -55,10 +55,6 @@ class LockError(StorageError):
     """Another process holds the lock of the dataset being rebuilt."""
 
 
-class StorageFullError(StorageError):
-    """The filesystem refused a write for lack of room (disk or quota full, file too large, read-only)."""
-
-
 class VersionNotFoundError(StorageError):
     """The requested dataset version or sample does not exist (or was never committed)."""
 

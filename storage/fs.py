@@ -19,7 +19,7 @@ from typing import IO, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from schemas.errors import StorageError, StorageFullError
+from schemas.errors import DiskFullError, StorageError
 
 #: errno values that mean "this filesystem cannot take the write" rather than "the data is bad".
 _NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit exceeded", errno.EROFS: "the filesystem is read-only"}
@@ -48,8 +48,8 @@ def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str
     return h.hexdigest()
 
 
-def no_room_error(exc: BaseException, path: str) -> StorageFullError | None:
-    """A :class:`StorageFullError` naming ``path``, its filesystem's free space and what to do, when
+def no_room_error(exc: BaseException, path: str) -> DiskFullError | None:
+    """A :class:`DiskFullError` naming ``path``, its filesystem's free space and what to do, when
     ``exc`` is a disk-full-like ``OSError``; None for any other exception.
 
     Example:
@@ -68,9 +68,11 @@ def no_room_error(exc: BaseException, path: str) -> StorageFullError | None:
         st = os.statvfs(probe or ".")
         room = f"; {st.f_bavail * st.f_frsize / 1e6:.1f} MB free of {st.f_blocks * st.f_frsize / 1e6:.1f} MB"
     what = "make it writable or choose another --root" if exc.errno == errno.EROFS else "free space there (or raise the quota/limit) or choose another --root"
-    return StorageFullError(
+    return DiskFullError(
         f"{_NO_ROOM[exc.errno]} on the device holding {folder} (writing {name}{room})",
         hint=f"{what}; nothing half-written was left and LATEST is unchanged, so rerun the same command afterwards",
+        path=str(path),
+        filesystem=probe or ".",
     )
 
 
