@@ -14,17 +14,28 @@ The first path segment chooses a behaviour, the rest names a file under ``FOLDER
 ``/corrupt/F``     the whole file with one byte in the middle flipped
 ``/stall/F``       first request for this path: headers and half the body, then silence
 ``/forbidden/F``   ``403``
+``/changing/F``    first request for this path: ``F``, dropped half way; later ones: ``F.v2`` (the file
+                   changed on the server, and its ``ETag`` and ``Last-Modified`` with it)
+``/changinglm/F``  as ``changing``, with ``Last-Modified`` only (no ``ETag``)
+``/changingnoifrange/F``  as ``changing``, but ``If-Range`` is ignored (a broken server)
+``/gone/F``        ``404`` for every request: a mirror that lacks the file
 ``/_log``          JSON list of requests so far: path, range header, status, body bytes sent
 ``/_reset``        clear the log and the per-path counters
 =================  ==============================================================================
 
 A file that does not exist is a ``404``. Each request is logged just before its last bytes are
 sent, so a client that has its answer always finds it in ``/_log``.
+
+Like a real server, every file is sent with an ``ETag`` (a hash of its bytes) and a
+``Last-Modified`` (its mtime), and ``If-Range`` is honoured: a ``Range`` request whose ``If-Range``
+does not match the current validator gets the whole current file with ``200``.
 """
 
 from __future__ import annotations
 
 import argparse
+import email.utils
+import hashlib
 import json
 import sys
 import threading
@@ -63,7 +74,8 @@ class Handler(BaseHTTPRequestHandler):
     def _record(self, status: int, sent: int) -> None:
         with self.state.lock:
             self.state.log.append(
-                {"path": self.path, "range": self.headers.get("Range"), "status": status, "body_bytes": sent}
+                {"path": self.path, "range": self.headers.get("Range"), "if_range": self.headers.get("If-Range"),
+                 "status": status, "body_bytes": sent}
             )
 
     def _simple(self, status: int, body: bytes = b"", ctype: str = "text/plain") -> None:
@@ -95,6 +107,13 @@ class Handler(BaseHTTPRequestHandler):
             self._record(403, 0)
             self._simple(403, b"forbidden")
             return
+        if mode == "gone":
+            self._record(404, 0)
+            self._simple(404, b"not found")
+            return
+        changing = mode in ("changing", "changinglm", "changingnoifrange")
+        if changing and nth > 0 and file.with_name(file.name + ".v2").is_file():
+            file = file.with_name(file.name + ".v2")
         if mode == "always503" or (mode == "flaky" and nth < 2):
             self._record(503, 0)
             self._simple(503, b"busy")
@@ -107,9 +126,17 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "corrupt":
             mid = len(data) // 2
             data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1 :]
+        etag = None if mode == "changinglm" else '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+        last_modified = email.utils.formatdate(file.stat().st_mtime, usegmt=True)
         start = 0
         rng = self.headers.get("Range")
         honour_range = mode not in ("norange", "dropnorange")
+        if_range = self.headers.get("If-Range")
+        if if_range and mode != "changingnoifrange":
+            # RFC 9110 13.1.5: an entity tag must match strongly, a date exactly; otherwise send it all.
+            current = etag if if_range.startswith(('"', "W/")) else last_modified
+            if if_range.startswith("W/") or if_range != current:
+                rng = None
         if rng and honour_range and rng.startswith("bytes=") and rng.endswith("-"):
             start = int(rng[len("bytes=") : -1])
             if start >= len(data):
@@ -124,12 +151,15 @@ class Handler(BaseHTTPRequestHandler):
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.send_header("Accept-Ranges", "bytes" if honour_range else "none")
+        if etag:
+            self.send_header("ETag", etag)
+        self.send_header("Last-Modified", last_modified)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        if (mode in ("drop", "dropnorange") and nth == 0) or (mode == "stall" and nth == 0):
+        if (mode in ("drop", "dropnorange", "stall") or changing) and nth == 0:
             half = len(body) // 2
             self._record(206 if start else 200, half)
             self.wfile.write(body[:half])

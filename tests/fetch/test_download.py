@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from schemas.errors import ChecksumMismatchError, DownloadRefusedError, FetchError, TransientFetchError
-from tasks.fetch.download import RetryPolicy, download, part_path
+from tasks.fetch.download import RetryPolicy, download, part_path, validator_path
 
 from .conftest import Server
 
@@ -219,3 +220,70 @@ def test_unsupported_scheme(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="unsupported scheme 'ftp'"):
         download("ftp://example.org/x", tmp_path / "x")
     assert os.listdir(tmp_path) == []
+
+
+# --- the file changes on the server between an interrupted attempt and its resume (fault #53) ---
+
+
+def etag_of(data: bytes) -> str:
+    """The test server's ETag for ``data``."""
+    return '"' + sha(data)[:16] + '"'
+
+
+def put_changing(server: Server, name: str, v1: bytes, v2: bytes) -> None:
+    """``name`` is v1 (an old mtime) for the first request, then v2 (a newer mtime, another ETag)."""
+    old = server.put(name, v1)
+    os.utime(old, (1_600_000_000, 1_600_000_000))
+    server.put(name + ".v2", v2)
+
+
+@pytest.mark.parametrize("mode", ["changing", "changinglm", "changingnoifrange"])
+def test_file_changed_between_attempts_restarts_from_zero_not_a_hybrid(server: Server, tmp_path: Path, mode: str) -> None:
+    # Same size, no registered checksum: only the validators can tell v1's first half from v2's.
+    v1, v2 = payload(400_000, 20), payload(400_000, 21)
+    put_changing(server, f"{mode}/chg.bin", v1, v2)
+    dest = tmp_path / "chg.bin"
+    policy, _ = fast_retry()
+    res = download(server.url(mode, f"{mode}/chg.bin"), dest, retry=policy)
+    assert dest.read_bytes() == v2  # not v1[:200000] + v2[200000:]
+    assert res.sha256 == sha(v2)
+    log = server.log()
+    half = len(v1) // 2
+    assert (log[0]["status"], log[0]["range"], log[0]["body_bytes"]) == (200, None, half)
+    assert log[1]["range"] == f"bytes={half}-"
+    if mode == "changinglm":  # no ETag: the resume is conditioned on the date
+        assert log[1]["if_range"] == "Sun, 13 Sep 2020 12:26:40 GMT"
+    else:
+        assert log[1]["if_range"] == etag_of(v1)
+    if mode == "changingnoifrange":
+        # The server ignored If-Range and answered 206 with v2's tail; its new ETag gave it away.
+        assert [e["status"] for e in log] == [200, 206, 200]
+        assert (log[2]["range"], log[2]["body_bytes"]) == (None, len(v2))
+    else:
+        assert [(e["status"], e["body_bytes"]) for e in log] == [(200, half), (200, len(v2))]
+    assert not part_path(dest).exists() and not validator_path(part_path(dest)).exists()
+
+
+def test_file_changed_between_runs_restarts_from_zero(server: Server, tmp_path: Path) -> None:
+    v1, v2 = payload(300_000, 22), payload(300_000, 23)
+    put_changing(server, "runs/chg.bin", v1, v2)
+    dest = tmp_path / "chg.bin"
+    with pytest.raises(TransientFetchError, match="will be resumed"):
+        download(server.url("changing", "runs/chg.bin"), dest, retry=RetryPolicy(attempts=1))
+    part = part_path(dest)
+    assert part.read_bytes() == v1[: len(v1) // 2]
+    assert json.loads(validator_path(part).read_text())["etag"] == etag_of(v1)  # stored when it started
+    download(server.url("changing", "runs/chg.bin"), dest, retry=RetryPolicy(attempts=1))
+    assert dest.read_bytes() == v2
+
+
+def test_unchanged_file_still_resumes_with_if_range(server: Server, tmp_path: Path) -> None:
+    data = payload(300_000, 24)
+    server.put("same.bin", data)
+    policy, _ = fast_retry()
+    download(server.url("drop", "same.bin"), tmp_path / "same.bin", expected_sha256=sha(data), retry=policy)
+    half = len(data) // 2
+    assert [(e["status"], e["range"], e["if_range"], e["body_bytes"]) for e in server.log()] == [
+        (200, None, None, half),
+        (206, f"bytes={half}-", etag_of(data), len(data) - half),
+    ]
