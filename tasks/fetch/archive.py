@@ -5,9 +5,14 @@ Nothing from an archive is trusted. Extraction runs in two phases:
 1. **Check** every member before writing a byte: its name must stay inside the target folder
    (no absolute path, no drive letter, no ``..`` that climbs out); symlinks and hard links must
    point inside it; device nodes, FIFOs, sockets and Windows junctions are refused; the member count
-   and the declared uncompressed total must stay under :class:`ExtractionLimits` (zip bombs).
+   and the declared uncompressed total must stay under :class:`ExtractionLimits` (zip bombs), and
+   so must the compression ratio: per member where the format records a compressed size (zip,
+   rar), and for the whole archive (declared uncompressed bytes / archive file size; this also
+   catches members that share one compressed stream, and tar.gz, which has no per-member size).
 2. **Write** into a fresh temporary folder beside the target: regular files first (bytes counted
-   as they are written, so a lying header cannot pass the size limit), then hard links, then
+   as they are written, so a lying header cannot pass the size or ratio limits: a member may not
+   write more than it declares, nor more than ``max_ratio`` times its compressed size, and the
+   archive may not write more than ``max_ratio`` times its own size), then hard links, then
    symlinks, so no write ever goes through a link. Every created symlink is then resolved with
    ``realpath`` and must land inside the temporary folder (this catches link chains). Only then
    are the top-level entries renamed into the target folder; any failure deletes the temporary
@@ -39,23 +44,42 @@ from typing import IO, Any, Literal
 
 from schemas.errors import CorruptArchiveError, FetchError, UnsafeArchiveError
 from tasks.datasets.base import safe_relative_path
+from tasks.fetch.space import is_no_room, no_room_error
 
 ArchiveKind = Literal["zip", "tar", "rar"]
 MemberKind = Literal["file", "dir", "symlink", "hardlink", "special"]
 _MAX_LINK_TARGET_BYTES = 4096
 
 
+DEFAULT_MAX_TOTAL_BYTES = 64 * 1024**3
+DEFAULT_MAX_RATIO = 100.0
+_LIMIT_HINT = (
+    "refused as a possible zip bomb; if the archive is trusted, raise the limit "
+    "(`posepipe fetch --max-extract-bytes/--max-compression-ratio`, env POSEPIPE_MAX_EXTRACT_BYTES/"
+    "POSEPIPE_MAX_COMPRESSION_RATIO)"
+)
+
+
 @dataclass(frozen=True)
 class ExtractionLimits:
-    """Bounds that refuse zip bombs before anything is written.
+    """Bounds that refuse zip bombs, checked on the declared sizes first and again while writing.
+
+    Real dataset archives stay far below the ratio limit (JSON annotations deflate about 5-20:1,
+    JPEG/video members about 1:1); deflate's own maximum is about 1030:1.
 
     Attributes:
         max_members: Most members (files, folders, links) an archive may hold.
         max_total_bytes: Most uncompressed bytes, declared and actually written.
+        max_ratio: Most uncompressed bytes per compressed byte, per member (zip, rar) and for the
+            whole archive (uncompressed total / archive file size).
+        ratio_min_bytes: Members (and archives) expanding to at most this many bytes are exempt from
+            the ratio check (a small, very compressible file is harmless).
     """
 
     max_members: int = 2_000_000
-    max_total_bytes: int = 64 * 1024**3
+    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
+    max_ratio: float = DEFAULT_MAX_RATIO
+    ratio_min_bytes: int = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -85,6 +109,7 @@ class _Member:
     size: int
     link: str | None
     opener: Callable[[], IO[bytes]] | None
+    packed: int | None = None  # compressed bytes, where the format records them per member (zip, rar)
 
 
 def safe_extract(
@@ -109,8 +134,11 @@ def safe_extract(
 
     Raises:
         UnsafeArchiveError: A member escapes, is a device/junction, a link points outside, or a limit
-            is passed; names the archive, the member and the rule. Nothing is written.
+            (members, total bytes, compression ratio) is passed; names the archive, the member and
+            the rule. Nothing is written.
         CorruptArchiveError: The archive cannot be read.
+        DiskFullError: Writing failed for lack of room (ENOSPC, EDQUOT, EFBIG, EROFS); names the
+            filesystem and the bytes still needed. Nothing is written.
         FetchError: Unknown kind, or rar without a decoding tool.
     """
     lim = limits or ExtractionLimits()
@@ -119,13 +147,18 @@ def safe_extract(
     if not archive.is_file():
         raise FetchError(f"archive not found: {archive}", hint="fetch it first")
     with _open_members(archive, kind) as members:
-        checked = _check(archive, members, lim)
+        checked, declared = _check(archive, members, lim)
         created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".tmp-extract-{target.name or 'root'}-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()
         try:
-            total = _write(archive, tmp, checked, lim)
+            tmp.mkdir()
+        except OSError as exc:
+            if is_no_room(exc):
+                raise no_room_error(exc, tmp, f"extracting {archive.name}", declared) from exc
+            raise
+        try:
+            total = _write(archive, tmp, checked, lim, declared)
             top = tuple(sorted(os.listdir(tmp)))
             target.mkdir(parents=True, exist_ok=True)
             for name in {*replace, *top}:
@@ -152,7 +185,8 @@ def _remove(path: Path) -> None:
 # --- phase 1: check ---------------------------------------------------------------------------
 
 
-def _check(archive: Path, members: Iterator[_Member], lim: ExtractionLimits) -> list[_Member]:
+def _check(archive: Path, members: Iterator[_Member], lim: ExtractionLimits) -> tuple[list[_Member], int]:
+    """Every member's checks; returns the members and their declared uncompressed total."""
     out: list[_Member] = []
     regular: set[PurePosixPath] = set()
     declared = 0
@@ -182,10 +216,23 @@ def _check(archive: Path, members: Iterator[_Member], lim: ExtractionLimits) -> 
             if declared > lim.max_total_bytes:
                 raise UnsafeArchiveError(
                     f"{archive.name}: uncompressed size passes {lim.max_total_bytes} bytes (at member {m.name!r})",
-                    hint="refused as a possible zip bomb; raise ExtractionLimits.max_total_bytes if it is trusted",
+                    hint=_LIMIT_HINT,
+                )
+            if m.packed is not None and m.size > lim.ratio_min_bytes and m.size > lim.max_ratio * max(m.packed, 1):
+                raise UnsafeArchiveError(
+                    f"{archive.name}: member {m.name!r} declares {m.size} bytes from {m.packed} compressed "
+                    f"({m.size / max(m.packed, 1):.0f}:1), past the {lim.max_ratio:g}:1 compression ratio limit",
+                    hint=_LIMIT_HINT,
                 )
         out.append(m)
-    return out
+    archive_bytes = archive.stat().st_size
+    if declared > lim.ratio_min_bytes and declared > lim.max_ratio * max(archive_bytes, 1):
+        raise UnsafeArchiveError(
+            f"{archive.name}: {declared} uncompressed bytes from a {archive_bytes}-byte archive "
+            f"({declared / max(archive_bytes, 1):.0f}:1), past the {lim.max_ratio:g}:1 compression ratio limit",
+            hint=_LIMIT_HINT,
+        )
+    return out, declared
 
 
 def _check_symlink(archive: Path, m: _Member) -> None:
@@ -206,8 +253,50 @@ def _check_symlink(archive: Path, m: _Member) -> None:
 # --- phase 2: write ---------------------------------------------------------------------------
 
 
-def _write(archive: Path, tmp: Path, members: list[_Member], lim: ExtractionLimits) -> int:
-    total = 0
+@dataclass
+class _Budget:
+    """What the write phase may still write, and what it has written."""
+
+    lim: ExtractionLimits
+    declared: int
+    archive_bytes: int
+    written: int = 0
+
+    def add(self, archive: Path, m: _Member, member_written: int, more: int) -> None:
+        """Count ``more`` bytes of member ``m`` (``member_written`` before them) or refuse them."""
+        lim = self.lim
+        self.written += more
+        now = member_written + more
+        why = ""
+        if now > m.size:
+            why = f"member {m.name!r} holds more than the {m.size} bytes its header declares"
+        elif m.packed is not None and now > lim.ratio_min_bytes and now > lim.max_ratio * max(m.packed, 1):
+            why = (f"member {m.name!r} expands past {lim.max_ratio:g}:1 ({now} bytes from {m.packed} compressed) "
+                   "while writing")
+        elif self.written > lim.max_total_bytes:
+            why = f"more than {lim.max_total_bytes} bytes written (at member {m.name!r})"
+        elif self.written > lim.ratio_min_bytes and self.written > lim.max_ratio * max(self.archive_bytes, 1):
+            why = (f"more than {lim.max_ratio:g} times the archive's {self.archive_bytes} bytes written "
+                   f"(at member {m.name!r})")
+        if why:
+            raise UnsafeArchiveError(f"{archive.name}: {why}", hint=_LIMIT_HINT + "; nothing was kept")
+
+
+def _write(archive: Path, tmp: Path, members: list[_Member], lim: ExtractionLimits, declared: int) -> int:
+    budget = _Budget(lim, declared, archive.stat().st_size)
+    try:
+        _write_all(archive, tmp, members, budget)
+    except OSError as exc:
+        if is_no_room(exc):
+            raise no_room_error(
+                exc, tmp, f"extracting {archive.name}", max(declared - budget.written, 0),
+                kept="nothing was extracted (the partial output was removed); the downloaded archive is kept",
+            ) from exc
+        raise
+    return budget.written
+
+
+def _write_all(archive: Path, tmp: Path, members: list[_Member], budget: _Budget) -> None:
     for m in members:
         dest = tmp / m.rel.as_posix()
         if m.kind == "dir":
@@ -217,9 +306,7 @@ def _write(archive: Path, tmp: Path, members: list[_Member], lim: ExtractionLimi
             if dest.is_dir():
                 raise CorruptArchiveError(f"{archive.name}: member {m.name!r} is both a folder and a file")
             dest.unlink(missing_ok=True)
-            if m.opener is None:
-                raise CorruptArchiveError(f"{archive.name}: member {m.name!r} has no data")
-            total = _copy_member(archive, m, dest, total, lim)
+            _copy_member(archive, m, dest, budget)
     for m in members:
         if m.kind == "hardlink":
             dest = tmp / m.rel.as_posix()
@@ -246,7 +333,6 @@ def _write(archive: Path, tmp: Path, members: list[_Member], lim: ExtractionLimi
                 "through other links",
                 hint="links must stay inside the extracted folder; the archive is refused",
             )
-    return total
 
 
 def _mkdirs(archive: Path, tmp: Path, folder: Path) -> None:
@@ -258,21 +344,42 @@ def _mkdirs(archive: Path, tmp: Path, folder: Path) -> None:
         ) from exc
 
 
-def _copy_member(archive: Path, m: _Member, dest: Path, total: int, lim: ExtractionLimits) -> int:
+class _WriteFailed(Exception):
+    """Carries an ``OSError`` of the *output* side past the handler that maps reading errors to corruption."""
+
+    def __init__(self, exc: OSError) -> None:
+        self.exc = exc
+        super().__init__(str(exc))
+
+
+def _copy_member(archive: Path, m: _Member, dest: Path, budget: _Budget) -> None:
+    """Stream member ``m`` into ``dest``, counting every block against ``budget`` before it is written.
+
+    Reading errors mean a damaged archive (:class:`CorruptArchiveError`); writing errors are the
+    disk's: an ``OSError`` with no room is re-raised for :func:`_write` to report with the bytes still
+    needed, any other one becomes a :class:`FetchError` naming the file.
+    """
     if m.opener is None:
         raise CorruptArchiveError(f"{archive.name}: member {m.name!r} has no data")
+    written = 0
     try:
-        with m.opener() as src, open(dest, "wb") as out:
+        try:
+            out = open(dest, "wb")  # noqa: SIM115 (closed by the with below)
+        except OSError as exc:
+            raise _WriteFailed(exc) from exc
+        with out, m.opener() as src:
             while block := src.read(1 << 20):
-                total += len(block)
-                if total > lim.max_total_bytes:
-                    raise UnsafeArchiveError(
-                        f"{archive.name}: more than {lim.max_total_bytes} bytes written (member {m.name!r} "
-                        "holds more than its header declares)",
-                        hint="refused as a zip bomb; nothing was kept",
-                    )
-                out.write(block)
+                budget.add(archive, m, written, len(block))
+                written += len(block)
+                try:
+                    out.write(block)
+                except OSError as exc:
+                    raise _WriteFailed(exc) from exc
+    except _WriteFailed as failed:
+        _raise_write_error(archive, dest, failed.exc)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and is_no_room(exc):  # raised by the final flush when closing the output
+            _raise_write_error(archive, dest, exc)
         raise CorruptArchiveError(
             f"{archive.name}: cannot read member {m.name!r}: {exc}", hint="the archive is damaged; download it again"
         ) from exc
@@ -280,7 +387,15 @@ def _copy_member(archive: Path, m: _Member, dest: Path, total: int, lim: Extract
         if type(exc).__module__ == "rarfile":
             raise _rar_error(archive, exc) from exc
         raise
-    return total
+
+
+def _raise_write_error(archive: Path, dest: Path, exc: OSError) -> None:
+    if is_no_room(exc):
+        raise exc
+    raise FetchError(
+        f"{archive.name}: writing {dest} failed: {exc}",
+        hint="the archive is fine; check the disk under --root, then run again",
+    ) from exc
 
 
 # --- readers ----------------------------------------------------------------------------------
@@ -320,7 +435,13 @@ def _open_members(archive: Path, kind: str) -> Iterator[Iterator[_Member]]:
 
 
 def _member(
-    archive: Path, name: str, kind: MemberKind, size: int, link: str | None, opener: Callable[[], IO[bytes]] | None
+    archive: Path,
+    name: str,
+    kind: MemberKind,
+    size: int,
+    link: str | None,
+    opener: Callable[[], IO[bytes]] | None,
+    packed: int | None = None,
 ) -> _Member:
     if "\x00" in name:
         raise UnsafeArchiveError(f"{archive.name}: member name {name!r} contains a NUL byte")
@@ -338,7 +459,7 @@ def _member(
                 f"{archive.name}: member {name!r} escapes the target folder ('..' climbs out)",
                 hint="refused (zip-slip); the archive was not extracted",
             )
-    return _Member(name, rel, kind, size, link, opener)
+    return _Member(name, rel, kind, size, link, opener, packed)
 
 
 def _zip_members(archive: Path, zf: zipfile.ZipFile) -> Iterator[_Member]:
@@ -357,7 +478,9 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile) -> Iterator[_Member]:
         elif info.is_dir():
             yield _member(archive, info.filename, "dir", 0, None, None)
         else:
-            yield _member(archive, info.filename, "file", info.file_size, None, lambda i=info: zf.open(i))
+            yield _member(
+                archive, info.filename, "file", info.file_size, None, lambda i=info: zf.open(i), info.compress_size
+            )
 
 
 def _tar_members(archive: Path, tf: tarfile.TarFile, infos: list[tarfile.TarInfo]) -> Iterator[_Member]:
@@ -403,7 +526,9 @@ def _rar_members(archive: Path, rf: Any) -> Iterator[_Member]:  # rf: rarfile.Ra
         elif info.mode and stat.S_IFMT(info.mode) not in (0, stat.S_IFREG) and info.host_os == rarfile.RAR_OS_UNIX:
             yield _member(archive, info.filename, "special", 0, None, None)
         else:
-            yield _member(archive, info.filename, "file", info.file_size, None, lambda i=info: rf.open(i))
+            yield _member(
+                archive, info.filename, "file", info.file_size, None, lambda i=info: rf.open(i), info.compress_size
+            )
 
 
 def _rar_error(archive: Path, exc: BaseException) -> FetchError:
