@@ -125,7 +125,7 @@ class VideoReader:
             self._files = _sequence_files(self.path)
             if not self._files:
                 raise VideoDecodeError(f"no frame images match {self.path}", reason=RejectReason.VIDEO_EMPTY)
-            first = cv2.imread(self._files[0], cv2.IMREAD_UNCHANGED)
+            first = _imread(self._files[0])
             if first is None:
                 raise VideoDecodeError(
                     f"cannot read frame image {self._files[0]}", reason=RejectReason.VIDEO_UNREADABLE
@@ -279,7 +279,7 @@ class VideoReader:
     def _sequence_frames(self) -> Iterator[tuple[int, float, int, object]]:
         fps = self.info.fps or 1.0
         for index, name in enumerate(self._files or []):
-            image = cv2.imread(name, cv2.IMREAD_UNCHANGED)
+            image = _imread(name)
             if image is None:
                 raise VideoDecodeError(f"cannot read frame image {name}", reason=RejectReason.VIDEO_TRUNCATED)
             if image.dtype != np.uint8:
@@ -289,6 +289,22 @@ class VideoReader:
             elif image.shape[2] == 4:
                 image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
             yield index, index / fps, index, (lambda im=image: im)
+
+
+def _imread(name: str) -> np.ndarray | None:
+    """``cv2.imread(name, IMREAD_UNCHANGED)`` for any file name: the bytes are read by Python.
+
+    ``cv2.imread`` crashes the process (SIGSEGV) on a name that is not UTF-8, which Python holds
+    with lone surrogates; ``cv2.imdecode`` of the file's bytes gives the same pixels.
+
+    Returns:
+        The image (``(H, W)`` or ``(H, W, C)``, as stored), or None if absent or not decodable.
+    """
+    try:
+        data = np.fromfile(name, np.uint8)
+    except OSError:
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
 
 
 def _variable_rate(pts: list[int]) -> bool:

@@ -150,3 +150,29 @@ def test_real_h264_mp4_frame_count(shared_data: Path) -> None:
     idx, _ = _all(reader, SamplingSpec(mode="fps", target_fps=7))
     assert reader.report.frames_decoded == 280 and reader.info.frames_declared == 280
     assert len(idx) == 70  # 10 s at 28 fps sampled at 7 fps: every 4th frame
+
+
+def test_image_sequence_with_non_utf8_names_in_a_separate_process(tmp_path: Path) -> None:
+    """A frame folder whose files are named in Latin-1: ``cv2.imread`` killed the process (SIGSEGV).
+
+    Run in a child process so a crash fails this test instead of the whole session.
+    """
+    import os
+    import subprocess
+    import sys
+
+    folder = write_frame_folder(tmp_path / "caf", "f_{:05d}.ppm", 3)
+    for i in range(3):
+        os.rename(os.fsencode(folder / f"f_{i:05d}.ppm"), os.fsencode(folder) + b"/caf\xe9_%05d.ppm" % i)
+    script = (
+        "import sys; from tasks.video.decode import VideoReader; "
+        "r = VideoReader(sys.argv[1]); print(sum(len(c) for c in r.chunks()), r.info.width, r.info.height)"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, cwd=repo,
+                         env={**os.environ, "PYTHONPATH": str(repo)}, timeout=120)  # fmt: skip
+    assert res.returncode == 0, f"rc={res.returncode} {res.stderr[-2000:]}"
+    assert res.stdout.split() == ["3", "64", "48"]
+    reader = VideoReader(folder)  # and the pixels are those written
+    idx, frames = _all(reader)
+    assert idx == [0, 1, 2] and np.array_equal(frames[1], make_frame(1))
