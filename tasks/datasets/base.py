@@ -85,14 +85,32 @@ class Reject:
     split: str | None = None
 
     def as_row(self) -> dict[str, Any]:
-        """The row for :data:`schemas.records.REJECTS_SCHEMA`."""
+        """The row for :data:`schemas.records.REJECTS_SCHEMA` (texts valid UTF-8, see :func:`text_of`)."""
         return {
-            "source_key": self.source_key,
+            "source_key": text_of(self.source_key),
             "stage": self.stage,
             "reason": str(self.reason),
-            "detail": self.detail,
+            "detail": text_of(self.detail),
             "split": self.split,
         }
+
+
+def text_of(value: str) -> str:
+    """``value`` as valid UTF-8 text, for Parquet strings, JSON and messages.
+
+    A file name's bytes that are not UTF-8 reach Python as lone surrogates (PEP 383:
+    ``'caf\\udce9'``); they are shown as ``\\xNN`` (``'caf\\\\xe9'``), as a reject detail or id must
+    be storable whatever the name it quotes. Valid text is returned unchanged.
+    """
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that are not escaped bytes (e.g. from broken JSON)
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def rejects_table(rejects: Iterable[Reject]) -> pa.Table:

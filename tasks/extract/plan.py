@@ -16,7 +16,7 @@ Keys:
 
 File names are carried losslessly: Python holds the non-UTF-8 bytes of a file name as lone
 surrogates (PEP 383), which Parquet strings cannot store. Ids and paths written to Parquet are the
-name's readable text (:func:`text_of`: undecodable bytes shown as ``\\xNN``); the run manifest also
+name's readable text (:func:`tasks.datasets.base.text_of`: undecodable bytes shown as ``\\xNN``); the run manifest also
 keeps the exact bytes in hex (:func:`path_bytes_hex`).
 """
 
@@ -35,7 +35,7 @@ from typing import Any
 
 from schemas.errors import ConfigError
 from schemas.records import SCHEMA_VERSION
-from tasks.datasets.base import sha256_file
+from tasks.datasets.base import sha256_file, text_of
 from tasks.keypoints.api import PoseEstimator
 from tasks.video.decode import is_image_sequence
 from tasks.video.sampling import SamplingSpec
@@ -46,29 +46,6 @@ MAX_SHARD_CLIPS = 200
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def text_of(value: str) -> str:
-    """``value`` as valid UTF-8 text, for Parquet strings, JSON and messages.
-
-    A file name's bytes that are not UTF-8 reach Python as lone surrogates (``'caf\\udce9'``); they
-    are shown as ``\\xNN`` (``'caf\\\\xe9'``). Valid text is returned unchanged.
-
-    Args:
-        value: Any string, e.g. a path from the command line or from ``os.listdir``.
-
-    Returns:
-        Text that encodes to UTF-8.
-    """
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        pass
-    try:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # surrogates that are not escaped bytes (e.g. from broken JSON)
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def path_bytes_hex(path: str | Path) -> str | None:

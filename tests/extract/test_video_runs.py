@@ -149,3 +149,30 @@ def test_dataset_runs_of_other_folds_get_their_own_folders(tmp_path: Path) -> No
     assert sides == {"train": ["camera_cluster01_cam01_s01_a01_r01"], "test": ["camera_cluster01_cam01_s08_a11_r02"]}
     again = plan_dataset("mhad", tmp_path / "src", root, backend, sampling, fold="subject", part="test", shard_size=50)
     assert again.run_dir == plans["test"].run_dir and extract_shard(again.shards[0]).resumed == 1
+
+
+def test_extract_clips_planning_survives_a_non_utf8_name(tmp_path: Path) -> None:
+    """``extract clips ucf11`` on a folder holding a Latin-1 name: the reject row of that name used to
+    fail the whole parse (``SchemaError ... surrogates not allowed``); now it is a reject, the rest extracted."""
+    src = tmp_path / "ucf11"
+    src.mkdir()
+    (src / "classInd.txt").write_text("basketball\nwalking")
+    write_video(src / "UCF11_updated_mpg/basketball/v_shooting_01/v_shooting_01_01.mpg", 4, fourcc="PIM1")
+    _named(src / "UCF11_updated_mpg/walking/v_walk_dog_01", b"v_walk_dog_01_02\xe9.mpg", 4)
+    plan = plan_dataset("ucf11", src, str(tmp_path / "root"), BackendSpec.create(BLOB), SamplingSpec(), shard_size=50)
+    assert (plan.clips, plan.rejected_at_parse) == (1, 1)
+    assert extract_shard(plan.shards[0]).extracted == 1
+    from tasks.datasets import get_adapter
+
+    adapter = get_adapter("ucf11")
+    (reject,) = adapter.parse(src, adapter.make_params({})).rejects.to_pylist()
+    assert "v_walk_dog_01_02" in reject["detail"] and reject["reason"] == "malformed_annotation"
+
+
+def test_reject_rows_store_any_name() -> None:
+    from schemas.errors import RejectReason
+    from tasks.datasets.base import Reject, rejects_table
+
+    name = os.fsdecode(b"caf\xe9.avi")
+    (row,) = rejects_table([Reject(name, RejectReason.VIDEO_MISSING, f"no video at {name}")]).to_pylist()
+    assert row["source_key"] == "caf\\xe9.avi" and row["detail"] == "no video at caf\\xe9.avi"
