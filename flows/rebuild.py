@@ -3,19 +3,30 @@
 Wiring only: each task wraps a plain function from tasks/. One task per shard, never per sample;
 only specs, paths and small summaries cross tasks. The dataset lock is held by the flow process
 for the whole run.
+
+Every entry point (the CLI, ``posepipe demo``, the deployments in prefect.yaml) goes through
+:func:`run_rebuild`: it checks the request, takes the dataset lock and names the version *before*
+Prefect or a cluster starts, so a mistake or an unchanged rebuild costs a parse, not an
+orchestrator start; only then does it run :func:`rebuild_flow` on Dask.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import inspect
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.runtime import dask_task_runner, workers_share_prefect_api
+from flows.runtime import dask_task_runner, quiet_domain_tracebacks, workers_share_prefect_api
+from schemas.errors import SourceError
 from schemas.settings import Settings
 from storage.fs import filesystem
 from storage.manifest import dataset_lock
@@ -28,24 +39,28 @@ from tasks.validate import validate_shard
 @task(name="parse-and-plan", cache_policy=NO_CACHE)
 def prepare_task(dataset: str, source: str, root: str, adapter_params: dict[str, Any], crop: dict[str, Any], seed: int, shard_size: int) -> stages.Prepared:
     """Parse the source and plan shards (or find the version already built)."""
+    quiet_domain_tracebacks()
     return stages.prepare(dataset, source, root, adapter_params, CropConfig(**crop), seed, shard_size)
 
 
 @task(name="process-shard", cache_policy=NO_CACHE, task_run_name="process-{spec.split}-{spec.index}")
 def process_shard_task(spec: ShardSpec) -> dict[str, Any]:
     """Decode, crop, resize and write one shard."""
+    quiet_domain_tracebacks()
     return process_shard(spec)
 
 
 @task(name="validate-shard", cache_policy=NO_CACHE)
 def validate_shard_task(root: str, dataset: str, version: str, shard: dict[str, Any], splits: tuple[str, ...], skeleton: str | None, out_hw: tuple[int, int]) -> dict[str, Any]:
     """Run the expectation suite and semantic checks on one shard."""
+    quiet_domain_tracebacks()
     return validate_shard(root, dataset, version, shard, splits, skeleton, out_hw)
 
 
 @task(name="commit", cache_policy=NO_CACHE)
 def commit_task(root: str, prepared: stages.Prepared, shards: list[dict[str, Any]], reports: list[dict[str, Any]], max_reject_ratio: float, run_info: dict[str, Any]) -> dict[str, Any]:
     """Write rejects, validation report, manifest; move LATEST."""
+    quiet_domain_tracebacks()
     return stages.commit(root, prepared, shards, reports, max_reject_ratio, run_info)
 
 
@@ -81,8 +96,7 @@ def rebuild_flow(
     """
     started = time.time()
     crop_cfg = asdict(CropConfig(**(crop or {})))
-    fs, _ = filesystem(root)
-    with dataset_lock(fs, filesystem(root)[1], dataset):
+    with _dataset_lock_once(root, dataset):
         if source is None:
             from flows.fetch import fetch_source_task
 
@@ -100,26 +114,119 @@ def rebuild_flow(
         reports = [f.result() for f in report_futures]
         run_info = {"seconds": round(time.time() - started, 3), "shards": len(shards), "pid": os.getpid()}
         summary = commit_task.submit(root, prepared, shards, reports, max_reject_ratio, run_info).result()
-        _report_artifact(summary)
+        executed_on = _executed_on()
+        print(f"{dataset}: {summary['version']} built on {executed_on}")
+        _report_artifact(summary, executed_on)
         return summary
 
 
-def _report_artifact(summary: dict[str, Any]) -> None:
-    """The end-of-run report as a Prefect markdown artifact (visible in the UI)."""
+# (filesystem class, root path, dataset) of the dataset locks this context holds: run_rebuild takes
+# the lock before the orchestrator starts and rebuild_flow, running in the same context, keeps it
+# instead of trying to take it a second time. A context variable, so another thread or process
+# rebuilding the same dataset still meets the lock.
+_HELD_LOCKS: contextvars.ContextVar[frozenset[tuple[str, str, str]]] = contextvars.ContextVar("posepipe_held_dataset_locks", default=frozenset())
+
+
+@contextlib.contextmanager
+def _dataset_lock_once(root: str, dataset: str) -> Iterator[None]:
+    """:func:`storage.manifest.dataset_lock`, unless this context already holds it."""
+    fs, path = filesystem(root)
+    key = (type(fs).__name__, str(path), dataset)
+    held = _HELD_LOCKS.get()
+    if key in held:
+        yield
+        return
+    with dataset_lock(fs, path, dataset):
+        token = _HELD_LOCKS.set(held | {key})
+        try:
+            yield
+        finally:
+            _HELD_LOCKS.reset(token)
+
+
+def _executed_on() -> str:
+    """What this flow run's tasks ran on, e.g. ``Dask tcp://127.0.0.1:40123, 2 workers``."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    runner = ctx.task_runner if ctx else None
+    client = getattr(runner, "_client", None)
+    if client is None:
+        return type(runner).__name__ if runner is not None else "unknown"
+    workers = len(client.nthreads())
+    return f"Dask {client.scheduler.address}, {workers} worker{'s' if workers != 1 else ''}"
+
+
+def _report_artifact(summary: dict[str, Any], executed_on: str) -> None:
+    """The end-of-run report as a Prefect markdown artifact (visible in the UI and ``prefect artifact``)."""
     from prefect.artifacts import create_markdown_artifact
 
     lines = [f"# {summary['dataset']} {summary['version']}", "", "| item | value |", "|---|---|"]
     lines += [f"| samples ({split}) | {n} |" for split, n in summary["counts"].items()]
     lines += [f"| {k} | {summary[k]} |" for k in ("parsed", "written", "rejected", "validation", "location")]
     lines += [f"| rejected: {r} | {n} |" for r, n in summary["rejects_by_reason"].items()]
+    lines += [f"| reused | {summary['reused']} |", f"| executed on | {executed_on} |"]
     create_markdown_artifact("\n".join(lines), key=f"rebuild-{summary['dataset']}", description="rebuild summary")
 
 
+def _flow_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` bound to :func:`rebuild_flow`'s signature, defaults filled in (a wrong name fails here)."""
+    bound = inspect.signature(rebuild_flow.fn).bind(**kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def check_request(dataset: str, source: str | None, adapter_params: dict[str, Any] | None) -> None:
+    """Fail fast, before Prefect or a cluster starts, on a mistake in what was asked.
+
+    Raises:
+        UnknownDatasetError: No adapter of that name (the message lists the known ones).
+        ConfigError: An adapter parameter is unknown or invalid.
+        SourceError: ``source`` does not exist.
+    """
+    from tasks.datasets import get_adapter
+
+    adapter = get_adapter(dataset)
+    adapter.make_params(adapter_params or {})
+    if source is not None and not Path(source).exists():
+        raise SourceError(
+            f"source {source} does not exist",
+            hint=f"pass --source the {dataset} folder in its published layout (or its annotation file), or omit it to fetch the dataset",
+        )
+
+
+def plan_before_orchestration(args: dict[str, Any]) -> Any:
+    """Name the version of a rebuild with a local ``source`` without starting anything.
+
+    Returns:
+        ``tasks.rebuild.Prepared`` (``reused`` True when a validated version with that id exists).
+    """
+    from tasks.rebuild import plan_version
+
+    return plan_version(
+        args["dataset"], str(args["source"]), args["root"], args["adapter_params"] or {}, CropConfig(**(args["crop"] or {})), args["seed"], args["shard_size"]
+    )
+
+
 def run_rebuild(workers: int | None = None, dask_address: str | None = None, threads_per_worker: int = 1, **kwargs: Any) -> dict[str, Any]:
-    """Run :func:`rebuild_flow` on a LocalCluster (``workers``) or an existing scheduler."""
-    runner = dask_task_runner(workers=workers, dask_address=dask_address, threads_per_worker=threads_per_worker)
-    with workers_share_prefect_api(dask_address):
-        return rebuild_flow.with_options(task_runner=runner)(**kwargs)
+    """Run :func:`rebuild_flow` on a LocalCluster (``workers``) or an existing scheduler.
+
+    Before anything starts: the request is checked (:func:`check_request`), the dataset lock is
+    taken (held for the whole run) and, when ``source`` is given, the version is named; an existing
+    validated version is returned (and LATEST moved to it) without starting Prefect or Dask.
+    ``kwargs`` are :func:`rebuild_flow`'s parameters.
+    """
+    quiet_domain_tracebacks()
+    args = _flow_arguments(kwargs)
+    check_request(args["dataset"], args["source"], args["adapter_params"])
+    with _dataset_lock_once(args["root"], args["dataset"]):
+        if args["source"] is not None:
+            prepared = plan_before_orchestration(args)
+            if prepared.reused:
+                return stages.reused_summary(args["root"], prepared)
+        runner = dask_task_runner(workers=workers, dask_address=dask_address, threads_per_worker=threads_per_worker)
+        with workers_share_prefect_api(dask_address):
+            return rebuild_flow.with_options(task_runner=runner)(**args)
 
 
 def rebuild_with_settings(settings: Settings, **kwargs: Any) -> dict[str, Any]:
@@ -145,5 +252,56 @@ def scheduled_rebuild(dataset: str, source: str | None = None, adapter_params: d
     with unchanged inputs reuses its version, so a nightly schedule costs a parse when nothing moved.
     """
     summary = rebuild_with_settings(Settings(), dataset=dataset, source=source, adapter_params=adapter_params or {})
-    print(f"{dataset}: {summary['version']} ({'reused' if summary['reused'] else 'built'}), counts {summary['counts']}")
+    _report_deployment_run(summary)
     return summary
+
+
+@flow(name="rebuild-on-demand", log_prints=True)
+def on_demand_rebuild(
+    dataset: str,
+    source: str | None = None,
+    root: str | None = None,
+    adapter_params: dict[str, Any] | None = None,
+    crop: dict[str, Any] | None = None,
+    seed: int | None = None,
+    shard_size: int | None = None,
+    max_reject_ratio: float | None = None,
+    mirror: str | None = None,
+    manual_dir: str | None = None,
+) -> dict[str, Any]:
+    """Deployment entry point for a rebuild triggered by hand or by CI (prefect.yaml).
+
+    The same path as the CLI: :func:`rebuild_with_settings` on Dask. Parameters left unset come from
+    the worker's environment (``POSEPIPE_ROOT``, ``POSEPIPE_SEED``, ``POSEPIPE_SHARD_SIZE``,
+    ``POSEPIPE_MAX_REJECT_RATIO``); execution always does (``POSEPIPE_DASK_ADDRESS`` or
+    ``POSEPIPE_WORKERS``, ``POSEPIPE_THREADS_PER_WORKER``).
+
+    Args:
+        dataset: Adapter name.
+        source: Local folder in the dataset's published layout; None fetches the dataset.
+        root: Storage root (default ``POSEPIPE_ROOT``).
+        adapter_params: Parse policy overrides.
+        crop: :class:`CropConfig` overrides.
+        seed: Run seed (default ``POSEPIPE_SEED``).
+        shard_size: Samples per shard (default ``POSEPIPE_SHARD_SIZE``).
+        max_reject_ratio: Fail past this share of data-error rejects (default ``POSEPIPE_MAX_REJECT_RATIO``).
+        mirror: Download mirror prefix (fetch only).
+        manual_dir: Folder of manually downloaded files (fetch only).
+
+    Returns:
+        The rebuild summary.
+    """
+    overrides = {"root": root, "seed": seed, "shard_size": shard_size, "max_reject_ratio": max_reject_ratio}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    summary = rebuild_with_settings(
+        settings, dataset=dataset, source=source, adapter_params=adapter_params or {}, crop=crop, mirror=mirror, manual_dir=manual_dir
+    )
+    _report_deployment_run(summary)
+    return summary
+
+
+def _report_deployment_run(summary: dict[str, Any]) -> None:
+    """Log a deployment run's outcome; a reused version gets its artifact here (no inner flow ran)."""
+    print(f"{summary['dataset']}: {summary['version']} ({'reused' if summary['reused'] else 'built'}), counts {summary['counts']}")
+    if summary["reused"]:
+        _report_artifact(summary, "nothing to run: the version already existed")

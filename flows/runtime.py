@@ -11,6 +11,27 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from schemas.errors import PosepipeError
+
+logger = logging.getLogger("posepipe.runtime")
+
+# Run in place of ``python -m uvicorn ...`` for Prefect's temporary API server: a daemon thread
+# polls the parent pid and shuts the server down (SIGTERM, then exit) once the parent is gone, so a
+# SIGKILLed run cannot leave its server behind. The parent pid comes first in argv.
+_EXIT_WITH_PARENT = """
+import os, runpy, signal, sys, threading, time
+parent = int(sys.argv.pop(1))
+def _watch():
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    os._exit(1)
+threading.Thread(target=_watch, name="exit-with-parent", daemon=True).start()
+sys.argv[0] = "uvicorn"
+runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+"""
+
 
 def tune_worker_environment() -> None:
     """Configure the Dask workers this process starts for long CPU-bound shard tasks.
@@ -37,6 +58,93 @@ def tune_worker_environment() -> None:
         dask.config.set({"distributed.worker.profile.enabled": False})
 
 
+class _ExitWithParentSubprocess:
+    """Stands in for the ``subprocess`` module inside ``prefect.server.api.server``.
+
+    Everything is the real module except ``Popen``: a ``python -m uvicorn`` command (Prefect's
+    temporary API server, however it is started: by Prefect's own client or by
+    :func:`workers_share_prefect_api`) runs under :data:`_EXIT_WITH_PARENT` instead, keeping its
+    arguments and environment. Before, a SIGKILLed CLI run left its server running forever
+    (about 230 MB each).
+    """
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def Popen(self, args: Any, *rest: Any, **kwargs: Any) -> Any:  # noqa: N802 (the module's name)
+        """``subprocess.Popen``, with a uvicorn server tied to this process's lifetime."""
+        argv = list(args) if isinstance(args, list | tuple) else args
+        if isinstance(argv, list) and argv[1:3] == ["-m", "uvicorn"]:
+            argv = [argv[0], "-c", _EXIT_WITH_PARENT, str(os.getpid()), *argv[3:]]
+        return self._module.Popen(argv, *rest, **kwargs)
+
+
+def ephemeral_servers_exit_with_parent() -> None:
+    """Make every temporary Prefect API server this process starts die with this process.
+
+    Idempotent; call it before anything may start the server (the CLI's runs call it through
+    :func:`dask_task_runner`, :func:`workers_share_prefect_api` and ``flows.rebuild.run_rebuild``).
+    """
+    from prefect.server.api import server as prefect_server
+
+    if not isinstance(prefect_server.subprocess, _ExitWithParentSubprocess):
+        prefect_server.subprocess = _ExitWithParentSubprocess(prefect_server.subprocess)
+
+
+class _DomainErrorTraceback(logging.Filter):
+    """Drop the traceback from Prefect's "task/flow run failed" records when the error is a
+    :class:`~schemas.errors.PosepipeError`: its message (still logged) says what to do, and the CLI
+    prints it with its hint. Other exceptions keep their tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        seen = 0
+        while exc is not None and seen < 8:
+            if isinstance(exc, PosepipeError):
+                record.exc_info = None
+                record.exc_text = None
+                break
+            exc, seen = exc.__cause__, seen + 1
+        return True
+
+
+_DOMAIN_FILTER = _DomainErrorTraceback()
+_ENGINE_LOGGERS = ("prefect.task_runs", "prefect.flow_runs", "prefect.task_engine", "prefect.flow_engine")
+
+
+def quiet_domain_tracebacks() -> None:
+    """Install :class:`_DomainErrorTraceback` on Prefect's run loggers in this process (idempotent).
+
+    Call it in the flow process and at the start of tasks (Dask worker processes log their own task
+    failures).
+    """
+    for name in _ENGINE_LOGGERS:
+        log = logging.getLogger(name)
+        if _DOMAIN_FILTER not in log.filters:
+            log.addFilter(_DOMAIN_FILTER)
+
+
+def _api_reachable(url: str) -> bool:
+    """Runs on each Dask worker: does this Prefect API answer from here?"""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=5) as response:  # noqa: S310 (http URL we built)
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def _external_workers_reach(dask_address: str, url: str) -> dict[str, bool]:
+    """Ask every worker of the scheduler at ``dask_address`` whether it can reach ``url``."""
+    from distributed import Client
+
+    with Client(dask_address, timeout="20s") as client:
+        return client.run(_api_reachable, url)
+
 
 @contextlib.contextmanager
 def workers_share_prefect_api(dask_address: str | None = None) -> Iterator[str | None]:
@@ -46,24 +154,34 @@ def workers_share_prefect_api(dask_address: str | None = None) -> Iterator[str |
     own on its first task (~5 s of a worker's CPU per flow run, and the task runs land in a database
     that dies with the worker, invisible from the flow's API). Here the flow's API (the configured
     one, a test harness's, or this process's ephemeral server, started now) is exported as
-    ``PREFECT_API_URL`` for the workers the LocalCluster spawns while the block runs. An external
-    cluster (``dask_address``) keeps its operator's configuration.
+    ``PREFECT_API_URL`` for the workers the LocalCluster spawns while the block runs.
+
+    An external cluster (``dask_address``) is told the API through the flow's settings, which
+    Prefect sends with every task: with a configured ``PREFECT_API_URL`` that already happens; with
+    none, this process's temporary server is passed on when every worker can reach it (workers on
+    this host), and otherwise a warning says what to set (each such worker starts a throwaway
+    server of its own and its task runs are not recorded with the flow run).
 
     Yields:
-        The API URL the workers get, or None for an external cluster.
+        The API URL the workers get, or None when they keep their own.
     """
-    if dask_address:
-        yield None
-        return
+    ephemeral_servers_exit_with_parent()
     from prefect.settings import PREFECT_API_URL
 
     url = PREFECT_API_URL.value()
+    configured = bool(url)
     if not url:
         from prefect.server.api.server import SubprocessASGIServer
 
         server = SubprocessASGIServer()  # the singleton Prefect's own client would start in this process
         server.start()
         url = server.api_url
+    if dask_address:
+        if configured:
+            yield url
+            return
+        yield from _share_with_external_workers(dask_address, url)
+        return
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
     try:
@@ -73,6 +191,30 @@ def workers_share_prefect_api(dask_address: str | None = None) -> Iterator[str |
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = previous
+
+
+def _share_with_external_workers(dask_address: str, url: str) -> Iterator[str | None]:
+    """Body of :func:`workers_share_prefect_api` for an external cluster and a temporary server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    try:
+        reach = _external_workers_reach(dask_address, url)
+    except (OSError, TimeoutError) as exc:
+        logger.warning("could not ask the Dask workers at %s whether they reach the Prefect API at %s: %s", dask_address, url, exc)
+        reach = {}
+    unreachable = sorted(w for w, ok in reach.items() if not ok)
+    if reach and not unreachable:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+        return
+    logger.warning(
+        "the Dask workers %s cannot reach this run's temporary Prefect API at %s: each starts a throwaway "
+        "Prefect server and their task runs are not recorded with the flow run. Start a Prefect server "
+        "(prefect server start --host 0.0.0.0) and set PREFECT_API_URL for this command and for the workers.",
+        ", ".join(unreachable) or "(none answered)",
+        url,
+    )
+    yield None
 
 
 def dask_task_runner(workers: int | None = None, dask_address: str | None = None, threads_per_worker: int = 1) -> Any:
@@ -88,6 +230,7 @@ def dask_task_runner(workers: int | None = None, dask_address: str | None = None
     """
     from prefect_dask import DaskTaskRunner
 
+    ephemeral_servers_exit_with_parent()
     if dask_address:
         return DaskTaskRunner(address=dask_address)
     tune_worker_environment()
