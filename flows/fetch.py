@@ -19,6 +19,7 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from schemas.errors import ConfigError, PosepipeError, TransientFetchError
+from tasks.fetch.archive import ExtractionLimits
 from tasks.fetch.download import RetryPolicy
 from tasks.fetch.resolve import fetch_dataset, fetch_fingerprint, raw_dir
 
@@ -42,6 +43,19 @@ def _download_policy() -> tuple[RetryPolicy, float]:
         raise ConfigError(f"bad fetch setting in the environment: {exc}", hint=f"{ENV_ATTEMPTS} is an int, "
                           f"{ENV_BACKOFF_S} and {ENV_TIMEOUT_S} are seconds") from exc
     return RetryPolicy(attempts=attempts, backoff_initial_s=backoff_s), timeout_s
+
+
+def _limits() -> ExtractionLimits:
+    """Archive limits from ``POSEPIPE_MAX_EXTRACT_BYTES`` and ``POSEPIPE_MAX_COMPRESSION_RATIO`` (the settings)."""
+    from pydantic import ValidationError
+
+    from schemas.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(f"bad setting in the environment: {exc}", hint="fix the POSEPIPE_* variable") from exc
+    return ExtractionLimits(max_total_bytes=settings.max_extract_bytes, max_ratio=settings.max_compression_ratio)
 
 
 def fetch_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
@@ -96,7 +110,9 @@ def fetch_source_task(dataset: str, root: str, mirror: str | None = None, manual
     """
     logger = get_run_logger()
     retry, timeout_s = _download_policy()
-    result = fetch_dataset(dataset, root, mirror=mirror, manual_dir=manual_dir, retry=retry, timeout_s=timeout_s)
+    result = fetch_dataset(
+        dataset, root, mirror=mirror, manual_dir=manual_dir, retry=retry, timeout_s=timeout_s, limits=_limits()
+    )
     for warning in result.warnings:
         logger.warning(warning)
     for f in result.files:

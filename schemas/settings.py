@@ -22,6 +22,9 @@ class Settings(BaseSettings):
         seed: Run seed; per-sample randomness is seeded by (seed, stable hash of sample_id).
         max_reject_ratio: A rebuild fails (and says so) when rejected/parsed exceeds this.
         shard_size: Samples per shard (one Prefect task each).
+        max_extract_bytes: Most uncompressed bytes one fetched archive may expand to (zip bombs).
+        max_compression_ratio: Most uncompressed bytes per compressed byte, per archive member and
+            per archive, before extraction refuses it as a zip bomb.
     """
 
     model_config = SettingsConfigDict(env_prefix="POSEPIPE_", extra="ignore")
@@ -33,3 +36,5 @@ class Settings(BaseSettings):
     seed: int = 0
     max_reject_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     shard_size: int = Field(default=512, ge=1)
+    max_extract_bytes: int = Field(default=64 * 1024**3, ge=1)
+    max_compression_ratio: float = Field(default=100.0, gt=1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -17,8 +18,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from schemas.errors import ConfigError
 from schemas.settings import Settings
 from tasks.datasets import get_adapter
+from tasks.fetch.archive import ExtractionLimits
 from tasks.fetch.registry import load_checksums, registry_path
 from tasks.fetch.resolve import FetchResult, fetch_dataset
 
@@ -85,9 +88,19 @@ def fetch(
         str | None, typer.Option(help="registry folder [env POSEPIPE_CHECKSUMS_DIR; default beside the adapters]")
     ] = None,
     timeout_s: Annotated[float, typer.Option(help="socket timeout: a server silent this long is retried")] = 60.0,
+    max_extract_bytes: Annotated[
+        int | None,
+        typer.Option(help="most bytes one archive may expand to [env POSEPIPE_MAX_EXTRACT_BYTES; default 64 GiB]"),
+    ] = None,
+    max_compression_ratio: Annotated[
+        float | None,
+        typer.Option(help="most uncompressed bytes per compressed byte, per member and per archive "
+                     "[env POSEPIPE_MAX_COMPRESSION_RATIO; default 100]"),
+    ] = None,
 ) -> None:
     """Download, verify and unpack NAME's sources into ROOT/raw/NAME; print the folder parse reads."""
-    settings = Settings(**({"root": root} if root else {}))
+    overrides = {"root": root, "max_extract_bytes": max_extract_bytes, "max_compression_ratio": max_compression_ratio}
+    settings = load_settings({k: v for k, v in overrides.items() if v is not None})
     console = Console(stderr=True)
     print_plan(console, dataset, checksums_dir)
     with Progress(
@@ -103,10 +116,24 @@ def fetch(
 
         result = fetch_dataset(
             dataset, settings.root, mirror=mirror, manual_dir=manual_dir, register_checksums=register_checksums,
-            progress=progress, checksums_dir=checksums_dir, timeout_s=timeout_s,
+            progress=progress, checksums_dir=checksums_dir, timeout_s=timeout_s, limits=extraction_limits(settings),
         )
     print_result(console, result)
     typer.echo(result.source_dir)
+
+
+def load_settings(overrides: dict[str, object]) -> Settings:
+    """Settings from the environment with command-line ``overrides``; a bad value is a :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid setting: {bad}", hint="fix the option or its POSEPIPE_* environment variable") from exc
+
+
+def extraction_limits(settings: Settings) -> ExtractionLimits:
+    """The archive limits the settings ask for."""
+    return ExtractionLimits(max_total_bytes=settings.max_extract_bytes, max_ratio=settings.max_compression_ratio)
 
 
 def register(app: typer.Typer) -> None:

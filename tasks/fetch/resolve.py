@@ -17,10 +17,15 @@ tree on local disk and point ``--root`` at it)::
 A file is *reused* when ``downloads/<filename>`` exists with the size recorded in ``index.json``
 and, when a sha256 is registered, the recorded sha256 equals it (large files are not re-hashed on
 every run). A file on disk without an index entry is hashed and verified before it is adopted.
+A download that fails its checksum, or an archive that cannot be extracted (damaged, or refused as
+unsafe), is moved aside to ``downloads/<filename>.bad-<sha12>`` and dropped from the index, so the
+next fetch downloads it again instead of reusing it. Running out of room (disk full, quota,
+read-only) is a :class:`~schemas.errors.DiskFullError` and keeps the download: the file is fine.
 
 Where a file comes from, in order: the store (reuse), ``manual_dir/<filename>`` (files downloaded
 by hand, verified the same way), ``{mirror}/<filename>`` (HTTP(S) or ``file://`` prefix), the
 owner's URL. A ``404``/``4xx`` moves on to the next candidate; a checksum mismatch stops at once.
+When no candidate delivers, the error lists every location tried with how it failed.
 An optional source (``required=False``) that no candidate has (4xx), or that stays unreachable
 after the retries, is skipped with a warning; for a required one both are errors (the transient
 one is retried by the Prefect task). Expected checksums come from the registry (:mod:`tasks.fetch.registry`)
@@ -45,9 +50,12 @@ from fsspec.implementations.local import LocalFileSystem
 from schemas.errors import (
     ChecksumMismatchError,
     ConfigError,
+    CorruptArchiveError,
     DownloadRefusedError,
+    FetchError,
     LockError,
     TransientFetchError,
+    UnsafeArchiveError,
 )
 from storage.fs import filesystem
 from tasks.datasets import get_adapter
@@ -55,6 +63,7 @@ from tasks.datasets.base import DatasetAdapter, Source
 from tasks.fetch.archive import ExtractionLimits, safe_extract
 from tasks.fetch.download import DownloadResult, ProgressFn, RetryPolicy, download, place_file, sha256_of
 from tasks.fetch.registry import Checksum, load_checksums, save_checksums
+from tasks.fetch.space import is_no_room, no_room_error
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +177,15 @@ class _Store:
         by_sha[sha] = {"filename": filename, "size_bytes": size, "url": url, "source": source.name}
         self.save()
 
+    def forget(self, filename: str) -> None:
+        """Drop every index entry of ``filename`` (its stored file was moved aside)."""
+        by_sha = self.index["by_sha256"]
+        stale = [s for s, e in by_sha.items() if e.get("filename") == filename]
+        for sha in stale:
+            del by_sha[sha]
+        if stale:
+            self.save()
+
 
 def fetch_dataset(
     dataset: str,
@@ -209,11 +227,38 @@ def fetch_dataset(
         ChecksumMismatchError: A file differs from its registered size/sha256 (kept aside).
         DownloadRefusedError: A required source is on no candidate (404/4xx everywhere).
         TransientFetchError: A download kept failing transiently (worth retrying later).
-        UnsafeArchiveError: An archive member is unsafe; nothing of it was extracted.
+        UnsafeArchiveError: An archive member is unsafe or passes a limit; nothing of it was
+            extracted, and the download was moved aside (the next fetch downloads it again).
+        CorruptArchiveError: An archive cannot be read; moved aside the same way.
+        DiskFullError: No room to write under ``root`` (full, quota, file size limit, read-only).
         LockError: Another fetch of the dataset holds the lock past ``lock_timeout_s``.
     """
     adp = adapter or get_adapter(dataset)
     store = _Store(_local_root(root) / "raw" / dataset)
+    try:
+        return _fetch(dataset, adp, store, mirror, manual_dir, register_checksums, progress, checksums_dir, retry,
+                      timeout_s, limits, lock_timeout_s)
+    except OSError as exc:
+        if not is_no_room(exc):
+            raise
+        where = Path(exc.filename) if isinstance(exc.filename, str) else store.raw
+        raise no_room_error(exc, where, f"fetching {dataset} into {store.raw}") from exc
+
+
+def _fetch(
+    dataset: str,
+    adp: DatasetAdapter,
+    store: _Store,
+    mirror: str | None,
+    manual_dir: str | None,
+    register_checksums: bool,
+    progress: ProgressFn | Callable[[str, int, int | None], None] | None,
+    checksums_dir: str | Path | None,
+    retry: RetryPolicy | None,
+    timeout_s: float,
+    limits: ExtractionLimits | None,
+    lock_timeout_s: float,
+) -> FetchResult:
     store.raw.mkdir(parents=True, exist_ok=True)
     registry = load_checksums(dataset, checksums_dir)
     warnings: list[str] = []
@@ -240,7 +285,10 @@ def fetch_dataset(
                 if not register_checksums:
                     log.warning(msg)
                     warnings.append(msg)
-            extraction = _unpack(store, source, Path(got.path or ""), got.sha256 or "", limits)
+            try:
+                extraction = _unpack(store, source, Path(got.path or ""), got.sha256 or "", limits)
+            except (CorruptArchiveError, UnsafeArchiveError) as exc:
+                raise _invalidated(store, source, Path(got.path or ""), got.sha256 or "", exc) from exc
             files.append(replace(got, extraction=extraction))
         written = None
         if register_checksums:
@@ -336,6 +384,7 @@ def _obtain(
                 progress(source.filename, size, size)
             return FetchedFile(source.name, source.filename, "manual", str(manual), str(dest), size, sha, registered)
     refusals: list[DownloadRefusedError] = []
+    tried: list[tuple[str, FetchError]] = []
     for url in _candidates(source, mirror):
         try:
             res: DownloadResult = download(
@@ -345,8 +394,16 @@ def _obtain(
         except DownloadRefusedError as exc:
             log.info("%s: %s; trying the next location", source.filename, exc.message)
             refusals.append(exc)
+            tried.append((url, exc))
             continue
         except TransientFetchError as exc:
+            tried.append((url, exc))
+            if source.required and len(tried) > 1:
+                raise TransientFetchError(
+                    f"required source {source.name} ({source.filename}) could not be fetched; "
+                    f"every location failed: {_tried(tried, source, manual_dir)}",
+                    hint=_tried_hint(tried),
+                ) from exc
             if source.required:
                 raise
             # An optional source is not worth failing a rebuild over; its .part stays to resume later.
@@ -359,18 +416,43 @@ def _obtain(
             source.name, source.filename, "downloaded", url, str(dest), res.size_bytes, res.sha256, registered,
             transferred_bytes=res.transferred_bytes,
         )
-    tried = "; ".join(e.message for e in refusals)
+    listed = _tried(tried, source, manual_dir)
     if not source.required:
-        msg = f"optional source {source.name} ({source.filename}) is unavailable, skipped: {tried}"
+        msg = f"optional source {source.name} ({source.filename}) is unavailable, skipped: {listed}"
         log.warning(msg)
         warnings.append(msg)
         return FetchedFile(source.name, source.filename, "skipped")
     where = f" or in {manual_dir}" if manual_dir else ""
     raise DownloadRefusedError(
-        f"required source {source.name} ({source.filename}) not found{where}: {tried}",
+        f"required source {source.name} ({source.filename}) not found{where}: {listed}",
         hint="check --mirror, or download the file by hand into a folder and pass --manual-dir",
         status=refusals[-1].status if refusals else None,
     )
+
+
+def _tried(tried: list[tuple[str, FetchError]], source: Source, manual_dir: str | None) -> str:
+    """Each location tried, which one it was and how it failed: ``mirror URL: HTTP 404 ...; owner URL: ...``."""
+    parts = []
+    for url, exc in tried:
+        label = "owner" if url == source.url else "mirror"
+        why = exc.message
+        if why.startswith(f"{url}: "):
+            why = why[len(url) + 2 :]
+        parts.append(f"{label} {url}: {why}")
+    if manual_dir:
+        parts.insert(0, f"manual folder {manual_dir}: no file {source.filename}")
+    return "; ".join(parts)
+
+
+def _tried_hint(tried: list[tuple[str, FetchError]]) -> str:
+    refused = [url for url, exc in tried if isinstance(exc, DownloadRefusedError)]
+    failing = [url for url, exc in tried if isinstance(exc, TransientFetchError)]
+    hint = []
+    if refused:
+        hint.append(f"{', '.join(refused)} refused the request (put the file there or fix --mirror)")
+    if failing:
+        hint.append(f"{', '.join(failing)} could not be reached (check the network)")
+    return "; ".join(hint) + "; or download the file by hand into a folder and pass --manual-dir"
 
 
 def _store_url(store: _Store, dest: Path) -> str:
@@ -390,19 +472,42 @@ def _reuse(store: _Store, source: Source, dest: Path, exp_sha: str | None, exp_s
             return size, sha
         if entry.get("size_bytes") == size and exp_sha is not None and sha != exp_sha:
             _set_aside(dest, sha)  # the stored file is another version than the registered one
+            store.forget(source.filename)
             return None
     sha = sha256_of(dest)
     if (exp_sha is None or sha == exp_sha) and exp_size in (None, size):
         store.record(source, source.filename, size, sha, str(dest))
         return size, sha
     _set_aside(dest, sha)
+    store.forget(source.filename)
     return None
 
 
-def _set_aside(dest: Path, sha: str) -> None:
+def _set_aside(dest: Path, sha: str) -> Path:
     aside = dest.with_name(f"{dest.name}.bad-{sha[:12]}")
     log.warning("%s does not match its registered checksum; moved to %s and fetched again", dest, aside)
     os.replace(dest, aside)
+    return aside
+
+
+def _invalidated(
+    store: _Store, source: Source, path: Path, sha: str, exc: CorruptArchiveError | UnsafeArchiveError
+) -> FetchError:
+    """Move a download that cannot be extracted aside and forget it; the error to raise, saying so.
+
+    The bytes are kept as ``<file>.bad-<sha12>`` for inspection; with the index entry gone, the next
+    fetch downloads the file again instead of reusing the same bad bytes forever.
+    """
+    aside = path.with_name(f"{path.name}.bad-{sha[:12]}")
+    if path.is_file():
+        os.replace(path, aside)
+    store.forget(source.filename)
+    log.warning("%s could not be extracted; moved to %s, the next fetch downloads it again", path, aside)
+    return type(exc)(
+        exc.message,
+        hint=f"{exc.hint + '; ' if exc.hint and 'download it again' not in exc.hint else ''}the download was moved "
+        f"aside to {aside} and will be downloaded again by the next fetch (use a good --mirror, or the owner's URL)",
+    )
 
 
 def _unpack(store: _Store, source: Source, path: Path, sha: str, limits: ExtractionLimits | None) -> Extraction:

@@ -291,3 +291,85 @@ def test_rar_decoder_tool_is_installed() -> None:
         assert rarfile.CURRENT_SETUP.setup["open_cmd"][0] == "UNAR_TOOL"
     finally:
         rarfile.tool_setup(force=True)  # back to rarfile's own choice
+
+
+# --- compression-ratio limit (fault #57) --------------------------------------------------------
+
+
+def counter_text(n_bytes: int) -> bytes:
+    """Text that deflates about 4.6:1, like real annotation files (well under the default 100:1)."""
+    return b"".join(b"%09d\n" % i for i in range(n_bytes // 10))
+
+
+def test_default_ratio_refuses_a_1000_to_1_member_before_writing(sandbox: tuple[Path, Path]) -> None:
+    work, target = sandbox
+    archive = write_zip(work / "bomb.zip", {"val2017/ok.txt": b"fine", "val2017/zeros.bin": bytes(8_000_000)})
+    packed = zipfile.ZipFile(archive).getinfo("val2017/zeros.bin").compress_size
+    assert 8_000_000 / packed > 900  # deflate's near-maximum ratio
+    with pytest.raises(UnsafeArchiveError, match=r"'val2017/zeros.bin' declares 8000000 bytes .*past the 100:1") as err:
+        safe_extract(archive, target, "zip")
+    assert "--max-compression-ratio" in str(err.value) and "POSEPIPE_MAX_COMPRESSION_RATIO" in str(err.value)
+    assert_nothing_written(work, archive)
+
+
+def test_tar_gz_bomb_is_refused_by_the_whole_archive_ratio(sandbox: tuple[Path, Path]) -> None:
+    work, target = sandbox  # tar records no compressed size per member: only the archive's size tells
+    archive = write_tar(work / "bomb.tar.gz", [(f"zeros{i}.bin", bytes(2_000_000)) for i in range(3)])
+    with pytest.raises(UnsafeArchiveError, match=r"6000000 uncompressed bytes from a \d+-byte archive .*past the 100:1"):
+        safe_extract(archive, target, "tar")
+    assert_nothing_written(work, archive)
+
+
+def test_lying_compressed_size_does_not_pass_the_ratio(sandbox: tuple[Path, Path]) -> None:
+    work, target = sandbox
+    archive = write_zip(work / "liar.zip", {"zeros.bin": bytes(4_000_000)})
+    raw = bytearray(archive.read_bytes())
+    # Declare the member's compressed size as 4 MB (1:1) in the central directory (offset 20).
+    cd = raw.rfind(b"PK\x01\x02")
+    raw[cd + 20 : cd + 24] = (4_000_000).to_bytes(4, "little")
+    archive.write_bytes(bytes(raw))
+    assert zipfile.ZipFile(archive).getinfo("zeros.bin").compress_size == 4_000_000
+    with pytest.raises(UnsafeArchiveError, match=r"4000000 uncompressed bytes from a \d+-byte archive"):
+        safe_extract(archive, target, "zip")
+    assert_nothing_written(work, archive)
+
+
+def test_ratio_limit_is_a_setting_and_real_data_passes_the_default(sandbox: tuple[Path, Path]) -> None:
+    work, target = sandbox
+    data = counter_text(3_000_000)
+    archive = write_zip(work / "text.zip", {"a.txt": data})
+    limits = ExtractionLimits(max_ratio=3.0, ratio_min_bytes=100_000)
+    with pytest.raises(UnsafeArchiveError, match="compression ratio limit"):
+        safe_extract(archive, target, "zip", limits)
+    assert_nothing_written(work, archive)
+    # The same bytes pass the default ratio: real, compressible data is not refused.
+    res = safe_extract(archive, target, "zip")
+    assert (target / "a.txt").read_bytes() == data and res.total_bytes == len(data)
+
+
+@pytest.mark.parametrize(
+    ("size", "packed", "blocks", "why"),
+    [
+        (3_000, 1_000, [2_000, 2_000], "holds more than the 3000 bytes its header declares"),
+        (10**9, 1_000, [50_000, 60_000], r"expands past 100:1 \(110000 bytes from 1000 compressed\) while writing"),
+        (10**9, None, [400_000, 400_000], "more than 100 times the archive's 5000 bytes written"),
+    ],
+)
+def test_limits_are_enforced_on_the_bytes_as_they_are_written(
+    size: int, packed: int | None, blocks: list[int], why: str
+) -> None:
+    """What a lying header cannot hide: the write phase counts real bytes, whatever was declared."""
+    from tasks.fetch.archive import _Budget, _Member
+
+    member = _Member("m.bin", Path("m.bin"), "file", size, None, None, packed)  # type: ignore[arg-type]
+    budget = _Budget(ExtractionLimits(ratio_min_bytes=10_000), declared=size, archive_bytes=5_000)
+    budget.add(Path("a.zip"), member, 0, blocks[0])
+    with pytest.raises(UnsafeArchiveError, match=why):
+        budget.add(Path("a.zip"), member, blocks[0], blocks[1])
+
+
+def test_small_very_compressible_member_is_exempt(sandbox: tuple[Path, Path]) -> None:
+    work, target = sandbox
+    archive = write_zip(work / "small.zip", {"blank.txt": b" " * 500_000})  # ~1000:1 but only 500 kB
+    safe_extract(archive, target, "zip")
+    assert (target / "blank.txt").stat().st_size == 500_000
