@@ -22,7 +22,7 @@ from fsspec.implementations.local import LocalFileSystem
 from schemas.errors import DiskFullError, StorageError
 
 #: errno values that mean "this filesystem cannot take the write" rather than "the data is bad".
-_NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit exceeded", errno.EROFS: "the filesystem is read-only"}
+_NO_ROOM = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit exceeded", errno.EROFS: "the filesystem is read-only"}
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -114,9 +114,9 @@ def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb", dura
         else:
             fs.mv(tmp, path)
     except BaseException as exc:
+        full = no_room_error(exc, path)  # free space as it was when the write failed
         with contextlib.suppress(Exception):
             fs.rm(tmp)
-        full = no_room_error(exc, path)
         if full is not None:
             raise full from exc
         raise
@@ -138,9 +138,9 @@ def atomic_local_path(path: str, durable: bool = True) -> Iterator[str]:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
+        full = no_room_error(exc, path)  # free space as it was when the write failed
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
-        full = no_room_error(exc, path)
         if full is not None:
             raise full from exc
         raise

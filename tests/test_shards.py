@@ -119,6 +119,35 @@ def test_gx_suite_catches_schema_level_problems(tmp_path, source):
     assert "crop_pixels_present" in failed  # the duplicated id no longer matches its pixel row
 
 
+def test_gate_catches_absurd_crops_that_slipped_past_parse(tmp_path, source):
+    """Even if a bad record reached a shard, the gate refuses it: a visible joint with NaN crop
+    coordinates, a crop box off the image, and a crop of one flat colour (fill only)."""
+    from storage.hdf5 import write_hdf5_shard
+
+    root = str(tmp_path / "root")
+    prepared = stages.prepare("coco", str(source), root, shard_size=50)
+    shard = process_shard(prepared.specs[0])
+    fs, path = filesystem(root)
+    vdir = f"{path}/datasets/coco/{prepared.version}"
+    rows = read_parquet(fs, f"{vdir}/{shard['parquet']}", PROCESSED_SAMPLES_SCHEMA).to_pylist()
+    visible = next(j for j, v in enumerate(rows[0]["keypoints_visibility"]) if v > 0)
+    rows[0]["keypoints_crop_xy_px"][visible] = [float("nan"), float("nan")]
+    rows[1]["crop_xyxy_px"] = [float("nan"), float("nan"), float("inf"), float("inf")]
+    rows[2]["crop_xyxy_px"] = [-1e9, -1e9, -1e9 + 50, -1e9 + 50]
+    write_parquet(fs, f"{vdir}/{shard['parquet']}", pa.Table.from_pylist(rows, PROCESSED_SAMPLES_SCHEMA), PROCESSED_SAMPLES_SCHEMA)
+    ids, pixels = read_hdf5_rows(fs, f"{vdir}/{shard['hdf5']}")
+    pixels = pixels.copy()
+    pixels[rows[3]["pixels_row"]] = 0  # all black: what a box far outside the image produced
+    write_hdf5_shard(fs, f"{vdir}/{shard['hdf5']}", ids, pixels)
+    report = validate_shard(root, "coco", prepared.version, shard, prepared.splits, prepared.skeleton, (256, 192))
+    failed = {r["check"]: r["detail"] for r in report["results"] if not r["success"]}
+    assert failed == {
+        "visible_keypoints_finite": rows[0]["sample_id"],
+        "crop_box_intersects_image": f"{rows[1]['sample_id']}, {rows[2]['sample_id']}",
+        "crop_pixels_not_constant": rows[3]["sample_id"],
+    }
+
+
 def test_flic_rebuild_without_images_fails_at_parse(tmp_path, shared_data):
     """FLIC's real examples.mat has no images here: the rebuild stops at parse, before any shard
     is processed, and says the images are missing (raising the reject ratio would not help)."""

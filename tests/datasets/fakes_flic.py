@@ -44,12 +44,13 @@ class FakeFlic:
     off_image: tuple[int, int] = (0, 0)
 
 
-def write_fake_flic(root: Path, n: int = 12, full: bool = False, seed: int = 0) -> FakeFlic:
+def write_fake_flic(root: Path, n: int = 12, full: bool = False, seed: int = 0, overrides: dict[int, dict] | None = None) -> FakeFlic:
     """Write ``root/examples.mat`` with ``n`` examples (``n >= 6``).
 
     Example 1 repeats example 0's frame (a second person); example 2 faces away from the camera;
     example 3's right wrist is 5 px left of the frame; every fourth example is in the test set. For
-    FLIC-full, example 4 is ``isbad`` and example 5 ``isunchecked``.
+    FLIC-full, example 4 is ``isbad`` and example 5 ``isunchecked``. ``overrides`` replaces fields
+    of given examples as written (e.g. ``{0: {"coords": np.full((2, 29), 1e30)}}``).
     """
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -92,6 +93,7 @@ def write_fake_flic(root: Path, n: int = 12, full: bool = False, seed: int = 0) 
         if full:
             ex["isbad"] = np.uint8(isbad[i])
             ex["isunchecked"] = np.uint8(isunchecked[i])
+        ex.update((overrides or {}).get(i, {}))
         examples.append(ex)
     write_mat5(root / "examples.mat", {"examples": examples})
     return FakeFlic(
