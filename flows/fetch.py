@@ -55,7 +55,7 @@ def _limits() -> ExtractionLimits:
         settings = Settings()
     except ValidationError as exc:
         raise ConfigError(f"bad setting in the environment: {exc}", hint="fix the POSEPIPE_* variable") from exc
-    return ExtractionLimits(max_total_bytes=settings.max_extract_bytes, max_ratio=settings.max_compression_ratio)
+    return ExtractionLimits.from_settings(settings)
 
 
 def fetch_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:

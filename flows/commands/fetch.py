@@ -116,7 +116,7 @@ def fetch(
 
         result = fetch_dataset(
             dataset, settings.root, mirror=mirror, manual_dir=manual_dir, register_checksums=register_checksums,
-            progress=progress, checksums_dir=checksums_dir, timeout_s=timeout_s, limits=extraction_limits(settings),
+            progress=progress, checksums_dir=checksums_dir, timeout_s=timeout_s, limits=ExtractionLimits.from_settings(settings),
         )
     print_result(console, result)
     typer.echo(result.source_dir)
@@ -129,11 +129,6 @@ def load_settings(overrides: dict[str, object]) -> Settings:
     except ValidationError as exc:
         bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid setting: {bad}", hint="fix the option or its POSEPIPE_* environment variable") from exc
-
-
-def extraction_limits(settings: Settings) -> ExtractionLimits:
-    """The archive limits the settings ask for."""
-    return ExtractionLimits(max_total_bytes=settings.max_extract_bytes, max_ratio=settings.max_compression_ratio)
 
 
 def register(app: typer.Typer) -> None:

@@ -40,11 +40,14 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from schemas.errors import CorruptArchiveError, FetchError, UnsafeArchiveError
 from tasks.datasets.base import safe_relative_path
 from tasks.fetch.space import is_no_room, no_room_error
+
+if TYPE_CHECKING:
+    from schemas.settings import Settings
 
 ArchiveKind = Literal["zip", "tar", "rar"]
 MemberKind = Literal["file", "dir", "symlink", "hardlink", "special"]
@@ -80,6 +83,11 @@ class ExtractionLimits:
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
     max_ratio: float = DEFAULT_MAX_RATIO
     ratio_min_bytes: int = 1 << 20
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ExtractionLimits:
+        """The limits ``settings`` ask for (``max_extract_bytes``, ``max_compression_ratio``)."""
+        return cls(max_total_bytes=settings.max_extract_bytes, max_ratio=settings.max_compression_ratio)
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,31 @@ def test_cli_mismatch_exits_with_the_domain_error(server: Server, served: dict) 
     assert "0" * 64 in str(res.exception) and hashlib.sha256(b"one\ntwo\n").hexdigest() in str(res.exception)
 
 
+def test_cli_archive_limits_from_options_and_environment(
+    server: Server, served: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from schemas.errors import ConfigError, UnsafeArchiveError
+
+    bomb = write_zip(served["tmp"] / "bomb.zip", {"annotations/zeros.bin": bytes(3_000_000)}).read_bytes()
+    server.put(f"{served['prefix']}/ann.zip", bomb)  # ~1000:1
+    runner = CliRunner()
+    args = ["fetch", "_test_fetch_flow", "--root", served["root"]]
+    res = runner.invoke(cli(), args)
+    assert isinstance(res.exception, UnsafeArchiveError) and "past the 100:1" in str(res.exception)
+    res = runner.invoke(cli(), [*args, "--max-compression-ratio", "5000", "--max-extract-bytes", "2000000"])
+    assert isinstance(res.exception, UnsafeArchiveError) and "passes 2000000 bytes" in str(res.exception)
+    monkeypatch.setenv("POSEPIPE_MAX_EXTRACT_BYTES", "1000000")
+    res = runner.invoke(cli(), [*args, "--max-compression-ratio", "5000"])
+    assert isinstance(res.exception, UnsafeArchiveError) and "passes 1000000 bytes" in str(res.exception)
+    monkeypatch.setenv("POSEPIPE_MAX_COMPRESSION_RATIO", "5000")
+    res = runner.invoke(cli(), [*args, "--max-extract-bytes", "4000000"])  # the option wins over the environment
+    assert res.exit_code == 0, res.output
+    src = Path(served["root"]) / "raw" / "_test_fetch_flow" / "extracted"
+    assert (src / "annotations" / "zeros.bin").stat().st_size == 3_000_000
+    res = runner.invoke(cli(), [*args, "--max-compression-ratio", "0.5"])
+    assert isinstance(res.exception, ConfigError) and "max_compression_ratio" in str(res.exception)
+
+
 # --- Prefect task -----------------------------------------------------------------------------
 
 
@@ -154,3 +179,16 @@ def test_task_retries_transient_failures_only(prefect_harness: None, server: Ser
     with pytest.raises(ChecksumMismatchError, match="f" * 64):
         _run("_test_fetch_flow", served["root"] + "-bad", retries=2)
     assert len(server.log()) == 1  # a checksum mismatch is never retried
+
+
+def test_task_takes_archive_limits_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.fetch import _limits
+    from schemas.errors import ConfigError
+
+    assert (_limits().max_ratio, _limits().max_total_bytes) == (100.0, 64 * 1024**3)
+    monkeypatch.setenv("POSEPIPE_MAX_COMPRESSION_RATIO", "7")
+    monkeypatch.setenv("POSEPIPE_MAX_EXTRACT_BYTES", "12345")
+    assert (_limits().max_ratio, _limits().max_total_bytes) == (7.0, 12345)
+    monkeypatch.setenv("POSEPIPE_MAX_EXTRACT_BYTES", "lots")
+    with pytest.raises(ConfigError, match="POSEPIPE_"):
+        _limits()
