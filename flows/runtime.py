@@ -18,7 +18,7 @@ logger = logging.getLogger("posepipe.runtime")
 # Run in place of ``python -m uvicorn ...`` for Prefect's temporary API server: a daemon thread
 # polls the parent pid and shuts the server down (SIGTERM, then exit) once the parent is gone, so a
 # SIGKILLed run cannot leave its server behind. The parent pid comes first in argv.
-_EXIT_WITH_PARENT = """
+_EXIT_WITH_PARENT = """# Prefect temporary API server (uvicorn) that exits with its parent process
 import os, runpy, signal, sys, threading, time
 parent = int(sys.argv.pop(1))
 def _watch():
