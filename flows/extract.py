@@ -47,9 +47,10 @@ def run_extract(
     request: dict[str, Any],
     workers: int | None = None,
     dask_address: str | None = None,
+    threads_per_worker: int = 1,
 ) -> dict[str, Any]:
     """Run :func:`extract_flow` on a LocalCluster of ``workers`` processes or at ``dask_address``."""
-    runner = dask_task_runner(workers, dask_address)
+    runner = dask_task_runner(workers, dask_address, threads_per_worker)
     with workers_share_prefect_api(dask_address):
         return extract_flow.with_options(task_runner=runner)(shards, run_dir, request)
 
@@ -68,8 +69,8 @@ def scheduled_extract(
 ) -> dict[str, Any]:
     """Deployment entry point (prefect.yaml): extract a clip dataset, resuming whatever is done.
 
-    Root and execution (``POSEPIPE_ROOT``, ``POSEPIPE_DASK_ADDRESS`` or ``POSEPIPE_WORKERS``) come
-    from the worker's environment at run time. ``sampling`` holds
+    Root and execution (``POSEPIPE_ROOT``, ``POSEPIPE_DASK_ADDRESS`` or ``POSEPIPE_WORKERS`` and
+    ``POSEPIPE_THREADS_PER_WORKER``) come from the worker's environment at run time. ``sampling`` holds
     :class:`~tasks.video.sampling.SamplingSpec` fields (``{"mode": "every_k", "k": 5}``).
     """
     from tasks.video.sampling import SamplingSpec
@@ -77,6 +78,6 @@ def scheduled_extract(
     settings = Settings()
     plan = plan_dataset(dataset, Path(source), settings.root, BackendSpec.create(backend, model), SamplingSpec(**(sampling or {})), fold, part, adapter_params, shard_size)
     print(f"{dataset}: {plan.clips} clips in {len(plan.shards)} shards -> {plan.run_dir}")
-    manifest = run_extract(plan.shards, plan.run_dir, plan.request, settings.workers, settings.dask_address)
+    manifest = run_extract(plan.shards, plan.run_dir, plan.request, settings.workers, settings.dask_address, settings.threads_per_worker)
     print(f"{dataset}: {manifest['totals']['extracted']} of {manifest['totals']['clips']} clips extracted, rejects {manifest['totals'].get('rejected') or {}}")
     return manifest

@@ -18,6 +18,7 @@ import pyarrow as pa
 from schemas.errors import ExtractionError
 from schemas.skeletons import convert_keypoints, get_skeleton
 from storage.fs import atomic_local_path
+from tasks.extract.plan import VideoPlan
 from tasks.keypoints.api import FramePoses
 from tasks.video.decode import VideoReader
 
@@ -268,3 +269,63 @@ def poses_from_table(table: pa.Table, clip_id: str, num_joints: int) -> dict[int
         sel = frames == f
         out[int(f)] = FramePoses(kp[sel], scores[sel])
     return out
+
+
+def export_video_run(
+    plan: VideoPlan,
+    skeleton: str,
+    openpose_json: Path | None = None,
+    skeleton_h5: Path | None = None,
+    overlay: Path | None = None,
+) -> list[str]:
+    """Exports of a finished ``extract video`` run, read back from its part and clips files.
+
+    Args:
+        plan: The run (:func:`tasks.extract.plan.plan_videos`), already extracted.
+        skeleton: Skeleton of its keypoints.
+        openpose_json: Folder for OpenPose per-frame JSON of every extracted clip (every sampled frame,
+            people or not).
+        skeleton_h5: HDF5 file of skeleton images of every sampled frame.
+        overlay: MP4 of the first video with its skeletons drawn.
+
+    Returns:
+        One line per export written, saying what and where.
+
+    Raises:
+        ExtractionError: If ``overlay`` is asked and the first video was rejected.
+    """
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(f"{plan.run_dir}/part-00000.parquet")
+    rows = {r["clip_id"]: r for r in pq.read_table(f"{plan.run_dir}/clips-00000.parquet").to_pylist()}
+    joints = get_skeleton(skeleton).num_joints
+    empty = FramePoses(np.zeros((0, joints, 3), np.float32), np.zeros(0, np.float32))
+    extracted = [c for c in plan.clips if c.clip_id in rows]
+
+    def frames_of(clip_id: str) -> list[tuple[int, FramePoses]]:
+        per_frame = poses_from_table(table, clip_id, joints)
+        return [(i, per_frame.get(i, empty)) for i in sorted(set(rows[clip_id]["sampled_frame_indices"]))]
+
+    lines = []
+    if openpose_json is not None:
+        for clip in extracted:
+            write_openpose_json(openpose_json, clip.clip_id, frames_of(clip.clip_id))
+        lines.append(f"OpenPose JSON -> {openpose_json}")
+    if skeleton_h5 is not None:
+        items, sizes = [], {}
+        for clip in extracted:
+            info = VideoReader(clip.video_path).info
+            sizes[clip.clip_id] = (info.height, info.width)
+            items += [(clip.clip_id, i, poses) for i, poses in frames_of(clip.clip_id)]
+        write_skeleton_images_h5(skeleton_h5, items, skeleton, sizes)
+        lines.append(f"skeleton images ({len(items)}) -> {skeleton_h5}")
+    if overlay is not None:
+        first = plan.clips[0]
+        if first.clip_id not in rows:
+            raise ExtractionError(
+                f"{first.record.get('video_path') or first.clip_id} was rejected; no overlay to draw",
+                hint="see the failures above; --overlay draws the first video given",
+            )
+        n = write_overlay_video(first.video_path, poses_from_table(table, first.clip_id, joints), skeleton, overlay)
+        lines.append(f"overlay ({n} frames) -> {overlay}")
+    return lines

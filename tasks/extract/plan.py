@@ -368,6 +368,25 @@ def plan_dataset(
     return DatasetPlan(shards, run_dir, request, len(clips), parsed.rejects.num_rows)
 
 
+def sampling_from_options(
+    mode: str, k: int = 1, fps: float | None = None, num_frames: int | None = None, seed: int = 0
+) -> SamplingSpec:
+    """A :class:`SamplingSpec` from command-line options, or a clear error.
+
+    Raises:
+        ConfigError: If the options do not make a valid sampling.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return SamplingSpec(mode=mode, k=k, target_fps=fps, num_frames=num_frames, seed=seed)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid sampling: {exc.errors()[0]['msg']}",
+            hint="--sample all | every_k (with --k) | fps (with --fps) | uniform (with --num-frames)",
+        ) from exc
+
+
 def cache_dir_of(root: str) -> str:
     """The per-clip result cache every planned run under ``root`` shares: ``{root}/keypoints/_cache``.
 

@@ -456,3 +456,23 @@ def write_run_manifest(
     store = RunStore(run_dir)
     store.write_json(store.path("_manifest.json"), manifest)
     return manifest
+
+
+def extract_local(
+    shards: Sequence[ShardSpec],
+    run_dir: str,
+    request: dict[str, Any],
+    on_clip: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run shards one after another in this process, then write the run manifest (``extract video``).
+
+    Args:
+        shards: Planned shards.
+        run_dir: The run folder.
+        request: What was asked, stored in the manifest.
+        on_clip: Called after each clip with its id and marker (progress bars).
+
+    Returns:
+        The manifest.
+    """
+    return write_run_manifest(run_dir, [extract_shard(spec, on_clip=on_clip) for spec in shards], request)

@@ -79,9 +79,41 @@ class BlobBackend(PoseEstimator):
         return FramePoses(kps.astype(np.float32), np.asarray([scores[i] for i in order], np.float32))
 
 
-def make_blob_backend(model_path: str | None = None, **options: Any) -> BlobBackend:
-    """Factory in the ``module:factory`` form :class:`tasks.extract.plan.BackendSpec` accepts."""
+def make_blob_backend(model_path: str | None = None, report_dir: str | None = None, **options: Any) -> BlobBackend:
+    """Factory in the ``module:factory`` form :class:`tasks.extract.plan.BackendSpec` accepts.
+
+    Args:
+        model_path: Unused (the double has no model file).
+        report_dir: If given, the process creating the backend writes ``{pid}.json`` there: inside a
+            Dask worker, the cluster it belongs to (worker count, threads per worker); elsewhere ``{}``.
+        **options: :class:`BlobBackend` arguments.
+    """
+    if report_dir is not None:
+        import json
+        import os
+        from pathlib import Path
+
+        report: dict[str, Any] = {}
+        try:
+            from distributed import get_client, get_worker
+
+            get_worker()  # ValueError outside a worker
+            info = get_client().scheduler_info()
+            report = {"workers": len(info["workers"]), "threads": sorted(w["nthreads"] for w in info["workers"].values())}
+        except (ImportError, ValueError):
+            pass
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        Path(report_dir, f"{os.getpid()}.json").write_text(json.dumps(report))
     return BlobBackend(**options)
 
 
+def make_reporting_blob_backend(model_path: str | None = None, **options: Any) -> BlobBackend:
+    """:func:`make_blob_backend` reporting to the folder in ``$BLOB_REPORT_DIR`` (for command-line runs,
+    whose backend options cannot be set)."""
+    import os
+
+    return make_blob_backend(model_path, report_dir=os.environ["BLOB_REPORT_DIR"], **options)
+
+
 BLOB = "tests.extract.doubles:make_blob_backend"
+REPORTING_BLOB = "tests.extract.doubles:make_reporting_blob_backend"
