@@ -166,7 +166,7 @@ def safe_extract(
                 raise no_room_error(exc, tmp, f"extracting {archive.name}", declared) from exc
             raise
         try:
-            total = _write(archive, tmp, checked, lim, declared)
+            total = _write(archive, tmp, target, checked, lim, declared)
             top = tuple(sorted(os.listdir(tmp)))
             target.mkdir(parents=True, exist_ok=True)
             for name in {*replace, *top}:
@@ -269,6 +269,7 @@ class _Budget:
     declared: int
     archive_bytes: int
     written: int = 0
+    member: str = ""  # the member being written
 
     def add(self, archive: Path, m: _Member, member_written: int, more: int) -> None:
         """Count ``more`` bytes of member ``m`` (``member_written`` before them) or refuse them."""
@@ -290,14 +291,18 @@ class _Budget:
             raise UnsafeArchiveError(f"{archive.name}: {why}", hint=_LIMIT_HINT + "; nothing was kept")
 
 
-def _write(archive: Path, tmp: Path, members: list[_Member], lim: ExtractionLimits, declared: int) -> int:
+def _write(
+    archive: Path, tmp: Path, target: Path, members: list[_Member], lim: ExtractionLimits, declared: int
+) -> int:
+    """Phase 2 into ``tmp``; returns the bytes written. No room is reported against ``target``."""
     budget = _Budget(lim, declared, archive.stat().st_size)
     try:
         _write_all(archive, tmp, members, budget)
     except OSError as exc:
         if is_no_room(exc):
+            member = f" (member {budget.member!r})" if budget.member else ""
             raise no_room_error(
-                exc, tmp, f"extracting {archive.name}", max(declared - budget.written, 0),
+                exc, target, f"extracting {archive.name}{member}", max(declared - budget.written, 0),
                 kept="nothing was extracted (the partial output was removed); the downloaded archive is kept",
             ) from exc
         raise
@@ -314,6 +319,7 @@ def _write_all(archive: Path, tmp: Path, members: list[_Member], budget: _Budget
             if dest.is_dir():
                 raise CorruptArchiveError(f"{archive.name}: member {m.name!r} is both a folder and a file")
             dest.unlink(missing_ok=True)
+            budget.member = m.name
             _copy_member(archive, m, dest, budget)
     for m in members:
         if m.kind == "hardlink":

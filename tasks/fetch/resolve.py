@@ -435,9 +435,7 @@ def _tried(tried: list[tuple[str, FetchError]], source: Source, manual_dir: str 
     parts = []
     for url, exc in tried:
         label = "owner" if url == source.url else "mirror"
-        why = exc.message
-        if why.startswith(f"{url}: "):
-            why = why[len(url) + 2 :]
+        why = exc.message.replace(f"downloading {url} ", "").replace(f"{url}: ", "")  # the URL is named once
         parts.append(f"{label} {url}: {why}")
     if manual_dir:
         parts.insert(0, f"manual folder {manual_dir}: no file {source.filename}")
@@ -449,7 +447,8 @@ def _tried_hint(tried: list[tuple[str, FetchError]]) -> str:
     failing = [url for url, exc in tried if isinstance(exc, TransientFetchError)]
     hint = []
     if refused:
-        hint.append(f"{', '.join(refused)} refused the request (put the file there or fix --mirror)")
+        hint.append(f"{', '.join(refused)}: the file is not there or the request was refused (put the file there "
+                    "or fix --mirror)")
     if failing:
         hint.append(f"{', '.join(failing)} could not be reached (check the network)")
     return "; ".join(hint) + "; or download the file by hand into a folder and pass --manual-dir"
