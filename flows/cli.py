@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import pkgutil
 import sys
+from typing import Annotated
 
 import typer
 
@@ -13,7 +15,7 @@ from schemas.errors import PosepipeError
 
 app = typer.Typer(
     name="posepipe",
-    help="Validated, versioned pose/action datasets; keypoint extraction; training and evaluation.",
+    help="Validated, versioned pose/action datasets; keypoint extraction; evaluation.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -29,6 +31,78 @@ def _quiet_environment() -> None:
     # the LocalCluster's scheduler and nannies live in this process: their INFO chatter (worker
     # registered, nanny closing...) buried the summary; warnings and errors still show
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+
+def package_version() -> str:
+    """The installed posepipe version: ``posepipe.__version__``, else the distribution's metadata.
+
+    Returns:
+        The version string, e.g. ``"0.1.0"``.
+    """
+    try:
+        import posepipe  # type: ignore[import-not-found, unused-ignore]
+
+        version = getattr(posepipe, "__version__", None)
+        if isinstance(version, str) and version:
+            return version
+    except ImportError:
+        pass
+    try:
+        return importlib.metadata.version("posepipe")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed; run `pip install -e .`)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"posepipe {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", help="Print the posepipe version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Validated, versioned pose/action datasets; keypoint extraction; evaluation."""
+
+
+def domain_error(exc: BaseException) -> PosepipeError | None:
+    """The :class:`PosepipeError` behind ``exc``, if any.
+
+    Prefect and Dask may hand an error back wrapped (raised ``from`` it, or inside an exception
+    group); this follows explicit causes (``__cause__``) and group members, never the implicit
+    ``__context__``, so an unrelated bug raised while handling a domain error still surfaces as a bug.
+
+    Args:
+        exc: The exception that reached the entry point.
+
+    Returns:
+        The first domain error found (breadth first), or None.
+    """
+    queue: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while queue:
+        current = queue.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, PosepipeError):
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            queue.extend(current.exceptions)
+        if current.__cause__ is not None:
+            queue.append(current.__cause__)
+    return None
+
+
+def report_error(exc: PosepipeError) -> None:
+    """Print a domain error as ``error:`` / ``hint:`` lines on stderr (never a traceback)."""
+    typer.secho(f"error: {exc.message}", err=True, fg="red")
+    if exc.hint:
+        typer.secho(f"hint: {exc.hint}", err=True)
 
 
 _registered = False
@@ -55,10 +129,11 @@ def main() -> None:
     _register_commands()
     try:
         app()
-    except PosepipeError as exc:
-        typer.secho(f"error: {exc.message}", err=True, fg="red")
-        if exc.hint:
-            typer.secho(f"hint: {exc.hint}", err=True)
+    except Exception as exc:  # noqa: BLE001 - only domain errors are handled; anything else is re-raised
+        error = domain_error(exc)
+        if error is None:
+            raise
+        report_error(error)
         sys.exit(2)
 
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, PosepipeError
 from schemas.settings import Settings
 
 console = Console(stderr=True)
@@ -106,70 +106,116 @@ def parse(
     adapter = get_adapter(dataset)
     result = adapter.parse(source, adapter.make_params(parse_kv(param)))
     fs, _ = filesystem(str(out))
-    records = sort_records(result.records)
+    # samples sort by (split, sample_id); clip records have no split (folds say which side), so by
+    # clip_id, as the rebuild stages them
+    records = result.records.sort_by("clip_id") if adapter.record_kind == "clips" else sort_records(result.records)
     write_parquet(fs, str(out.resolve()), records, adapter.record_schema)
     rejects_path = out.with_name(out.stem + ".rejects.parquet")
     write_parquet(fs, str(rejects_path.resolve()), result.rejects, REJECTS_SCHEMA)
-    typer.echo(f"{dataset}: parsed {result.parsed}, written {records.num_rows} to {out}, rejected {result.rejects.num_rows} to {rejects_path}")
+    typer.echo(f"{dataset}: parsed {result.parsed}, written {records.num_rows} {adapter.record_kind} to {out}, rejected {result.rejects.num_rows} to {rejects_path}")
+
+
+def _params_cell(dataset: str, params: dict[str, Any]) -> str:
+    """``seed 0, 256x192`` plus the adapter parameters that differ from the adapter's defaults."""
+    shown = [f"seed {params.get('seed', '?')}"]
+    crop = params.get("crop")
+    if crop:
+        shown.append(f"{crop['out_height_px']}x{crop['out_width_px']}")
+    adapter_params = params.get("adapter") or {}
+    try:
+        from tasks.datasets import get_adapter
+
+        adapter = get_adapter(dataset)
+        defaults = adapter.make_params({}).model_dump()
+    except PosepipeError:  # no adapter by that name any more, or no defaults: show every parameter
+        defaults = {}
+    shown += [f"{k}={v}" for k, v in sorted(adapter_params.items()) if k not in defaults or defaults[k] != v]
+    return ", ".join(shown)
+
+
+def _print_versions(rows: list[dict[str, Any]], root: str) -> None:
+    """Per dataset, one block per version, wrapped to the terminal (rich reads its width, or ``COLUMNS``).
+
+    A block is a summary line (version, ``*`` for LATEST, creation time, gate, counts, rejects)
+    and indented ``source`` and ``params`` lines, so a long source path gets a line of its own
+    instead of a squeezed table column.
+    """
+    from rich.padding import Padding
+    from rich.text import Text
+
+    from tasks.inspect import format_created_at
+
+    out = Console()
+    if not rows:
+        out.print(f"no dataset versions under {root}", markup=False, highlight=False)
+        Console(stderr=True).print("hint: `posepipe rebuild NAME --root DIR` builds one", markup=False, highlight=False)
+        return
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        out.print(Text(f"{name} under {root}  (* = LATEST, times UTC)", style="bold", overflow="fold"))
+        for r in (r for r in rows if r["dataset"] == name):
+            counts = ", ".join(f"{split} {n}" for split, n in r["counts"].items())
+            head = Text(overflow="fold")
+            head.append(r["version"] + (" *" if r["latest"] else "  "), style="bold cyan")
+            head.append(f"  {format_created_at(r['created_at'])}  ")
+            head.append(r["validation"], style="green" if r["validation"] == "passed" else "bold red")
+            head.append(f"  {counts}  rejected {r['rejected']}")
+            out.print(Padding(head, (0, 0, 0, 2), expand=False))
+            for label, value in (("source", r["source"]), ("params", _params_cell(name, r["params"]))):
+                out.print(Padding(Text(f"{label} {value}", overflow="fold"), (0, 0, 0, 4), expand=False))
 
 
 def ls(
     dataset: Annotated[str | None, typer.Argument(help="dataset name (default: all)")] = None,
     root: Annotated[str | None, typer.Option(help="storage root")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    samples: Annotated[bool, typer.Option("--samples", help="list the sample ids of one version (NAME required), one per line")] = False,
+    version: Annotated[str | None, typer.Option(help="with --samples: the version (default LATEST)")] = None,
+    split: Annotated[str | None, typer.Option(help="with --samples: only this split")] = None,
+    limit: Annotated[int | None, typer.Option(help="with --samples: at most N ids")] = None,
 ) -> None:
-    """List dataset versions with counts, parameters and validation status."""
-    from storage.fs import filesystem
-    from storage.manifest import list_datasets, list_versions, read_latest
+    """List dataset versions (creation time, source, gate, counts, parameters), or one version's sample ids."""
+    from tasks.inspect import list_sample_ids, version_overview
 
     settings = Settings(**({"root": root} if root else {}))
-    fs, path = filesystem(settings.root)
-    names = [dataset] if dataset else list_datasets(fs, path)
-    rows = []
-    for name in names:
-        latest = read_latest(fs, path, name)
-        for m in list_versions(fs, path, name):
-            rows.append(
-                {
-                    "dataset": name,
-                    "version": m["version"],
-                    "latest": m["version"] == latest,
-                    "counts": m["counts"],
-                    "rejected": m["rejected"],
-                    "validation": "passed" if m["validation"]["success"] else "FAILED",
-                    "params": m["params"],
-                }
-            )
+    if samples:
+        if dataset is None:
+            raise ConfigError("--samples lists one dataset's sample ids; name the dataset", hint="e.g. `posepipe ls coco --samples --limit 20`")
+        ids, total = list_sample_ids(settings.root, dataset, version, split, limit)
+        if as_json:
+            typer.echo(json.dumps({"dataset": dataset, "split": split, "total": total, "sample_ids": ids}, indent=2))
+            return
+        for sample_id in ids:
+            typer.echo(sample_id)
+        scope = f"split {split}" if split else "all splits"
+        typer.secho(f"{len(ids)} of {total} sample ids ({scope})", err=True)
+        return
+    if version or split or limit is not None:
+        raise ConfigError("--version, --split and --limit go with --samples", hint=f"`posepipe ls {dataset or 'NAME'} --samples ...`")
+    rows = version_overview(settings.root, dataset)
     if as_json:
         typer.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
-    table = Table(title=f"datasets under {settings.root}")
-    for col in ("dataset", "version", "latest", "counts", "rejected", "validation", "params"):
-        table.add_column(col)
-    for r in rows:
-        crop = r["params"].get("crop")
-        shown = {"adapter": r["params"]["adapter"], "seed": r["params"]["seed"]}
-        if crop:
-            shown["size"] = [crop["out_height_px"], crop["out_width_px"]]
-        params = json.dumps(shown)
-        table.add_row(r["dataset"], r["version"], "*" if r["latest"] else "", json.dumps(r["counts"]), str(r["rejected"]), r["validation"], params)
-    Console(width=200).print(table)
+    _print_versions(rows, settings.root)
 
 
 def show(
     dataset: Annotated[str, typer.Argument(help="dataset name")],
-    sample: Annotated[str, typer.Option(help="sample_id to draw")],
+    sample: Annotated[str, typer.Option(help="sample_id to draw (`posepipe ls NAME --samples` lists them)")],
     out: Annotated[Path, typer.Option(help="PNG to write")],
     root: Annotated[str | None, typer.Option(help="storage root")] = None,
     version: Annotated[str | None, typer.Option(help="version (default LATEST)")] = None,
+    scale: Annotated[float, typer.Option(help="enlarge the crop by this factor (0 < scale <= 8)")] = 2.0,
 ) -> None:
-    """Draw one processed sample with its keypoints."""
-    from tasks.inspect import load_sample, render_sample, write_png
+    """Draw one processed sample with its keypoints: id in the title, a legend, enlarged by --scale."""
+    from tasks.inspect import load_sample, render_sample_card, resolve_version, write_png
 
     settings = Settings(**({"root": root} if root else {}))
-    row, pixels = load_sample(settings.root, dataset, sample, version)
-    write_png(str(out), render_sample(row, pixels))
-    typer.echo(f"wrote {out} ({row['sample_id']}, {row['split']}, crop {row['crop_width']}x{row['crop_height']})")
+    version_id = resolve_version(settings.root, dataset, version)["version"]
+    row, pixels = load_sample(settings.root, dataset, sample, version_id)
+    caption = f"{dataset} {version_id} | {row['split']} | crop {row['crop_width']}x{row['crop_height']}, scale {scale:g}"
+    card = render_sample_card(row, pixels, scale=scale, caption=caption)
+    write_png(str(out), card)
+    typer.echo(f"wrote {out} ({row['sample_id']}, {row['split']}, crop {row['crop_width']}x{row['crop_height']}, picture {card.shape[1]}x{card.shape[0]})")
 
 
 def demo(

@@ -12,6 +12,8 @@ from schemas.skeletons import Skeleton
 _LEFT = (255, 128, 0)  # BGR: blue-ish for left
 _RIGHT = (0, 128, 255)  # orange for right
 _MID = (0, 220, 0)
+#: The colours :func:`draw_skeleton` uses, by the side a joint's name says (for legends).
+SIDE_COLOURS_BGR: dict[str, tuple[int, int, int]] = {"left": _LEFT, "right": _RIGHT, "centre": _MID}
 
 
 def _side_colour(name: str) -> tuple[int, int, int]:
