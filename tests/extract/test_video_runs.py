@@ -176,3 +176,36 @@ def test_reject_rows_store_any_name() -> None:
     name = os.fsdecode(b"caf\xe9.avi")
     (row,) = rejects_table([Reject(name, RejectReason.VIDEO_MISSING, f"no video at {name}")]).to_pylist()
     assert row["source_key"] == "caf\\xe9.avi" and row["detail"] == "no video at caf\\xe9.avi"
+
+
+def test_kill_minus_9_mid_video_run_then_rerun_gives_the_clean_bytes(tmp_path: Path) -> None:
+    """#43 with the shared clip cache: markers in ``{root}/keypoints/_cache``, resume from them."""
+    import pickle
+    import signal
+    import time
+
+    files = [str(write_video(tmp_path / "v" / f"v{i}.avi", 8 + i, people=i % 3)) for i in range(5)]
+    slow = BackendSpec.create(BLOB, sleep_s=0.03)
+    plan = plan_videos(files, str(tmp_path / "root"), slow, SamplingSpec())
+    script = "import pickle, sys; from tasks.extract.worker import extract_shard; extract_shard(pickle.loads(sys.stdin.buffer.read()))"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdin is not None
+    proc.stdin.write(pickle.dumps(plan.shard))
+    proc.stdin.close()
+    done = Path(cache_dir_of(str(tmp_path / "root"))) / "_done"
+    deadline = time.monotonic() + 120
+    while len(list(done.glob("*.json"))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "worker ended before the kill"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(list(done.glob("*.json")))
+    assert 2 <= finished < 5 and not (Path(plan.run_dir) / "part-00000.parquet").exists()
+    again = plan_videos(files, str(tmp_path / "root"), slow, SamplingSpec())
+    assert again.run_dir == plan.run_dir
+    summary = extract_shard(again.shard)
+    assert (summary.resumed, summary.extracted) == (finished, 5)
+    clean = plan_videos(files, str(tmp_path / "clean"), slow, SamplingSpec())
+    extract_shard(clean.shard)
+    for name in ("part-00000.parquet", "clips-00000.parquet"):
+        assert (Path(plan.run_dir) / name).read_bytes() == (Path(clean.run_dir) / name).read_bytes()
