@@ -288,7 +288,7 @@ def _fetch(
             try:
                 extraction = _unpack(store, source, Path(got.path or ""), got.sha256 or "", limits)
             except (CorruptArchiveError, UnsafeArchiveError) as exc:
-                raise _invalidated(store, source, Path(got.path or ""), got.sha256 or "", exc) from exc
+                raise _invalidated(store, source, got, exc, manual_dir) from exc
             files.append(replace(got, extraction=extraction))
         written = None
         if register_checksums:
@@ -490,23 +490,27 @@ def _set_aside(dest: Path, sha: str) -> Path:
 
 
 def _invalidated(
-    store: _Store, source: Source, path: Path, sha: str, exc: CorruptArchiveError | UnsafeArchiveError
+    store: _Store, source: Source, got: FetchedFile, exc: CorruptArchiveError | UnsafeArchiveError,
+    manual_dir: str | None,
 ) -> FetchError:
     """Move a download that cannot be extracted aside and forget it; the error to raise, saying so.
 
     The bytes are kept as ``<file>.bad-<sha12>`` for inspection; with the index entry gone, the next
     fetch downloads the file again instead of reusing the same bad bytes forever.
     """
+    path, sha = Path(got.path or ""), got.sha256 or ""
     aside = path.with_name(f"{path.name}.bad-{sha[:12]}")
     if path.is_file():
         os.replace(path, aside)
     store.forget(source.filename)
     log.warning("%s could not be extracted; moved to %s, the next fetch downloads it again", path, aside)
-    return type(exc)(
-        exc.message,
-        hint=f"{exc.hint + '; ' if exc.hint and 'download it again' not in exc.hint else ''}the download was moved "
-        f"aside to {aside} and will be downloaded again by the next fetch (use a good --mirror, or the owner's URL)",
-    )
+    keep = f"{exc.hint}; " if exc.hint and "download it again" not in exc.hint else ""
+    if got.action == "manual":
+        again = (f"replace {Path(manual_dir or '.') / source.filename} with a good copy (or remove it to download "
+                 "from --mirror or the owner's URL)")
+    else:
+        again = "it will be downloaded again by the next fetch (use a good --mirror, or the owner's URL)"
+    return type(exc)(exc.message, hint=f"{keep}the download was moved aside to {aside}; {again}")
 
 
 def _unpack(store: _Store, source: Source, path: Path, sha: str, limits: ExtractionLimits | None) -> Extraction:
