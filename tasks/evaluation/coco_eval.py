@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from schemas.errors import EvaluationInputError
 from tasks.evaluation.readers import read_json
 
-__all__ = ["STAT_NAMES", "CocoReport", "coco_evaluate", "coco_gt_as_results"]
+__all__ = ["STAT_NAMES", "CocoCurves", "CocoReport", "coco_evaluate", "coco_gt_as_results"]
 
 IouType = Literal["keypoints", "bbox"]
 
@@ -28,6 +30,29 @@ STAT_NAMES: dict[str, tuple[str, ...]] = {
     "bbox": ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"),
 }
 _COCO_NUM_KEYPOINTS = 17
+
+
+@dataclass(frozen=True)
+class CocoCurves:
+    """COCOeval's accumulated arrays at its largest ``maxDets`` (what the summary lines average).
+
+    Attributes:
+        iou_thresholds: ``(T,)`` OKS (keypoints) or IoU (bbox) thresholds, 0.50..0.95.
+        recall_thresholds: ``(R,)`` recall levels 0..1 (101).
+        area_labels: ``(A,)`` area range names (``all``, ``small``, ``medium``, ``large``; keypoints
+            have no ``small``).
+        max_dets: The detections-per-image limit the arrays are taken at.
+        precision: ``(T, R, K, A)`` interpolated precision per category ``K``; -1 where a category
+            has no ground truth in that area range.
+        recall: ``(T, K, A)`` recall; -1 likewise.
+    """
+
+    iou_thresholds: np.ndarray
+    recall_thresholds: np.ndarray
+    area_labels: tuple[str, ...]
+    max_dets: int
+    precision: np.ndarray
+    recall: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -41,6 +66,7 @@ class CocoReport:
         num_images: Images evaluated.
         num_detections: Results loaded.
         summary_text: pycocotools' own printout of ``summarize()``.
+        curves: The precision/recall arrays behind the summary (for plots).
     """
 
     iou_type: str
@@ -48,6 +74,7 @@ class CocoReport:
     num_images: int
     num_detections: int
     summary_text: str
+    curves: CocoCurves | None = None
 
     @property
     def named(self) -> dict[str, float]:
@@ -162,6 +189,14 @@ def coco_evaluate(
         num_images=len(evaluator.params.imgIds),
         num_detections=len(dt),
         summary_text=buf.getvalue()[mark:],
+        curves=CocoCurves(
+            iou_thresholds=np.asarray(evaluator.params.iouThrs, dtype=np.float64),
+            recall_thresholds=np.asarray(evaluator.params.recThrs, dtype=np.float64),
+            area_labels=tuple(evaluator.params.areaRngLbl),
+            max_dets=int(evaluator.params.maxDets[-1]),
+            precision=np.asarray(evaluator.eval["precision"][..., -1], dtype=np.float64),
+            recall=np.asarray(evaluator.eval["recall"][..., -1], dtype=np.float64),
+        ),
     )
 
 

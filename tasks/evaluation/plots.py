@@ -4,6 +4,8 @@
   curve with its AUC.
 * FLIC: MODEC's accuracy curves (elbows, wrists) against the error radius in percent of the torso,
   with AUC and PCK@0.2 in the legend.
+* COCO: precision-recall curves at OKS (or IoU) 0.50, 0.75 and averaged over 0.50:0.95, with their
+  AP in the legend, beside AP and AR per object-area range (values on the bars).
 
 Pictures are written atomically (temporary name, then rename) to a local path or fsspec URL.
 """
@@ -18,12 +20,13 @@ import numpy as np
 
 from schemas.errors import EvaluationInputError
 from storage.fs import filesystem, write_bytes_atomic
+from tasks.evaluation.coco_eval import CocoCurves, CocoReport
 from tasks.training.metrics import FlicReport, MpiiPckhReport
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["plot_flic_report", "plot_mpii_report"]
+__all__ = ["coco_area_scores", "coco_pr_curves", "plot_coco_report", "plot_flic_report", "plot_mpii_report"]
 
 _FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 
@@ -117,4 +120,120 @@ def plot_flic_report(report: FlicReport, out_path: str | Path, title: str = "FLI
     ax.set_title(f"{title}\n{report.num_examples} test examples, {report.num_flipped} backwards-facing relabelled")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+    return _save(fig, out_path)
+
+
+def _valid_mean(values: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    """Mean over ``axis`` of the entries > -1 (COCOeval's "no ground truth" marker); -1 where none."""
+    valid = values > -1
+    count = valid.sum(axis=axis)
+    total = np.where(valid, values, 0.0).sum(axis=axis)
+    return np.where(count > 0, total / np.maximum(count, 1), -1.0)
+
+
+def _curves(report: CocoReport) -> CocoCurves:
+    if report.curves is None:
+        raise EvaluationInputError(
+            "this COCO report carries no precision/recall arrays", hint="produce it with tasks.evaluation.coco_eval.coco_evaluate"
+        )
+    return report.curves
+
+
+def coco_pr_curves(report: CocoReport, area: str = "all") -> dict[str, tuple[np.ndarray, float]]:
+    """Precision at each recall level (categories averaged) for one area range.
+
+    Args:
+        report: From :func:`tasks.evaluation.coco_eval.coco_evaluate`.
+        area: Area range label (``all``, ``small``, ``medium``, ``large``).
+
+    Returns:
+        ``{"0.50": (precision (R,), AP), "0.75": (...), "0.50:0.95": (...)}``; AP is the mean of the
+        curve, -1 where there is no ground truth (as COCOeval reports it).
+
+    Raises:
+        EvaluationInputError: If the report has no curves or no such area range.
+    """
+    curves = _curves(report)
+    if area not in curves.area_labels:
+        raise EvaluationInputError(f"area range {area!r} is not one of {list(curves.area_labels)}")
+    a = curves.area_labels.index(area)
+    per_t = _valid_mean(curves.precision[:, :, :, a], axis=(2,))  # (T, R): categories averaged
+    out: dict[str, tuple[np.ndarray, float]] = {}
+    for label, thr in (("0.50", 0.5), ("0.75", 0.75)):
+        t = int(np.argmin(np.abs(curves.iou_thresholds - thr)))
+        row = per_t[t]
+        out[label] = (row, float(_valid_mean(row, axis=(0,))))
+    mean_curve = _valid_mean(per_t, axis=(0,))
+    out["0.50:0.95"] = (mean_curve, float(_valid_mean(per_t, axis=(0, 1))))
+    return out
+
+
+def coco_area_scores(report: CocoReport) -> dict[str, tuple[float, float]]:
+    """AP and AR (OKS/IoU 0.50:0.95, largest maxDets) per area range, as COCOeval's summary has them.
+
+    Args:
+        report: From :func:`tasks.evaluation.coco_eval.coco_evaluate`.
+
+    Returns:
+        ``{area label: (AP, AR)}``; -1 where the range has no ground truth.
+    """
+    curves = _curves(report)
+    return {
+        label: (
+            float(_valid_mean(curves.precision[:, :, :, a], axis=(0, 1, 2))),
+            float(_valid_mean(curves.recall[:, :, a], axis=(0, 1))),
+        )
+        for a, label in enumerate(curves.area_labels)
+    }
+
+
+def plot_coco_report(report: CocoReport, out_path: str | Path, title: str = "COCO") -> Path:
+    """Precision-recall curves (area ``all``) and AP/AR per area range.
+
+    Args:
+        report: From :func:`tasks.evaluation.coco_eval.coco_evaluate`.
+        out_path: ``.png``, ``.svg`` or ``.pdf`` destination.
+        title: Figure title.
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.figure import Figure
+
+    arrays = _curves(report)
+    curves = coco_pr_curves(report)
+    scores = coco_area_scores(report)
+    measure = "OKS" if report.iou_type == "keypoints" else "IoU"
+    recall = arrays.recall_thresholds
+
+    fig = Figure(figsize=(12, 4.8))
+    ax_pr, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.2]})
+    for (label, (precision, ap)), style in zip(curves.items(), ("-", "--", ":"), strict=True):
+        if ap < 0:
+            continue
+        name = f"{measure} {label}" if ":" not in label else f"mean over {measure} {label}"
+        ax_pr.plot(recall, precision, style, lw=2.5, label=f"{name}: AP {ap:.3f}")
+    ax_pr.set_xlim(0, 1)
+    ax_pr.set_ylim(0, 1.02)
+    ax_pr.set_xlabel("recall")
+    ax_pr.set_ylabel("precision")
+    ax_pr.set_title(f"precision-recall, area all, up to {arrays.max_dets} detections per image")
+    ax_pr.grid(alpha=0.3)
+    ax_pr.legend(loc="lower left")
+
+    labels = [a for a, (ap, ar) in scores.items() if ap >= 0 or ar >= 0]
+    x = np.arange(len(labels))
+    width = 0.38
+    for offset, index, name, color in ((-width / 2, 0, "AP", "#1f77b4"), (width / 2, 1, "AR", "#ff7f0e")):
+        values = [max(scores[a][index], 0.0) for a in labels]
+        bars = ax_bar.bar(x + offset, values, width, label=f"{name} ({measure} 0.50:0.95)", color=color)
+        ax_bar.bar_label(bars, fmt="%.3f", fontsize=8, padding=1)
+    ax_bar.set_xticks(x, labels)
+    ax_bar.set_ylim(0, 1.15)
+    ax_bar.set_xlabel("object area range")
+    ax_bar.set_ylabel("score (fraction)")
+    ax_bar.set_title("AP and AR per area range")
+    ax_bar.legend(loc="upper right", ncol=2)
+    ax_bar.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
     return _save(fig, out_path)

@@ -39,12 +39,12 @@ def test_pckh_json_reproduces_tompson(runner: CliRunner, shared_data: Path, tmp_
     mat = shared_data / "mpii/pckh_tompson_valid/detections_our_format.mat"
     plot = tmp_path / "pckh.png"
     out = json.loads(_ok(runner, ["evaluate", "pckh", "--gt", str(mat), "--pred", str(mat), "--json", "--plot", str(plot)]))
-    assert set(out) == {"pckh@0.5", "pckh@0.1", "auc"}
-    got = {k: round(v, 2) for k, v in out["pckh@0.5"].items()}
+    assert set(out) == {"units", "pckh@0.5", "pckh@0.1", "auc", "plot"} and out["units"] == "fraction"
+    got = {k: round(100 * v, 2) for k, v in out["pckh@0.5"].items()}
     assert got == {"Head": 95.60, "Shoulder": 92.71, "Elbow": 83.36, "Wrist": 76.74, "Hip": 81.93, "Knee": 73.36,
                    "Ankle": 65.45, "Mean": 82.34, "Mean_unweighted": 81.46}  # fmt: skip
-    assert round(out["pckh@0.1"]["Mean"], 2) == 28.97
-    assert round(out["auc"], 2) == 55.49
+    assert round(100 * out["pckh@0.1"]["Mean"], 2) == 28.97
+    assert round(100 * out["auc"], 2) == 55.49
     assert plot.read_bytes()[:8] == PNG_MAGIC
 
 
@@ -63,7 +63,7 @@ def test_flic_json_and_plot(runner: CliRunner, shared_data: Path, tmp_path: Path
     plot = tmp_path / "flic.png"
     out = json.loads(_ok(runner, ["evaluate", "flic", "--gt", str(gt), "--pred", str(tmp_path / "results.mat"),
                                   "--json", "--plot", str(plot)]))  # fmt: skip
-    assert out == {"elbow_auc": 1.0, "wrist_auc": 1.0, "pck@0.2": {"elbow": 1.0, "wrist": 1.0}}
+    assert out == {"units": "fraction", "elbow_auc": 1.0, "wrist_auc": 1.0, "pck@0.2": {"elbow": 1.0, "wrist": 1.0}, "plot": str(plot)}
     assert plot.read_bytes()[:8] == PNG_MAGIC
     np.save(tmp_path / "anatomical.npy", read_flic_gt(gt).test_coords_xy[:, :6])
     table = _ok(runner, ["evaluate", "flic", "--gt", str(gt), "--pred", str(tmp_path / "anatomical.npy")])
@@ -76,14 +76,14 @@ def test_coco_json(runner: CliRunner, shared_data: Path, tmp_path: Path) -> None
     dt.write_text(json.dumps(coco_gt_as_results(json.loads(gt.read_text()))))
     out = json.loads(_ok(runner, ["evaluate", "coco", "--gt", str(gt), "--dt", str(dt), "--json"]))
     assert out["stats"] == [1.0] * 10
-    assert out["AP"] == 1.0 and out["ARl"] == 1.0 and len(out) == 11
+    assert out["AP"] == 1.0 and out["ARl"] == 1.0 and out["units"] == "fraction" and len(out) == 12
 
 
 def test_coco_bbox_table(runner: CliRunner, shared_data: Path) -> None:
     folder = shared_data / "coco/cocoapi_val2014_first100"
     table = _ok(runner, ["evaluate", "coco", "--gt", str(folder / "instances_val2014_100.json"),
                          "--dt", str(folder / "instances_val2014_fakebbox100_results.json"), "--iou-type", "bbox"])  # fmt: skip
-    assert "0.505" in table and "AR100" in table
+    assert "50.5" in table and "AR100" in table  # percent, as the header says (pycocotools prints 0.505)
 
 
 def test_domain_error_propagates_from_the_command(runner: CliRunner, tmp_path: Path) -> None:
