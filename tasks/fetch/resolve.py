@@ -6,7 +6,9 @@ tree on local disk and point ``--root`` at it)::
 
     downloads/<filename>                 complete, verified files (renamed in only when verified)
     downloads/<filename>.part            an interrupted download, resumed with HTTP Range
-    downloads/<filename>.bad-<sha12>     a download whose sha256/size did not match, kept aside
+    downloads/<filename>.part.json       the server's ETag/Last-Modified/length when it started (If-Range)
+    downloads/<filename>.bad-<sha12>     a download whose sha256/size did not match, or an archive that
+                                         could not be extracted, kept aside (never reused)
     index.json                           {"by_sha256": {sha256: {filename, size_bytes, url, source}}}
     extracted/                           THE source folder passed to ``adapter.parse``
     extracted/<extract_to>/...           each source unpacked (archives) or hard-linked (plain files)
