@@ -15,7 +15,16 @@ from schemas.records import PROCESSED_SAMPLES_SCHEMA
 from schemas.skeletons import get_skeleton
 from storage.fs import filesystem, join, write_bytes_atomic
 from storage.hdf5 import read_hdf5_rows
-from storage.manifest import list_datasets, list_versions, read_json, read_latest, read_manifest, version_dir
+from storage.manifest import (
+    MANIFEST,
+    dataset_dir,
+    list_datasets,
+    list_versions,
+    read_json,
+    read_latest,
+    read_manifest,
+    version_dir,
+)
 from storage.parquet import read_parquet
 from tasks.transforms.draw import SIDE_COLOURS_BGR, contact_sheet, draw_skeleton
 
@@ -62,6 +71,38 @@ def _run_record(fs: Any, path: str) -> dict[str, Any]:
     return run if isinstance(run, dict) else {}
 
 
+def uncommitted_versions(root: str, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Version folders with no manifest: rebuilds that failed (or are running now).
+
+    Nothing reads them (readers trust only manifested versions); ``ls`` shows them so a failed run
+    is not invisible.
+
+    Args:
+        root: Storage root.
+        dataset: Only this dataset's folders; None looks at every dataset.
+
+    Returns:
+        ``{"dataset", "version", "modified_at"}`` per folder, sorted by dataset and version;
+        ``modified_at`` is ISO 8601 UTC, or None where the filesystem keeps no times.
+    """
+    fs, path = filesystem(root)
+    if not fs.exists(path):
+        return []
+    out = []
+    for name in [dataset] if dataset else list_datasets(fs, path):
+        base = dataset_dir(path, name)
+        if not fs.exists(base):
+            continue
+        for p in sorted(fs.ls(base, detail=False)):
+            version = p.rstrip("/").rsplit("/", 1)[-1]
+            if version.startswith((".", "_")) or not fs.isdir(p) or fs.exists(join(p, MANIFEST)):
+                continue
+            mtime = fs.info(p).get("mtime")
+            when = dt.datetime.fromtimestamp(float(mtime), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(mtime, int | float) else None
+            out.append({"dataset": name, "version": version, "modified_at": when})
+    return out
+
+
 def version_overview(root: str, dataset: str | None = None) -> list[dict[str, Any]]:
     """One row per committed version under ``root`` (of ``dataset``, or of every dataset).
 
@@ -91,8 +132,10 @@ def version_overview(root: str, dataset: str | None = None) -> list[dict[str, An
         manifests = list_versions(fs, path, name)
         if dataset and not manifests:
             present = list_datasets(fs, path)
+            failed = [u["version"] for u in uncommitted_versions(root, name)]
             raise VersionNotFoundError(
-                f"dataset {name!r} has no committed version under {root}",
+                f"dataset {name!r} has no committed version under {root}"
+                + (f" ({len(failed)} uncommitted: {', '.join(failed)}; a rebuild failed or is running)" if failed else ""),
                 hint=(f"datasets there: {', '.join(present)}" if present else "the root holds no dataset yet")
                 + f"; `posepipe rebuild {name} --root {root}` builds one",
             )

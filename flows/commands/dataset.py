@@ -101,14 +101,14 @@ def parse(
     from storage.fs import filesystem
     from storage.parquet import write_parquet
     from tasks.datasets import get_adapter
-    from tasks.shards import sort_records
+    from tasks.kinds import get_kind
 
     adapter = get_adapter(dataset)
     result = adapter.parse(source, adapter.make_params(parse_kv(param)))
     fs, _ = filesystem(str(out))
     # samples sort by (split, sample_id); clip records have no split (folds say which side), so by
     # clip_id, as the rebuild stages them
-    records = result.records.sort_by("clip_id") if adapter.record_kind == "clips" else sort_records(result.records)
+    records = get_kind(adapter.record_kind).sort(result.records)
     write_parquet(fs, str(out.resolve()), records, adapter.record_schema)
     rejects_path = out.with_name(out.stem + ".rejects.parquet")
     write_parquet(fs, str(rejects_path.resolve()), result.rejects, REJECTS_SCHEMA)
@@ -133,12 +133,13 @@ def _params_cell(dataset: str, params: dict[str, Any]) -> str:
     return ", ".join(shown)
 
 
-def _print_versions(rows: list[dict[str, Any]], root: str) -> None:
+def _print_versions(rows: list[dict[str, Any]], pending: list[dict[str, Any]], root: str) -> None:
     """Per dataset, one block per version, wrapped to the terminal (rich reads its width, or ``COLUMNS``).
 
     A block is a summary line (version, ``*`` for LATEST, creation time, gate, counts, rejects)
     and indented ``source`` and ``params`` lines, so a long source path gets a line of its own
-    instead of a squeezed table column.
+    instead of a squeezed table column. Version folders without a manifest (``pending``) follow,
+    marked ``not committed``.
     """
     from rich.padding import Padding
     from rich.text import Text
@@ -146,11 +147,11 @@ def _print_versions(rows: list[dict[str, Any]], root: str) -> None:
     from tasks.inspect import format_created_at
 
     out = Console()
-    if not rows:
+    if not rows and not pending:
         out.print(f"no dataset versions under {root}", markup=False, highlight=False)
         Console(stderr=True).print("hint: `posepipe rebuild NAME --root DIR` builds one", markup=False, highlight=False)
         return
-    for name in dict.fromkeys(r["dataset"] for r in rows):
+    for name in sorted({r["dataset"] for r in rows} | {u["dataset"] for u in pending}):
         out.print(Text(f"{name} under {root}  (* = LATEST, times UTC)", style="bold", overflow="fold"))
         for r in (r for r in rows if r["dataset"] == name):
             counts = ", ".join(f"{split} {n}" for split, n in r["counts"].items())
@@ -162,6 +163,13 @@ def _print_versions(rows: list[dict[str, Any]], root: str) -> None:
             out.print(Padding(head, (0, 0, 0, 2), expand=False))
             for label, value in (("source", r["source"]), ("params", _params_cell(name, r["params"]))):
                 out.print(Padding(Text(f"{label} {value}", overflow="fold"), (0, 0, 0, 4), expand=False))
+        for u in (u for u in pending if u["dataset"] == name):
+            line = Text(overflow="fold")
+            line.append(u["version"] + "  ", style="dim")
+            line.append(f"  {format_created_at(u['modified_at'])}  ")
+            line.append("not committed", style="yellow")
+            line.append(" (failed or running)")
+            out.print(Padding(line, (0, 0, 0, 2), expand=False))
 
 
 def ls(
@@ -174,7 +182,7 @@ def ls(
     limit: Annotated[int | None, typer.Option(help="with --samples: at most N ids")] = None,
 ) -> None:
     """List dataset versions (creation time, source, gate, counts, parameters), or one version's sample ids."""
-    from tasks.inspect import list_sample_ids, version_overview
+    from tasks.inspect import list_sample_ids, uncommitted_versions, version_overview
 
     settings = Settings(**({"root": root} if root else {}))
     if samples:
@@ -192,10 +200,10 @@ def ls(
     if version or split or limit is not None:
         raise ConfigError("--version, --split and --limit go with --samples", hint=f"`posepipe ls {dataset or 'NAME'} --samples ...`")
     rows = version_overview(settings.root, dataset)
-    if as_json:
+    if as_json:  # committed versions only: what a script may read
         typer.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
-    _print_versions(rows, settings.root)
+    _print_versions(rows, uncommitted_versions(settings.root, dataset), settings.root)
 
 
 def show(

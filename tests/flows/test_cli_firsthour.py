@@ -330,3 +330,17 @@ def test_show_draws_a_titled_scaled_picture_with_a_legend(version: dict[str, Any
     assert {SIDE_COLOURS_BGR["left"], SIDE_COLOURS_BGR["right"]} <= legend_colours
     bad = runner.invoke(app, ["show", "coco", "--sample", sample, "--out", str(tmp_path / "z.png"), "--root", root, "--scale", "0"])
     assert isinstance(bad.exception, ConfigError) and not (tmp_path / "z.png").exists()
+
+
+def test_ls_shows_version_folders_that_were_never_committed(tmp_path: Path) -> None:
+    src = write_synthetic_coco(tmp_path / "src", {"val": 2}, seed=5)
+    root = tmp_path / "root"
+    vdir = Path(build_version(str(root), str(src))["location"])
+    (vdir / "_manifest.json").unlink()  # what a rebuild killed before its commit leaves behind
+    proc = _cli(["ls", "--root", str(root)], env={"COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [line for line in proc.stdout.splitlines() if vdir.name in line]
+    assert "not committed (failed or running)" in line and len(line) <= 80
+    assert json.loads(_ok(["ls", "--root", str(root), "--json"]).stdout) == []  # scripts see committed versions only
+    result = runner.invoke(app, ["ls", "coco", "--root", str(root)])
+    assert isinstance(result.exception, VersionNotFoundError) and f"1 uncommitted: {vdir.name}" in result.exception.message
