@@ -45,6 +45,13 @@ def _settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def text_of(value: str) -> str:
+    """Printable text of a path (see :func:`tasks.datasets.base.text_of`; imported when needed)."""
+    from tasks.datasets.base import text_of as _text_of
+
+    return _text_of(value)
+
+
 def _summary(manifest: dict[str, Any], seconds: float, run_dir: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -58,7 +65,7 @@ def _summary(manifest: dict[str, Any], seconds: float, run_dir: str) -> None:
     table.add_row("people per frame", f"{totals['people'] / frames:.2f}" if frames else "-")
     failures = totals.get("rejected") or {}
     table.add_row("failures", ", ".join(f"{k}: {v}" for k, v in failures.items()) or "none")
-    table.add_row("output", run_dir)
+    table.add_row("output", text_of(run_dir))
     Console().print(table)
 
 
@@ -188,7 +195,7 @@ def extract_video(
     _summary(manifest, time.perf_counter() - t0, plan.run_dir)
     typer.echo(f"model load {t_model:.1f} s (not in frames/s)")
     for line in export_video_run(plan, estimator.skeleton, openpose_json, skeleton_h5, overlay):
-        typer.echo(line)
+        typer.echo(text_of(line))
 
 
 @extract_app.command("images")
@@ -219,8 +226,6 @@ def extract_images(
 def _images_summary(total: int, result: Any, detections: int, results_path: Path, sidecar: Path) -> None:
     from rich.console import Console
     from rich.table import Table
-
-    from tasks.datasets.base import text_of
 
     images = len(result.found)
     table = Table(title="extraction summary", show_header=False)
