@@ -15,53 +15,40 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-import os
-import time
-from collections.abc import Iterator
-from dataclasses import asdict
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.runtime import dask_task_runner, quiet_domain_tracebacks, workers_share_prefect_api
-from schemas.errors import SourceError
 from schemas.settings import Settings
 from storage.fs import filesystem
 from storage.manifest import dataset_lock
 from tasks import rebuild as stages
-from tasks.shards import ShardSpec, process_shard
+from tasks.kinds import ShardResult, ShardSpec
 from tasks.transforms.geometry import CropConfig
-from tasks.validate import validate_shard
 
 
-@task(name="parse-and-plan", cache_policy=NO_CACHE)
-def prepare_task(dataset: str, source: str, root: str, adapter_params: dict[str, Any], crop: dict[str, Any], seed: int, shard_size: int) -> stages.Prepared:
-    """Parse the source and plan shards (or find the version already built)."""
+@task(name="shard", cache_policy=NO_CACHE, task_run_name="shard-{spec.split}-{spec.index}")
+def shard_task(fn: Callable[[ShardSpec], ShardResult], spec: ShardSpec) -> ShardResult:
+    """One shard's work on a Dask worker (build + gate, :func:`tasks.kinds.build_and_validate`)."""
     quiet_domain_tracebacks()
-    return stages.prepare(dataset, source, root, adapter_params, CropConfig(**crop), seed, shard_size)
+    return fn(spec)
 
 
-@task(name="process-shard", cache_policy=NO_CACHE, task_run_name="process-{spec.split}-{spec.index}")
-def process_shard_task(spec: ShardSpec) -> dict[str, Any]:
-    """Decode, crop, resize and write one shard."""
-    quiet_domain_tracebacks()
-    return process_shard(spec)
+def map_on_prefect(fn: Callable[[ShardSpec], ShardResult], specs: list[ShardSpec]) -> list[ShardResult]:
+    """``map_shards`` for :func:`tasks.rebuild.run`: one Prefect task per shard on the flow's task
+    runner (Dask), results in order."""
+    futures = [shard_task.submit(fn, spec) for spec in specs]
+    return [f.result() for f in futures]
 
 
-@task(name="validate-shard", cache_policy=NO_CACHE)
-def validate_shard_task(root: str, dataset: str, version: str, shard: dict[str, Any], splits: tuple[str, ...], skeleton: str | None, out_hw: tuple[int, int]) -> dict[str, Any]:
-    """Run the expectation suite and semantic checks on one shard."""
-    quiet_domain_tracebacks()
-    return validate_shard(root, dataset, version, shard, splits, skeleton, out_hw)
+def _fetch(request: stages.RebuildRequest) -> str:
+    """``fetch`` for :func:`tasks.rebuild.run`: download and unpack the dataset as a Prefect task."""
+    from flows.fetch import fetch_source_task
 
-
-@task(name="commit", cache_policy=NO_CACHE)
-def commit_task(root: str, prepared: stages.Prepared, shards: list[dict[str, Any]], reports: list[dict[str, Any]], max_reject_ratio: float, run_info: dict[str, Any]) -> dict[str, Any]:
-    """Write rejects, validation report, manifest; move LATEST."""
-    quiet_domain_tracebacks()
-    return stages.commit(root, prepared, shards, reports, max_reject_ratio, run_info)
+    return str(fetch_source_task(request.dataset, request.root, mirror=request.mirror, manual_dir=request.manual_dir))
 
 
 @flow(name="rebuild", log_prints=True)
@@ -79,12 +66,15 @@ def rebuild_flow(
 ) -> dict[str, Any]:
     """Build (or reuse) a validated dataset version and move ``LATEST`` to it.
 
+    The Prefect shell around :func:`tasks.rebuild.run`: it passes :func:`map_on_prefect` as the
+    shard mapper and the fetch task; the sequence itself lives in ``tasks/``.
+
     Args:
         dataset: Adapter name.
         root: Storage root (local path or fsspec URL).
         source: Local folder in the dataset's published layout; None fetches the dataset.
         adapter_params: Parse policy overrides.
-        crop: :class:`CropConfig` overrides.
+        crop: :class:`CropConfig` overrides (converted once, here).
         seed: Run seed.
         shard_size: Samples per shard.
         max_reject_ratio: Fail past this share of data-error rejects.
@@ -94,30 +84,15 @@ def rebuild_flow(
     Returns:
         The summary: version, reused, counts per split, rejects by reason, validation, location.
     """
-    started = time.time()
-    crop_cfg = asdict(CropConfig(**(crop or {})))
-    with _dataset_lock_once(root, dataset):
-        if source is None:
-            from flows.fetch import fetch_source_task
-
-            source = fetch_source_task(dataset, root, mirror=mirror, manual_dir=manual_dir)
-        prepared = prepare_task.submit(dataset, str(source), root, adapter_params or {}, crop_cfg, seed, shard_size).result()
-        if prepared.reused:
-            return stages.reused_summary(root, prepared)
-        # image datasets: one task per shard decodes/crops/writes; clip datasets were written by prepare
-        shard_futures = [process_shard_task.submit(spec) for spec in prepared.specs] or prepared.clip_shards
-        out_hw = (crop_cfg["out_height_px"], crop_cfg["out_width_px"])
-        report_futures = [
-            validate_shard_task.submit(root, dataset, prepared.version, f, prepared.splits, prepared.skeleton, out_hw) for f in shard_futures
-        ]
-        shards = [f.result() if hasattr(f, "result") else f for f in shard_futures]
-        reports = [f.result() for f in report_futures]
-        run_info = {"seconds": round(time.time() - started, 3), "shards": len(shards), "pid": os.getpid()}
-        summary = commit_task.submit(root, prepared, shards, reports, max_reject_ratio, run_info).result()
-        executed_on = _executed_on()
-        print(f"{dataset}: {summary['version']} built on {executed_on}")
-        _report_artifact(summary, executed_on)
-        return summary
+    quiet_domain_tracebacks()
+    request = stages.RebuildRequest(
+        dataset, root, source, dict(adapter_params or {}), CropConfig(**(crop or {})), seed, shard_size, max_reject_ratio, mirror, manual_dir
+    )
+    summary = stages.run(request, map_on_prefect, fetch=_fetch, lock=_dataset_lock_once)
+    executed_on = _executed_on()
+    print(f"{dataset}: {summary['version']} {'reused' if summary['reused'] else 'built'} on {executed_on}")
+    _report_artifact(summary, executed_on)
+    return summary
 
 
 # (filesystem class, root path, dataset) of the dataset locks this context holds: run_rebuild takes
@@ -128,9 +103,8 @@ _HELD_LOCKS: contextvars.ContextVar[frozenset[tuple[str, str, str]]] = contextva
 
 
 @contextlib.contextmanager
-def _dataset_lock_once(root: str, dataset: str) -> Iterator[None]:
+def _dataset_lock_once(fs: Any, path: str, dataset: str) -> Iterator[None]:
     """:func:`storage.manifest.dataset_lock`, unless this context already holds it."""
-    fs, path = filesystem(root)
     key = (type(fs).__name__, str(path), dataset)
     held = _HELD_LOCKS.get()
     if key in held:
@@ -176,25 +150,6 @@ def _flow_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     return dict(bound.arguments)
 
 
-def check_request(dataset: str, source: str | None, adapter_params: dict[str, Any] | None) -> None:
-    """Fail fast, before Prefect or a cluster starts, on a mistake in what was asked.
-
-    Raises:
-        UnknownDatasetError: No adapter of that name (the message lists the known ones).
-        ConfigError: An adapter parameter is unknown or invalid.
-        SourceError: ``source`` does not exist.
-    """
-    from tasks.datasets import get_adapter
-
-    adapter = get_adapter(dataset)
-    adapter.make_params(adapter_params or {})
-    if source is not None and not Path(source).exists():
-        raise SourceError(
-            f"source {source} does not exist",
-            hint=f"pass --source the {dataset} folder in its published layout (or its annotation file), or omit it to fetch the dataset",
-        )
-
-
 def plan_before_orchestration(args: dict[str, Any]) -> Any:
     """Name the version of a rebuild with a local ``source`` without starting anything.
 
@@ -211,15 +166,16 @@ def plan_before_orchestration(args: dict[str, Any]) -> Any:
 def run_rebuild(workers: int | None = None, dask_address: str | None = None, threads_per_worker: int = 1, **kwargs: Any) -> dict[str, Any]:
     """Run :func:`rebuild_flow` on a LocalCluster (``workers``) or an existing scheduler.
 
-    Before anything starts: the request is checked (:func:`check_request`), the dataset lock is
+    Before anything starts: the request is checked (:func:`tasks.rebuild.check`), the dataset lock is
     taken (held for the whole run) and, when ``source`` is given, the version is named; an existing
     validated version is returned (and LATEST moved to it) without starting Prefect or Dask.
     ``kwargs`` are :func:`rebuild_flow`'s parameters.
     """
     quiet_domain_tracebacks()
     args = _flow_arguments(kwargs)
-    check_request(args["dataset"], args["source"], args["adapter_params"])
-    with _dataset_lock_once(args["root"], args["dataset"]):
+    stages.check(stages.RebuildRequest(args["dataset"], args["root"], args["source"], dict(args["adapter_params"] or {})))
+    fs, path = filesystem(args["root"])
+    with _dataset_lock_once(fs, path, args["dataset"]):
         if args["source"] is not None:
             prepared = plan_before_orchestration(args)
             if prepared.reused:

@@ -1,9 +1,20 @@
-"""The rebuild stages as plain functions (the Prefect flow in flows/rebuild.py only wires them).
+"""The rebuild sequence as plain functions: parse → plan → process shards → validate → commit.
 
-``prepare`` parses and names the version (or finds it already built); ``process_shard`` (in
-tasks/shards.py) builds each shard; ``validate_shard`` (tasks/validate.py) gates each shard;
-``commit`` checks the whole version, writes rejects, the validation report, the manifest (last) and
-moves ``LATEST``.
+:func:`run` is the whole sequence; it takes the orchestrator as an argument (``map_shards``, the
+builtin ``map`` in tests and benches, Prefect's submit-and-wait in ``flows/rebuild.py``), so
+Prefect could be replaced without touching anything here. The stages, each usable alone:
+
+* :func:`check` refuses a mistake in the request before anything starts;
+* :func:`plan_version` parses and names the version, writing nothing (``reused`` when a validated
+  version with that id exists: an unchanged rebuild ends here);
+* :func:`prepare` also stages the records and plans one :class:`~tasks.kinds.base.ShardSpec` per
+  shard;
+* :func:`tasks.kinds.build_and_validate` builds and gates one shard (what ``map_shards`` runs);
+* :func:`commit` checks the version as a whole and writes rejects, the validation report and the
+  manifest (last), then moves ``LATEST``.
+
+Nothing here branches on the kind of record: the adapter's record kind (``tasks/kinds/``) knows
+its schemas, checks and shard builder.
 """
 
 from __future__ import annotations
@@ -13,10 +24,13 @@ import collections
 import hashlib
 import importlib.util
 import json
+import os
 import stat as stat_module
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +38,20 @@ import pyarrow as pa
 
 from schemas.errors import RejectRatioExceededError, RejectReason, SourceError, StorageError, ValidationFailedError
 from schemas.records import (
-    CLIPS_SCHEMA,
     INPUTS_SCHEMA,
-    PROCESSED_SAMPLES_SCHEMA,
     REJECTS_SCHEMA,
     SCHEMA_VERSION,
     schema_fingerprint,
 )
-from storage.fs import file_sha256, filesystem, flush_to_disk, join, write_bytes_atomic
-from storage.manifest import compute_version, read_json, set_latest, version_dir, write_json, write_manifest
+from storage.fs import file_sha256, filesystem, flush_to_disk, write_bytes_atomic
+from storage.layout import INPUTS, VALIDATION_HTML, VALIDATION_JSON, VersionPaths, digest_cache_path
+from storage.manifest import compute_version, dataset_lock, read_json, set_latest, write_json, write_manifest
 from storage.parquet import read_parquet, write_parquet
-from tasks.checks import geometry_rejects
 from tasks.datasets import get_adapter
 from tasks.datasets.base import rejects_table
-from tasks.shards import STAGING, ShardSpec, sort_records, stage_shards
+from tasks.kinds.base import ShardResult, ShardSpec, StageContext, build_and_validate, get_kind
 from tasks.transforms.geometry import CropConfig
-from tasks.validate import failures, render_html, version_checks
+from tasks.validate import failures, render_html
 
 #: Reasons that express a dataset policy (not bad data); they do not count towards the reject ratio.
 POLICY_REASONS = frozenset(
@@ -57,8 +69,9 @@ POLICY_REASONS = frozenset(
 #: Top-level packages of this project: the code version follows imports into these only.
 _PROJECT_PACKAGES = ("schemas", "storage", "tasks")
 
-#: Modules whose closure shapes a version's bytes or decides its validity, besides the adapter's.
-_SHARD_CODE = ("tasks.rebuild", "tasks.shards", "tasks.validate")
+#: Modules whose closure shapes a version's bytes or decides its validity, besides the adapter's
+#: and its record kind's.
+_SHARD_CODE = ("tasks.rebuild", "tasks.validate")
 
 
 def _module_source(name: str) -> tuple[str, bool] | None:
@@ -125,23 +138,19 @@ def module_closure(roots: tuple[str, ...]) -> list[str]:
     return sorted(seen)
 
 
-def code_version(adapter_module: str) -> str:
-    """sha256 (16 hex) of the source of every project module the adapter and the shard code import.
+def code_version(adapter_module: str, kind_module: str = "tasks.kinds.samples") -> str:
+    """sha256 (16 hex) of the source of every project module the adapter, its record kind and the
+    rebuild/validation code import.
 
     Derived from the import graph, never from a hand-kept list: a change in any helper the adapter
     or the shard/validation code reaches (``tasks/datasets/_matlab.py`` for FLIC, ``ucf101.py`` for
     UCF11...) makes a new version.
     """
     h = hashlib.sha256()
-    for name in module_closure((*_SHARD_CODE, adapter_module)):
+    for name in module_closure((*_SHARD_CODE, kind_module, adapter_module)):
         source, _ = _module_source(name)  # type: ignore[misc]
         h.update(name.encode() + b"\0" + source.encode() + b"\0")
     return h.hexdigest()[:16]
-
-
-def _digest_cache_path(root_path: str, dataset: str) -> str:
-    """Where the stat-keyed content digests of a dataset's source files are kept."""
-    return join(root_path, "cache", "digests", f"{dataset}.json")
 
 
 def media_digests(source_root: Path, rel_paths: list[str], cache: dict[str, list[Any]] | None = None) -> dict[str, str | None]:
@@ -199,6 +208,36 @@ def images_fingerprint(digests: dict[str, str | None]) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class RebuildRequest:
+    """What a rebuild is asked to do (built once at the entry point, then passed whole).
+
+    Attributes:
+        dataset: Adapter name.
+        root: Storage root (local path or fsspec URL).
+        source: Local folder in the dataset's published layout (or an annotation file); None
+            fetches the dataset into ``{root}/raw``.
+        adapter_params: Parse policy overrides (validated by the adapter).
+        crop: Crop configuration.
+        seed: Run seed.
+        shard_size: Records per shard.
+        max_reject_ratio: Fail past this share of data-error rejects.
+        mirror: Download mirror prefix (fetch only).
+        manual_dir: Folder of manually downloaded files (fetch only).
+    """
+
+    dataset: str
+    root: str
+    source: str | None = None
+    adapter_params: dict[str, Any] = field(default_factory=dict)
+    crop: CropConfig = field(default_factory=CropConfig)
+    seed: int = 0
+    shard_size: int = 512
+    max_reject_ratio: float = 0.5
+    mirror: str | None = None
+    manual_dir: str | None = None
+
+
 @dataclass
 class Prepared:
     """Result of :func:`prepare` (small: crosses the orchestrator).
@@ -214,6 +253,10 @@ class Prepared:
         parse_rejects: Rejected at parse time.
         splits: Adapter's split names.
         skeleton: Adapter's skeleton.
+        stats: Adapter's counts worth reporting.
+        code_version: Hash of the code the version depends on.
+        record: Record kind name.
+        source: Where the inputs were read from (for ``_run.json``; not hashed).
     """
 
     dataset: str
@@ -229,7 +272,6 @@ class Prepared:
     stats: dict[str, Any] = field(default_factory=dict)
     code_version: str = ""
     record: str = "samples"
-    clip_shards: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
 
 
@@ -244,46 +286,49 @@ class _Plan:
     digests: dict[str, str | None]
 
 
-def _plan(
-    dataset: str,
-    source: str,
-    root: str,
-    adapter_params: dict[str, Any] | None,
-    crop: CropConfig | None,
-    seed: int,
-    shard_size: int,
-) -> _Plan:
-    """Parse, apply the geometry checks, fingerprint the inputs by content, name the version."""
-    adapter = get_adapter(dataset)
-    p = adapter.make_params(adapter_params)
-    crop = crop or CropConfig()
+def check(request: RebuildRequest) -> None:
+    """Refuse a mistake in the request before anything starts (no parse, no orchestrator).
+
+    Raises:
+        UnknownDatasetError: No adapter of that name (the message lists the known ones).
+        ConfigError: An adapter parameter is unknown or invalid.
+        SourceError: ``source`` does not exist.
+    """
+    get_adapter(request.dataset).make_params(request.adapter_params)
+    if request.source is not None and not Path(request.source).exists():
+        raise SourceError(
+            f"source {request.source} does not exist",
+            hint=f"pass --source the {request.dataset} folder in its published layout (or its annotation file), or omit it to fetch the dataset",
+        )
+
+
+def _plan(request: RebuildRequest, source: str) -> _Plan:
+    """Parse, apply the kind's parse checks, fingerprint the inputs by content, name the version."""
+    adapter = get_adapter(request.dataset)
+    kind = get_kind(adapter.record_kind)
+    p = adapter.make_params(request.adapter_params)
     result = adapter.parse(Path(source), p)
     source_root = Path(source).parent if Path(source).is_file() else Path(source)
-    clips = adapter.record_kind == "clips"
-    records = result.records.sort_by("clip_id") if clips else sort_records(result.records)
+    records = kind.sort(result.records)
     rejects = result.rejects
-    if not clips:
-        keep, geometry = geometry_rejects(records)
-        if geometry:
-            records = records.filter(pa.array(keep))
-            rejects = pa.concat_tables([rejects, rejects_table(geometry)])
-    fs, rpath = filesystem(root)
-    cache_path = _digest_cache_path(rpath, dataset)
+    keep, refused = kind.parse_checks(records)
+    if refused:
+        records = records.filter(pa.array(keep))
+        rejects = pa.concat_tables([rejects, rejects_table(refused)])
+    fs, rpath = filesystem(request.root)
+    cache_path = digest_cache_path(rpath, request.dataset)
     cache = _read_digest_cache(fs, cache_path)
     snapshot = dict(cache)
-    media = records.column("video_path" if clips else "image_path").to_pylist()
-    digests = media_digests(source_root, media, cache)
+    digests = media_digests(source_root, records.column(kind.media_column).to_pylist(), cache)
     if cache != snapshot:
         _write_digest_cache(fs, cache_path, cache)
     inputs = dict(result.input_checksums)
-    inputs["videos" if clips else "images"] = images_fingerprint(digests)
-    params = {"adapter": p.model_dump(mode="json"), "seed": seed, "shard_size": shard_size}
-    if not clips:
-        params["crop"] = asdict(crop)
-    code = code_version(type(adapter).__module__)
+    inputs["videos" if kind.media_column == "video_path" else "images"] = images_fingerprint(digests)
+    params = {"adapter": p.model_dump(mode="json"), "seed": request.seed, "shard_size": request.shard_size, **kind.version_params(request.crop)}
+    code = code_version(type(adapter).__module__, type(kind).__module__)
     version = compute_version(inputs, params, SCHEMA_VERSION, code)
     prepared = Prepared(
-        dataset=dataset,
+        dataset=request.dataset,
         version=version,
         reused=False,
         params=params,
@@ -294,10 +339,10 @@ def _plan(
         skeleton=adapter.skeleton,
         stats=result.stats,
         code_version=code,
-        record=adapter.record_kind,
+        record=kind.name,
         source=str(source),
     )
-    manifest_path = join(version_dir(rpath, dataset, version), "_manifest.json")
+    manifest_path = VersionPaths(rpath, request.dataset, version).manifest
     if fs.exists(manifest_path) and read_json(fs, manifest_path).get("validation", {}).get("success"):
         prepared.reused = True
     return _Plan(prepared, records, rejects, source_root, digests)
@@ -317,6 +362,10 @@ def _write_digest_cache(fs: Any, path: str, cache: dict[str, list[Any]]) -> None
     write_bytes_atomic(fs, path, json.dumps(cache, sort_keys=True, separators=(",", ":")).encode())
 
 
+def _request(dataset: str, source: str, root: str, adapter_params: dict[str, Any] | None, crop: CropConfig | None, seed: int, shard_size: int) -> RebuildRequest:
+    return RebuildRequest(dataset, root, source, dict(adapter_params or {}), crop or CropConfig(), seed, shard_size)
+
+
 def plan_version(
     dataset: str,
     source: str,
@@ -334,7 +383,7 @@ def plan_version(
     Returns:
         :class:`Prepared` with ``specs`` empty.
     """
-    return _plan(dataset, source, root, adapter_params, crop, seed, shard_size).prepared
+    return _plan(_request(dataset, source, root, adapter_params, crop, seed, shard_size), source).prepared
 
 
 def prepare(
@@ -353,30 +402,30 @@ def prepare(
 
     Raises:
         SourceError: When nothing could be written: every parsed input was rejected at parse, or
-            none of the referenced images/videos exists under the source (nothing is staged).
+            none of the referenced images exists under the source (nothing is staged).
     """
-    plan = _plan(dataset, source, root, adapter_params, crop, seed, shard_size)
-    prepared, records = plan.prepared, plan.records
+    return _prepare(_request(dataset, source, root, adapter_params, crop, seed, shard_size), source)
+
+
+def _prepare(request: RebuildRequest, source: str) -> Prepared:
+    plan = _plan(request, source)
+    prepared = plan.prepared
     if prepared.reused:
         return prepared
-    _refuse_if_nothing_writable(plan)
-    fs, rpath = filesystem(root)
-    vdir = version_dir(rpath, dataset, prepared.version)
-    if fs.exists(vdir):  # an earlier attempt that never committed: start clean (content-addressed)
-        fs.rm(vdir, recursive=True)
-    write_parquet(fs, join(vdir, STAGING, "rejects-parse.parquet"), plan.rejects, REJECTS_SCHEMA)
-    write_parquet(fs, join(vdir, STAGING, "inputs.parquet"), _inputs_table(plan.digests, plan.source_root), INPUTS_SCHEMA)
-    if prepared.record == "clips":  # clip records carry no pixels: the shards are the records themselves
-        prepared.clip_shards = write_clip_shards(fs, vdir, records, shard_size)
-        return prepared
-    crop = crop or CropConfig()
-    prepared.specs = stage_shards(
-        records, dataset=dataset, version=prepared.version, root=root, shard_size=shard_size, source_root=str(plan.source_root), crop=crop, seed=seed
-    )
+    kind = get_kind(prepared.record)
+    _refuse_if_nothing_writable(plan, kind.refuses_missing_media)
+    fs, rpath = filesystem(request.root)
+    paths = VersionPaths(rpath, request.dataset, prepared.version)
+    if fs.exists(paths.dir):  # an earlier attempt that never committed: start clean (content-addressed)
+        fs.rm(paths.dir, recursive=True)
+    write_parquet(fs, paths.staged("rejects-parse.parquet"), plan.rejects, REJECTS_SCHEMA)
+    write_parquet(fs, paths.staged("inputs.parquet"), _inputs_table(plan.digests, plan.source_root), INPUTS_SCHEMA)
+    ctx = StageContext(request.dataset, prepared.version, request.root, request.shard_size, str(plan.source_root), request.crop, request.seed, prepared.splits, prepared.skeleton)
+    prepared.specs = kind.stage(plan.records, ctx)
     return prepared
 
 
-def _refuse_if_nothing_writable(plan: _Plan) -> None:
+def _refuse_if_nothing_writable(plan: _Plan, refuses_missing_media: bool) -> None:
     """Fail at parse, with advice that fits, when no input can possibly reach a shard."""
     prepared = plan.prepared
     if plan.records.num_rows == 0:
@@ -386,8 +435,7 @@ def _refuse_if_nothing_writable(plan: _Plan) -> None:
             f"{prepared.dataset}: nothing to write from {prepared.source}: {prepared.parsed} inputs parsed, all rejected at parse ({top})",
             hint="check the annotation file (an empty annotations list gives this) and the -p parse policy; nothing was committed, LATEST is unchanged",
         )
-    # clip datasets decide about absent videos themselves (require_videos); images have no such policy
-    if prepared.record != "clips" and plan.digests and all(d is None for d in plan.digests.values()):
+    if refuses_missing_media and plan.digests and all(d is None for d in plan.digests.values()):
         example = next(iter(sorted(plan.digests)))
         raise SourceError(
             f"{prepared.dataset}: none of the {len(plan.digests)} images the annotations reference exists under {plan.source_root} (e.g. {example})",
@@ -408,22 +456,52 @@ def _inputs_table(digests: dict[str, str | None], source_root: Path) -> pa.Table
     return pa.table({"path": paths, "size_bytes": sizes, "sha256": [digests[r] for r in paths]}, schema=INPUTS_SCHEMA)
 
 
-def write_clip_shards(fs: Any, vdir: str, records: pa.Table, shard_size: int) -> list[dict[str, Any]]:
-    """Write sorted clip records as ``clips/part-{i:05d}.parquet`` shards; returns shard summaries."""
-    shards = []
-    for index, start in enumerate(range(0, records.num_rows, shard_size)):
-        rel = f"clips/part-{index:05d}.parquet"
-        n, sha = write_parquet(fs, join(vdir, rel), records.slice(start, shard_size), CLIPS_SCHEMA, durable=False)
-        shards.append({"split": "clips", "index": index, "parquet": rel, "hdf5": None, "rows": n, "rejected": 0,
-                       "rejects_by_reason": {}, "rejects_file": None, "parquet_sha256": sha, "hdf5_content_sha256": None, "parsed": n})  # fmt: skip
-    return shards
+def run(
+    request: RebuildRequest,
+    map_shards: Callable[[Callable[[ShardSpec], ShardResult], list[ShardSpec]], Iterable[ShardResult]] = map,
+    fetch: Callable[[RebuildRequest], str] | None = None,
+    lock: Callable[[Any, str, str], AbstractContextManager[Any]] = dataset_lock,
+) -> dict[str, Any]:
+    """The whole rebuild: check → (fetch) → parse and plan → build + gate every shard → commit.
+
+    Args:
+        request: What to build.
+        map_shards: Applies the shard task to every spec and returns the results in order (the
+            builtin ``map``; the flow passes one that submits to Prefect on Dask).
+        fetch: Turns a request without ``source`` into a local source folder (the flow passes
+            the fetch stage; None makes a missing source an error).
+        lock: ``(fs, root, dataset) -> context manager`` holding the dataset's lock for the run
+            (a caller that already holds it passes one that does not take it twice).
+
+    Returns:
+        The summary: version, reused, counts per split, parsed/written/rejected, rejects by
+        reason, validation, location.
+
+    Raises:
+        PosepipeError: Every refusal of the sequence (see :func:`check`, :func:`prepare`,
+            :func:`commit`); the dataset lock is released in every case.
+    """
+    started = time.time()
+    check(request)
+    fs, rpath = filesystem(request.root)
+    with lock(fs, rpath, request.dataset):
+        source = request.source
+        if source is None:
+            if fetch is None:
+                raise SourceError(f"no --source given for {request.dataset}", hint="pass --source DIR, or run through the CLI/flow, which fetch the dataset")
+            source = fetch(request)
+        prepared = _prepare(request, str(source))
+        if prepared.reused:
+            return reused_summary(request.root, prepared)
+        results = list(map_shards(build_and_validate, prepared.specs))
+        run_info = {"seconds": round(time.time() - started, 3), "shards": len(results), "pid": os.getpid()}
+        return commit(request.root, prepared, results, request.max_reject_ratio, run_info)
 
 
 def commit(
     root: str,
     prepared: Prepared,
-    shards: list[dict[str, Any]],
-    shard_reports: list[dict[str, Any]],
+    results: list[ShardResult],
     max_reject_ratio: float = 0.5,
     run_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -444,26 +522,26 @@ def commit(
     """
     fs, rpath = filesystem(root)
     dataset, version = prepared.dataset, prepared.version
-    vdir = version_dir(rpath, dataset, version)
-    manifest_path = join(vdir, "_manifest.json")
-    if fs.exists(manifest_path):
-        return _finish_commit(fs, rpath, root, read_json(fs, manifest_path))
-    shards = sorted(shards, key=lambda s: (s["split"], s["index"]))
-    parse_rejects = join(vdir, STAGING, "rejects-parse.parquet")
+    paths = VersionPaths(rpath, dataset, version)
+    if fs.exists(paths.manifest):
+        return _finish_commit(fs, rpath, root, read_json(fs, paths.manifest))
+    results = sorted(results, key=lambda r: (r.summary.split, r.summary.index))
+    shards = [r.summary for r in results]
+    parse_rejects = paths.staged("rejects-parse.parquet")
     if not fs.exists(parse_rejects):
         raise StorageError(
             f"{dataset} {version}: the staging files of this rebuild are gone and no manifest was written ({parse_rejects})",
             hint="another process cleaned the version folder; run the rebuild again (it starts this version afresh)",
         )
     reject_tables = [read_parquet(fs, parse_rejects, REJECTS_SCHEMA)]
-    reject_tables += [read_parquet(fs, join(vdir, s["rejects_file"]), REJECTS_SCHEMA) for s in shards if s["rejects_file"]]
+    reject_tables += [read_parquet(fs, paths.file(s.rejects_file), REJECTS_SCHEMA) for s in shards if s.rejects_file]
     rejects = pa.concat_tables(reject_tables).sort_by([("stage", "ascending"), ("source_key", "ascending"), ("reason", "ascending")])
-    write_parquet(fs, join(vdir, "_rejects.parquet"), rejects, REJECTS_SCHEMA)
+    write_parquet(fs, paths.rejects, rejects, REJECTS_SCHEMA)
     by_reason = dict(sorted(collections.Counter(rejects.column("reason").to_pylist()).items()))
-    written = sum(s["rows"] for s in shards)
+    written = sum(s.rows for s in shards)
     counts: dict[str, int] = {}
     for s in shards:
-        counts[s["split"]] = counts.get(s["split"], 0) + s["rows"]
+        counts[s.split] = counts.get(s.split, 0) + s.rows
     if written + rejects.num_rows != prepared.parsed:
         raise ValidationFailedError(f"{dataset} {version}: written {written} + rejected {rejects.num_rows} != parsed {prepared.parsed}", hint="this is a bug; report it")
     errors = sum(n for reason, n in by_reason.items() if reason not in POLICY_REASONS)
@@ -472,28 +550,30 @@ def commit(
         worst = ", ".join(f"{r}: {n}" for r, n in by_reason.items() if r not in POLICY_REASONS)
         raise RejectRatioExceededError(
             f"{dataset}: {errors} of {prepared.parsed} inputs rejected for data errors ({ratio:.0%} > {max_reject_ratio:.0%}): {worst}",
-            hint=f"inspect {join(vdir, '_rejects.parquet')}; fix the source or raise --max-reject-ratio",
+            hint=f"inspect {paths.rejects}; fix the source or raise --max-reject-ratio",
         )
-    _refuse_empty(dataset, version, written, counts, by_reason, join(vdir, "_rejects.parquet"))
-    inputs_rel = "_inputs.parquet"
-    inputs = read_parquet(fs, join(vdir, STAGING, "inputs.parquet"), INPUTS_SCHEMA)
-    _, inputs_sha = write_parquet(fs, join(vdir, inputs_rel), inputs, INPUTS_SCHEMA)
-    report = {"shards": sorted(shard_reports, key=lambda r: r["shard"]), "version": version_checks(root, dataset, version, shards, prepared.record)}
-    report["success"] = all(r["success"] for r in report["shards"]) and all(r["success"] for r in report["version"])
-    write_json(fs, join(vdir, "_validation.json"), report)
-    write_bytes_atomic(fs, join(vdir, "_validation.html"), render_html(report, f"{dataset} {version}").encode())
+    _refuse_empty(dataset, version, written, counts, by_reason, paths.rejects)
+    inputs = read_parquet(fs, paths.staged("inputs.parquet"), INPUTS_SCHEMA)
+    _, inputs_sha = write_parquet(fs, paths.inputs, inputs, INPUTS_SCHEMA)
+    kind = get_kind(prepared.record)
+    shard_reports = sorted((r.report for r in results), key=lambda r: r.shard)
+    version_results = kind.version_checks(paths, fs, shards)
+    report = {"shards": [r.to_dict() for r in shard_reports], "version": [c.to_dict() for c in version_results]}
+    report["success"] = all(r.success for r in shard_reports) and all(c.success for c in version_results)
+    write_json(fs, paths.validation_json, report)
+    write_bytes_atomic(fs, paths.validation_html, render_html(report, f"{dataset} {version}").encode())
     failed = failures(report)
     manifest = {
         "dataset": dataset,
         "version": version,
-        "record": "clips" if prepared.record == "clips" else "processed_samples",
+        "record": kind.manifest_record,
         "schema_version": SCHEMA_VERSION,
-        "schema_fingerprint": schema_fingerprint(CLIPS_SCHEMA if prepared.record == "clips" else PROCESSED_SAMPLES_SCHEMA),
+        "schema_fingerprint": schema_fingerprint(kind.output_schema),
         "code_version": prepared.code_version,
         "params": prepared.params,
         "input_checksums": prepared.input_checksums,
         "inputs": {
-            "file": inputs_rel,
+            "file": INPUTS,
             "sha256": inputs_sha,
             "files": inputs.num_rows,
             "missing": inputs.column("sha256").null_count,
@@ -504,15 +584,13 @@ def commit(
         "written": written,
         "rejected": rejects.num_rows,
         "rejects_by_reason": by_reason,
-        "shards": [
-            {k: s[k] for k in ("split", "index", "parquet", "hdf5", "rows", "parquet_sha256", "hdf5_content_sha256")} for s in shards
-        ],
-        "validation": {"success": report["success"], "failures": failed, "report": "_validation.json", "html": "_validation.html"},
+        "shards": [s.manifest_entry() for s in shards],
+        "validation": {"success": report["success"], "failures": failed, "report": VALIDATION_JSON, "html": VALIDATION_HTML},
         "parents": [],
         "stats": prepared.stats,
     }
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_json(fs, join(vdir, "_run.json"), {"finished_at": now, "created_at": now, "source": prepared.source, **(run_info or {})})
+    write_json(fs, paths.run_record, {"finished_at": now, "created_at": now, "source": prepared.source, **(run_info or {})})
     flush_to_disk(fs)  # shards were written without per-file fsync: make them durable before the manifest
     write_manifest(fs, rpath, dataset, version, manifest)
     return _finish_commit(fs, rpath, root, manifest)
@@ -537,13 +615,13 @@ def _refuse_empty(dataset: str, version: str, written: int, counts: dict[str, in
 def _finish_commit(fs: Any, rpath: str, root: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """After the manifest: drop staging, move LATEST (validated versions only). Safe to repeat."""
     dataset, version = manifest["dataset"], manifest["version"]
-    vdir = version_dir(rpath, dataset, version)
-    if fs.exists(join(vdir, STAGING)):
-        fs.rm(join(vdir, STAGING), recursive=True)
+    paths = VersionPaths(rpath, dataset, version)
+    if fs.exists(paths.staging):
+        fs.rm(paths.staging, recursive=True)
     if not manifest["validation"]["success"]:
         raise ValidationFailedError(
             f"{dataset} {version} failed validation; LATEST was not moved:\n  " + "\n  ".join(manifest["validation"]["failures"][:20]),
-            hint=f"see {join(vdir, '_validation.html')}",
+            hint=f"see {paths.validation_html}",
         )
     set_latest(fs, rpath, dataset, version)
     return summary(manifest, root, reused=False)
@@ -568,14 +646,13 @@ def summary(manifest: dict[str, Any], root: str, reused: bool) -> dict[str, Any]
 def _location(root: str, dataset: str, version: str) -> str:
     """Where a version lives: a local path, or the full URL on a remote filesystem."""
     fs, path = filesystem(root)
-    location = version_dir(path, dataset, version)
+    location = VersionPaths(path, dataset, version).dir
     return fs.unstrip_protocol(location) if "://" in str(root) else location
 
 
 def reused_summary(root: str, prepared: Prepared) -> dict[str, Any]:
     """Summary of an already-built version; moves LATEST to it."""
     fs, rpath = filesystem(root)
-    manifest = read_json(fs, join(version_dir(rpath, prepared.dataset, prepared.version), "_manifest.json"))
+    manifest = read_json(fs, VersionPaths(rpath, prepared.dataset, prepared.version).manifest)
     set_latest(fs, rpath, prepared.dataset, prepared.version)
     return summary(manifest, root, reused=True)
-

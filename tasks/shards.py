@@ -1,7 +1,7 @@
-"""Shard planning and shard processing (decode → crop → resize → write), batched per shard.
+"""Sample shards: planning by split and processing (decode → crop → resize → write), batched per shard.
 
-Only :class:`ShardSpec` (paths and small numbers) goes in, only a small summary dict comes out:
-pixels never cross the orchestrator. Output bytes depend only on the rows of the shard, the crop
+Only a :class:`~tasks.kinds.base.ShardSpec` (paths and small numbers) goes in, only a
+:class:`~tasks.kinds.base.ShardSummary` comes out: pixels never cross the orchestrator. Output bytes depend only on the rows of the shard, the crop
 configuration and the run seed — never on worker count or scheduling.
 """
 
@@ -10,9 +10,8 @@ from __future__ import annotations
 import collections
 import json
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,10 +19,12 @@ import pyarrow as pa
 from schemas.errors import RejectReason, SchemaError
 from schemas.records import PROCESSED_SAMPLES_SCHEMA, REJECTS_SCHEMA, SAMPLES_SCHEMA, conform
 from schemas.skeletons import get_skeleton
-from storage.fs import filesystem, join, prefaulted_memory
+from storage.fs import prefaulted_memory
 from storage.hdf5 import write_hdf5_shard
+from storage.layout import shard_relpath, staging_relpath
 from storage.parquet import read_parquet, write_parquet
 from tasks.datasets.base import Reject, rejects_table, stable_hash
+from tasks.kinds.base import ShardSpec, ShardSummary
 from tasks.transforms.geometry import (
     CropConfig,
     crop_affines,
@@ -38,54 +39,12 @@ from tasks.transforms.geometry import (
 )
 from tasks.transforms.image_io import ImageReadError, check_pixel_budget, decode_bgr, encoded_size_wh, load_encoded
 
-STAGING = "_staging"
-
-
-@dataclass(frozen=True)
-class ShardSpec:
-    """Everything a worker needs to build one shard (small and picklable).
-
-    Attributes:
-        dataset: Dataset name.
-        version: Version id.
-        root: Storage root URL.
-        split: Split of every row in the shard.
-        index: Shard index within the split.
-        records_path: Parquet of this shard's parsed records only (sorted by sample_id), so a
-            worker reads its own rows and never the whole dataset.
-        num_rows: Rows in ``records_path``.
-        source_root: Local folder the records' ``image_path`` are relative to.
-        crop: :class:`CropConfig` fields.
-        seed: Run seed.
-    """
-
-    dataset: str
-    version: str
-    root: str
-    split: str
-    index: int
-    records_path: str
-    num_rows: int
-    source_root: str
-    crop: dict[str, Any]
-    seed: int
-
-    @property
-    def stem(self) -> str:
-        """``{split}/part-{index:05d}`` relative to the version folder."""
-        return f"{self.split}/part-{self.index:05d}"
-
-
-def sort_records(table: pa.Table) -> pa.Table:
-    """Rows sorted by (split, sample_id): shard membership depends only on ids."""
-    return table.sort_by([("split", "ascending"), ("sample_id", "ascending")])
-
 
 def plan_shards(sorted_records: pa.Table, shard_size: int) -> list[tuple[str, int, int, int]]:
     """Split sorted records into shards of at most ``shard_size`` rows, never across splits.
 
     Args:
-        sorted_records: Output of :func:`sort_records`.
+        sorted_records: Records sorted by (split, sample_id).
         shard_size: Maximum rows per shard.
 
     Returns:
@@ -263,22 +222,20 @@ def _processed_table(
     return conform(table, PROCESSED_SAMPLES_SCHEMA)
 
 
-def process_shard(spec: ShardSpec) -> dict[str, Any]:
+def process_shard(spec: ShardSpec) -> ShardSummary:
     """Build one shard: decode each image once, crop/resize each person, write HDF5 then Parquet.
 
     Bad samples (missing, truncated or unreadable image, size differing from the annotation,
     missing box) become rejects with a reason code; the shard goes on.
 
     Returns:
-        A small summary: split, index, rows written/rejected, reject counts by reason, relative
-        paths and sha256 of the Parquet and HDF5 files, and the rejects file path (None when the
-        shard rejected nothing).
+        What was written: rows written/rejected, reject counts by reason, relative paths and
+        sha256 of the Parquet and HDF5 files, and the rejects file (None when it rejected nothing).
     """
-    fs, root = filesystem(spec.root)
-    cfg = CropConfig(**spec.crop)
+    fs, paths = spec.paths_fs()
+    cfg = spec.crop or CropConfig()
     cols = _ShardColumns.from_table(read_parquet(fs, spec.records_path, SAMPLES_SCHEMA))
     n = cols.table.num_rows
-    vdir = join(root, "datasets", spec.dataset, spec.version)
     source_root = Path(spec.source_root)
     # randomness first, once per sample (pad, shift, flip), then every box and affine at once
     drawn = [make_crop_params(sample_rng(spec.seed, stable_hash(sid)), cfg) for sid in cols.sample_id]
@@ -356,58 +313,13 @@ def process_shard(spec: ShardSpec) -> dict[str, Any]:
             kept.append(r)
 
     pixels = crops[: len(kept)]
-    out_table = _processed_table(cols, np.array(kept, dtype=np.int64), crop_boxes, kp_crop, flip, cfg, f"{spec.stem}.h5")
+    h5_rel, pq_rel = shard_relpath(spec.split, spec.index, "h5"), shard_relpath(spec.split, spec.index, "parquet")
+    out_table = _processed_table(cols, np.array(kept, dtype=np.int64), crop_boxes, kp_crop, flip, cfg, h5_rel)
     sample_ids = out_table.column("sample_id").to_pylist()
-    h5_sha = write_hdf5_shard(fs, join(vdir, f"{spec.stem}.h5"), sample_ids, pixels, {"dataset": spec.dataset, "version": spec.version}, durable=False)
-    written, pq_sha = write_parquet(fs, join(vdir, f"{spec.stem}.parquet"), out_table, PROCESSED_SAMPLES_SCHEMA, durable=False)
-    rejects_rel = f"{STAGING}/rejects-{spec.split}-{spec.index:05d}.parquet" if rejects else None
+    h5_sha = write_hdf5_shard(fs, paths.file(h5_rel), sample_ids, pixels, {"dataset": spec.dataset, "version": spec.version}, durable=False)
+    written, pq_sha = write_parquet(fs, paths.file(pq_rel), out_table, PROCESSED_SAMPLES_SCHEMA, durable=False)
+    rejects_rel = staging_relpath(f"rejects-{spec.split}-{spec.index:05d}.parquet") if rejects else None
     if rejects_rel:
-        write_parquet(fs, join(vdir, rejects_rel), rejects_table(rejects), REJECTS_SCHEMA, durable=False)
-    return {
-        "split": spec.split,
-        "index": spec.index,
-        "parquet": f"{spec.stem}.parquet",
-        "hdf5": f"{spec.stem}.h5",
-        "rows": written,
-        "rejected": len(rejects),
-        "rejects_by_reason": dict(sorted(collections.Counter(str(r.reason) for r in rejects).items())),
-        "rejects_file": rejects_rel,
-        "parquet_sha256": pq_sha,
-        "hdf5_content_sha256": h5_sha,
-        "parsed": n,
-    }
-
-
-def stage_shards(
-    records: pa.Table,
-    *,
-    dataset: str,
-    version: str,
-    root: str,
-    shard_size: int,
-    source_root: str,
-    crop: CropConfig,
-    seed: int,
-) -> list[ShardSpec]:
-    """Plan shards over sorted records and write each shard's input rows to its own staging file.
-
-    Args:
-        records: Output of :func:`sort_records`.
-        dataset: Dataset name.
-        version: Version id.
-        root: Storage root URL.
-        shard_size: Maximum rows per shard.
-        source_root: Folder the records' image paths are relative to.
-        crop: Crop configuration.
-        seed: Run seed.
-
-    Returns:
-        One :class:`ShardSpec` per shard, in (split, index) order.
-    """
-    fs, path = filesystem(root)
-    specs = []
-    for split, index, start, stop in plan_shards(records, shard_size):
-        records_path = join(path, "datasets", dataset, version, STAGING, f"records-{split}-{index:05d}.parquet")
-        write_parquet(fs, records_path, records.slice(start, stop - start), SAMPLES_SCHEMA, durable=False)
-        specs.append(ShardSpec(dataset, version, root, split, index, records_path, stop - start, source_root, asdict(crop), seed))
-    return specs
+        write_parquet(fs, paths.file(rejects_rel), rejects_table(rejects), REJECTS_SCHEMA, durable=False)
+    by_reason = dict(sorted(collections.Counter(str(r.reason) for r in rejects).items()))
+    return ShardSummary(spec.split, spec.index, pq_rel, h5_rel, written, len(rejects), by_reason, rejects_rel, pq_sha, h5_sha, n)

@@ -1,8 +1,9 @@
-"""The validation gate: the schema-generated GX suite plus semantic checks, per shard and per version.
+"""The validation gate's checks: the schema-generated GX suite runner plus semantic checks.
 
 Great Expectations is imported inside :func:`run_gx_suite` only (it takes seconds to import), so
-ingest code never pays for it. Results are plain dicts: ``{"check", "success", "unexpected",
-"detail"}`` per expectation, so reports and error messages name the failing expectation and shard.
+ingest code never pays for it. Every check gives a :class:`~tasks.kinds.base.CheckResult`, so
+reports and error messages name the failing expectation and shard. Which checks a shard gets is
+its record kind's business (``tasks/kinds/``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from schemas.expectations import ExpectationSpec, suite_for
-from schemas.records import CLIPS_SCHEMA, PROCESSED_SAMPLES_SCHEMA
+from schemas.expectations import ExpectationSpec
 from schemas.skeletons import get_skeleton
-from storage.fs import filesystem, join
-from storage.hdf5 import read_hdf5_rows
-from storage.parquet import read_parquet
+from tasks.kinds.base import CheckResult
 
 CROP_TOLERANCE_PX = 0.5
 
@@ -31,7 +29,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def run_gx_suite(df: pd.DataFrame, specs: list[ExpectationSpec], suite_name: str) -> list[dict[str, Any]]:
+def run_gx_suite(df: pd.DataFrame, specs: list[ExpectationSpec], suite_name: str) -> list[CheckResult]:
     """Run expectation specs on a DataFrame with Great Expectations 1.x (ephemeral context).
 
     Returns:
@@ -64,19 +62,12 @@ def run_gx_suite(df: pd.DataFrame, specs: list[ExpectationSpec], suite_name: str
     for spec in specs:
         r = by_key[(_snake(spec.type), spec.kwargs.get("column"))]
         res = r.result or {}
-        out.append(
-            {
-                "check": spec.label,
-                "engine": "great_expectations",
-                "success": bool(r.success),
-                "unexpected": int(res.get("unexpected_count") or 0),
-                "detail": repr(res.get("partial_unexpected_list", res.get("details", "")))[:300] if not r.success else "",
-            }
-        )
+        detail = repr(res.get("partial_unexpected_list", res.get("details", "")))[:300] if not r.success else ""
+        out.append(CheckResult(spec.label, "great_expectations", bool(r.success), int(res.get("unexpected_count") or 0), detail))
     return out
 
 
-def semantic_checks(df: pd.DataFrame, pixel_ids: list[str], pixels: np.ndarray) -> list[dict[str, Any]]:
+def semantic_checks(df: pd.DataFrame, pixel_ids: list[str], pixels: np.ndarray) -> list[CheckResult]:
     """Checks GX cannot express on nested columns and pixels.
 
     Args:
@@ -87,10 +78,10 @@ def semantic_checks(df: pd.DataFrame, pixel_ids: list[str], pixels: np.ndarray) 
     Returns:
         Result dicts for :data:`schemas.expectations.SEMANTIC_CHECKS`, in that order.
     """
-    results = []
+    results: list[CheckResult] = []
 
     def add(name: str, bad: list[str]) -> None:
-        results.append({"check": name, "engine": "posepipe", "success": not bad, "unexpected": len(bad), "detail": ", ".join(bad[:5])})
+        results.append(CheckResult.of(name, bad))
 
     bad_count, bad_vis, bad_crop, bad_finite, bad_box = [], [], [], [], []
     for row in df.itertuples(index=False):
@@ -138,7 +129,7 @@ def semantic_checks(df: pd.DataFrame, pixel_ids: list[str], pixels: np.ndarray) 
     return results
 
 
-def clip_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
+def clip_checks(df: pd.DataFrame) -> list[CheckResult]:
     """Semantic checks of clip records: no fold puts one group on both sides; one index per label."""
     leaks: list[str] = []
     sides: dict[tuple[str, str], set[str]] = {}
@@ -149,60 +140,7 @@ def clip_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
     leaks = sorted(f"{fold}:{group}" for (fold, group), ss in sides.items() if len(ss) > 1)
     per_label = df.groupby("label")["label_index"].nunique()
     ambiguous = sorted(per_label[per_label > 1].index.astype(str))
-    return [
-        {"check": "folds_never_cut_a_group", "engine": "posepipe", "success": not leaks, "unexpected": len(leaks), "detail": ", ".join(leaks[:5])},
-        {"check": "one_label_index_per_label", "engine": "posepipe", "success": not ambiguous, "unexpected": len(ambiguous), "detail": ", ".join(ambiguous[:5])},
-    ]
-
-
-def validate_shard(root: str, dataset: str, version: str, shard: dict[str, Any], splits: tuple[str, ...], skeleton: str | None, out_hw: tuple[int, int]) -> dict[str, Any]:
-    """Validate one shard: processed samples (Parquet rows + HDF5 pixels) or clip records.
-
-    Returns:
-        ``{"shard": "val/part-00000", "success": bool, "results": [...]}``.
-    """
-    fs, path = filesystem(root)
-    vdir = join(path, "datasets", dataset, version)
-    clips = shard.get("hdf5") is None
-    schema = CLIPS_SCHEMA if clips else PROCESSED_SAMPLES_SCHEMA
-    df = read_parquet(fs, join(vdir, shard["parquet"]), schema).to_pandas()
-    if clips:
-        specs = suite_for(schema, dataset=dataset, splits=(), skeleton=None, out_hw=None)
-        specs.append(ExpectationSpec("ExpectColumnValuesToBeUnique", {"column": "clip_id"}))
-    else:
-        specs = suite_for(schema, dataset=dataset, splits=splits, skeleton=skeleton, out_hw=out_hw)
-    name = shard["parquet"].removesuffix(".parquet")
-    results = run_gx_suite(df, specs, f"{dataset}-{name.replace('/', '-')}") if len(df) else []
-    if clips:
-        results += clip_checks(df)
-    else:
-        ids, pixels = read_hdf5_rows(fs, join(vdir, shard["hdf5"]))
-        results += semantic_checks(df, ids, pixels)
-    return {"shard": name, "success": all(r["success"] for r in results), "results": results}
-
-
-def version_checks(root: str, dataset: str, version: str, shards: list[dict[str, Any]], record: str = "samples") -> list[dict[str, Any]]:
-    """Checks across shards: ids unique; for samples also splits disjoint by sample id and by image."""
-    fs, path = filesystem(root)
-    vdir = join(path, "datasets", dataset, version)
-    id_col = "clip_id" if record == "clips" else "sample_id"
-    seen: set[str] = set()
-    images: dict[str, set[str]] = {}
-    dup = []
-    for shard in shards:
-        t = read_parquet(fs, join(vdir, shard["parquet"]))
-        for sid in t.column(id_col).to_pylist():
-            if sid in seen:
-                dup.append(sid)
-            seen.add(sid)
-        if record != "clips":
-            for split, image in zip(t.column("split").to_pylist(), t.column("image_path").to_pylist(), strict=True):
-                images.setdefault(image, set()).add(split)
-    out = [{"check": f"{id_col}s_unique_across_shards", "engine": "posepipe", "success": not dup, "unexpected": len(dup), "detail": ", ".join(dup[:5])}]
-    if record != "clips":
-        overlap = sorted(img for img, sp in images.items() if len(sp) > 1)
-        out.append({"check": "splits_disjoint", "engine": "posepipe", "success": not overlap, "unexpected": len(overlap), "detail": ", ".join(overlap[:5])})
-    return out
+    return [CheckResult.of("folds_never_cut_a_group", leaks), CheckResult.of("one_label_index_per_label", ambiguous)]
 
 
 def failures(report: dict[str, Any]) -> list[str]:

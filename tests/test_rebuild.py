@@ -23,12 +23,10 @@ from storage.fs import filesystem
 from storage.manifest import read_latest, read_manifest
 from storage.parquet import read_parquet
 from tasks import rebuild as stages
-from tasks.shards import process_shard
 from tasks.synthetic import write_synthetic_coco
 from tasks.transforms.geometry import CropConfig
-from tasks.validate import validate_shard
 from tests.conftest import REPO_ROOT
-from tests.helpers import build_version
+from tests.helpers import build_shards, build_version
 
 SMALL = CropConfig(out_height_px=32, out_width_px=24)
 
@@ -108,7 +106,7 @@ def test_code_version_follows_every_imported_project_module():
     flic = stages.module_closure(("tasks.datasets.flic",))
     assert "tasks.datasets._matlab" in flic and "tasks.datasets.base" in flic and "schemas.errors" in flic
     assert "tasks.datasets.ucf101" in stages.module_closure(("tasks.datasets.ucf11",))
-    shard_code = stages.module_closure(stages._SHARD_CODE)
+    shard_code = stages.module_closure((*stages._SHARD_CODE, "tasks.kinds.samples"))
     for module in ("tasks.transforms.geometry", "tasks.transforms.image_io", "storage.hdf5", "storage.parquet", "tasks.checks", "schemas.expectations"):
         assert module in shard_code
     assert not any(m.split(".")[0] in ("prefect", "dask", "numpy") for m in shard_code)  # project modules only
@@ -150,7 +148,7 @@ def test_flic_absurd_coordinates_and_zero_image_size_are_rejected(tmp_path):
     from tests.datasets.fakes_flic import write_fake_flic
 
     fake = write_fake_flic(tmp_path / "flic", n=8, overrides={0: {"coords": np.full((2, 29), 1e30)}, 5: {"imgdims": np.array([[0, 0, 3]], dtype=np.uint16)}})
-    plan = stages._plan("flic", str(fake.root), str(tmp_path / "root"), None, None, 0, 512)
+    plan = stages._plan(stages.RebuildRequest("flic", str(tmp_path / "root"), str(fake.root)), str(fake.root))
     reasons = dict(zip(plan.rejects.column("source_key").to_pylist(), plan.rejects.column("reason").to_pylist(), strict=True))
     # example 0 (all 29 joints at 1e30): its box collapses to one far point; example 5 has imgdims 0x0
     assert reasons == {f"{fake.filepaths[0]}:0": "invalid_box", f"{fake.filepaths[5]}:0": "image_size_invalid"}
@@ -238,10 +236,9 @@ def test_commit_killed_late_then_retried_ends_with_the_same_bytes(tmp_path, hook
     clean = build_version(str(tmp_path / "clean"), str(src), crop=SMALL)
     root = str(tmp_path / "root")
     prepared = stages.prepare("coco", str(src), root, crop=SMALL)
-    shards = [process_shard(s) for s in prepared.specs]
-    reports = [validate_shard(root, "coco", prepared.version, s, prepared.splits, prepared.skeleton, (32, 24)) for s in shards]
+    results = build_shards(prepared)
     args = tmp_path / "args.pkl"
-    args.write_bytes(pickle.dumps((root, prepared, shards, reports, 0.5, {})))
+    args.write_bytes(pickle.dumps((root, prepared, results, 0.5, {})))
     signal_file = tmp_path / "reached"
     proc = subprocess.Popen([sys.executable, "-c", _KILLABLE_COMMIT, str(args), hook, suffix, str(signal_file)], cwd=REPO_ROOT)
     try:
@@ -255,12 +252,12 @@ def test_commit_killed_late_then_retried_ends_with_the_same_bytes(tmp_path, hook
         proc.wait()
     fs, path = filesystem(root)
     assert read_latest(fs, path, "coco") is None  # the kill came before LATEST moved
-    again = stages.commit(root, prepared, shards, reports, 0.5, {})  # what Dask's retry does
+    again = stages.commit(root, prepared, results, 0.5, {})  # what a retry of the commit does
     assert again == {**clean, "location": again["location"]}
     vdir = tmp_path / "root/datasets/coco" / prepared.version
     assert _files(vdir) == _files(tmp_path / "clean/datasets/coco" / clean["version"])
     assert not (vdir / "_staging").exists() and read_latest(fs, path, "coco") == prepared.version
-    assert stages.commit(root, prepared, shards, reports, 0.5, {}) == again  # and once more: still the same
+    assert stages.commit(root, prepared, results, 0.5, {}) == again  # and once more: still the same
 
 
 # --- memory is never sized from the annotation ---------------------------------------------------
@@ -268,7 +265,7 @@ def test_commit_killed_late_then_retried_ends_with_the_same_bytes(tmp_path, hook
 _BUILD_AND_REPORT_RSS = """
 import json, resource, sys
 from tasks.transforms.geometry import CropConfig
-from tests.helpers import build_version
+from tests.helpers import build_shards, build_version
 s = build_version(sys.argv[1], sys.argv[2], crop=CropConfig(out_height_px=32, out_width_px=24), max_reject_ratio=1.0)
 print(json.dumps({"summary": s, "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
@@ -329,7 +326,7 @@ def test_disk_full_names_the_place_and_leaves_nothing_half_written(tmp_path):
 _FSIZE_LIMITED = """
 import resource, signal, sys
 from schemas.errors import PosepipeError
-from tests.helpers import build_version
+from tests.helpers import build_shards, build_version
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill, like a quota
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 try:

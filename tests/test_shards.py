@@ -12,10 +12,10 @@ from storage.hdf5 import read_hdf5_rows
 from storage.manifest import read_latest, read_manifest
 from storage.parquet import read_parquet, write_parquet
 from tasks import rebuild as stages
+from tasks.kinds import ShardResult, get_kind
 from tasks.shards import plan_shards, process_shard
 from tasks.synthetic import write_synthetic_coco
 from tasks.transforms.geometry import CropConfig
-from tasks.validate import validate_shard
 from tests.helpers import build_version
 
 
@@ -87,15 +87,16 @@ def test_failing_expectation_leaves_latest_untouched(tmp_path, source):
     prepared = stages.prepare("coco", str(source), root, crop=crop, shard_size=3)
     shards = [process_shard(s) for s in prepared.specs]
     fs, path = filesystem(root)
-    target = f"{path}/datasets/coco/{prepared.version}/{shards[1]['parquet']}"
+    target = f"{path}/datasets/coco/{prepared.version}/{shards[1].parquet}"
     rows = read_parquet(fs, target, PROCESSED_SAMPLES_SCHEMA).to_pylist()
     rows[0]["keypoints_crop_xy_px"][0] = [500.0, -90.0]
     rows[0]["keypoints_visibility"][0] = 2
     write_parquet(fs, target, pa.Table.from_pylist(rows, PROCESSED_SAMPLES_SCHEMA), PROCESSED_SAMPLES_SCHEMA)
-    reports = [validate_shard(root, "coco", prepared.version, s, prepared.splits, prepared.skeleton, (128, 96)) for s in shards]
+    samples = get_kind("samples")
+    results = [ShardResult(summary, samples.validate(spec, summary)) for spec, summary in zip(prepared.specs, shards, strict=True)]
     with pytest.raises(ValidationFailedError) as exc:
-        stages.commit(root, prepared, shards, reports)
-    shard_name = shards[1]["parquet"].removesuffix(".parquet")
+        stages.commit(root, prepared, results)
+    shard_name = shards[1].parquet.removesuffix(".parquet")
     assert f"{shard_name}: visible_keypoints_inside_crop (1 unexpected: {rows[0]['sample_id']})" in exc.value.message
     assert read_latest(fs, path, "coco") == good["version"]
     report = json.loads(open(f"{path}/datasets/coco/{prepared.version}/_validation.json").read())
@@ -108,13 +109,13 @@ def test_gx_suite_catches_schema_level_problems(tmp_path, source):
     prepared = stages.prepare("coco", str(source), root, shard_size=50)
     shard = process_shard(prepared.specs[0])
     fs, path = filesystem(root)
-    target = f"{path}/datasets/coco/{prepared.version}/{shard['parquet']}"
+    target = f"{path}/datasets/coco/{prepared.version}/{shard.parquet}"
     rows = read_parquet(fs, target, PROCESSED_SAMPLES_SCHEMA).to_pylist()
     rows[1]["sample_id"] = rows[0]["sample_id"]
     rows[2]["split"] = "holdout"
     write_parquet(fs, target, pa.Table.from_pylist(rows, PROCESSED_SAMPLES_SCHEMA), PROCESSED_SAMPLES_SCHEMA)
-    report = validate_shard(root, "coco", prepared.version, shard, prepared.splits, prepared.skeleton, (256, 192))
-    failed = collections.Counter(r["check"] for r in report["results"] if not r["success"])
+    report = get_kind("samples").validate(prepared.specs[0], shard)
+    failed = collections.Counter(r.check for r in report.results if not r.success)
     assert "ExpectColumnValuesToBeUnique(sample_id)" in failed and "ExpectColumnValuesToBeInSet(split)" in failed
     assert "crop_pixels_present" in failed  # the duplicated id no longer matches its pixel row
 
@@ -129,18 +130,18 @@ def test_gate_catches_absurd_crops_that_slipped_past_parse(tmp_path, source):
     shard = process_shard(prepared.specs[0])
     fs, path = filesystem(root)
     vdir = f"{path}/datasets/coco/{prepared.version}"
-    rows = read_parquet(fs, f"{vdir}/{shard['parquet']}", PROCESSED_SAMPLES_SCHEMA).to_pylist()
+    rows = read_parquet(fs, f"{vdir}/{shard.parquet}", PROCESSED_SAMPLES_SCHEMA).to_pylist()
     visible = next(j for j, v in enumerate(rows[0]["keypoints_visibility"]) if v > 0)
     rows[0]["keypoints_crop_xy_px"][visible] = [float("nan"), float("nan")]
     rows[1]["crop_xyxy_px"] = [float("nan"), float("nan"), float("inf"), float("inf")]
     rows[2]["crop_xyxy_px"] = [-1e9, -1e9, -1e9 + 50, -1e9 + 50]
-    write_parquet(fs, f"{vdir}/{shard['parquet']}", pa.Table.from_pylist(rows, PROCESSED_SAMPLES_SCHEMA), PROCESSED_SAMPLES_SCHEMA)
-    ids, pixels = read_hdf5_rows(fs, f"{vdir}/{shard['hdf5']}")
+    write_parquet(fs, f"{vdir}/{shard.parquet}", pa.Table.from_pylist(rows, PROCESSED_SAMPLES_SCHEMA), PROCESSED_SAMPLES_SCHEMA)
+    ids, pixels = read_hdf5_rows(fs, f"{vdir}/{shard.hdf5}")
     pixels = pixels.copy()
     pixels[rows[3]["pixels_row"]] = 0  # all black: what a box far outside the image produced
-    write_hdf5_shard(fs, f"{vdir}/{shard['hdf5']}", ids, pixels)
-    report = validate_shard(root, "coco", prepared.version, shard, prepared.splits, prepared.skeleton, (256, 192))
-    failed = {r["check"]: r["detail"] for r in report["results"] if not r["success"]}
+    write_hdf5_shard(fs, f"{vdir}/{shard.hdf5}", ids, pixels)
+    report = get_kind("samples").validate(prepared.specs[0], shard)
+    failed = {r.check: r.detail for r in report.results if not r.success}
     assert failed == {
         "visible_keypoints_finite": rows[0]["sample_id"],
         "crop_box_intersects_image": f"{rows[1]['sample_id']}, {rows[2]['sample_id']}",
@@ -174,17 +175,19 @@ def test_clip_dataset_rebuild_from_real_ucf101_lists(tmp_path, shared_data):
 def test_clip_gate_catches_a_group_cut_by_a_fold(tmp_path, shared_data):
     root = str(tmp_path / "root")
     prepared = stages.prepare("ucf101", str(shared_data / "ucf101"), root, shard_size=20000, adapter_params={"require_videos": "false"})
-    (shard,) = prepared.clip_shards
+    (spec,) = prepared.specs
+    clips = get_kind("clips")
+    shard = clips.build(spec)
     fs, path = filesystem(root)
-    target = f"{path}/datasets/ucf101/{prepared.version}/{shard['parquet']}"
+    target = f"{path}/datasets/ucf101/{prepared.version}/{shard.parquet}"
     from schemas.records import CLIPS_SCHEMA
 
     rows = read_parquet(fs, target, CLIPS_SCHEMA).to_pylist()
     first = rows[0]  # v_ApplyEyeMakeup_g01_c01: split1 test; move one clip of its group to train
     rows[0]["folds"] = [("split1", "train") if k == "split1" else (k, v) for k, v in first["folds"]]
     write_parquet(fs, target, pa.Table.from_pylist(rows, CLIPS_SCHEMA), CLIPS_SCHEMA)
-    report = validate_shard(root, "ucf101", prepared.version, shard, prepared.splits, None, (256, 192))
-    failed = {r["check"]: r["detail"] for r in report["results"] if not r["success"]}
+    report = clips.validate(spec, shard)
+    failed = {r.check: r.detail for r in report.results if not r.success}
     assert failed == {"folds_never_cut_a_group": "split1:g01"}
 
 
@@ -251,9 +254,9 @@ def test_batched_shard_equals_the_per_sample_kernels(tmp_path):
     (spec,) = prepared.specs
     summary = process_shard(spec)
     vdir = f"{tmp_path}/root/datasets/coco/{spec.version}"
-    out = read_parquet(fs, f"{vdir}/{summary['parquet']}", PROCESSED_SAMPLES_SCHEMA).to_pylist()
-    _, pixels = read_hdf5_rows(fs, f"{vdir}/{summary['hdf5']}")
-    assert len(out) == summary["rows"] > 5 and any(json.loads(r["extra"] or "{}").get("flipped") for r in out)
+    out = read_parquet(fs, f"{vdir}/{summary.parquet}", PROCESSED_SAMPLES_SCHEMA).to_pylist()
+    _, pixels = read_hdf5_rows(fs, f"{vdir}/{summary.hdf5}")
+    assert len(out) == summary.rows > 5 and any(json.loads(r["extra"] or "{}").get("flipped") for r in out)
     rows = {r["sample_id"]: r for r in read_parquet(fs, spec.records_path).to_pylist()}
     by_image = collections.defaultdict(list)
     for r in rows.values():

@@ -1,0 +1,153 @@
+"""The one storage layout: every path under a posepipe root is built here, nowhere else.
+
+::
+
+    {root}/datasets/{dataset}/LATEST                               the validated version readers get
+    {root}/datasets/{dataset}/.lock, .lock.pid                     one rebuild of a dataset at a time
+    {root}/datasets/{dataset}/{version}/{split}/part-{i:05d}.parquet   records of one shard
+    {root}/datasets/{dataset}/{version}/{split}/part-{i:05d}.h5        pixels of the same shard
+    {root}/datasets/{dataset}/{version}/_manifest.json             written last; readers trust nothing else
+    {root}/datasets/{dataset}/{version}/_rejects.parquet           every parsed input not written, with a reason
+    {root}/datasets/{dataset}/{version}/_inputs.parquet            content sha256 of every referenced image/video
+    {root}/datasets/{dataset}/{version}/_validation.{json,html}    the gate's report
+    {root}/datasets/{dataset}/{version}/_run.json                  when, where and from which source (not hashed)
+    {root}/datasets/{dataset}/{version}/_staging/                  work files of an uncommitted build
+    {root}/cache/digests/{dataset}.json                            stat-keyed content digests of source files
+    {root}/keypoints/...                                           extraction runs (see :func:`extraction_dir`)
+    {root}/models/{task}/{model_version}/                          registered models
+
+Paths are fsspec paths (POSIX separators, no protocol): pair them with the filesystem from
+:func:`storage.fs.filesystem`. Shard and report paths stored *inside* a version (the manifest's
+``parquet``/``hdf5``, a row's ``pixels_file``) are relative to the version folder and come from
+:func:`shard_relpath`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.fs import join
+
+MANIFEST = "_manifest.json"
+LATEST = "LATEST"
+REJECTS = "_rejects.parquet"
+INPUTS = "_inputs.parquet"
+VALIDATION_JSON = "_validation.json"
+VALIDATION_HTML = "_validation.html"
+RUN_RECORD = "_run.json"
+STAGING = "_staging"
+LOCK = ".lock"
+
+
+def shard_stem(split: str, index: int) -> str:
+    """``{split}/part-{index:05d}``: a shard's name in reports, relative to the version folder."""
+    return f"{split}/part-{index:05d}"
+
+
+def shard_relpath(split: str, index: int, suffix: str) -> str:
+    """``{split}/part-{index:05d}.{suffix}``, relative to the version folder (``suffix``: parquet, h5).
+
+    Example:
+        ``shard_relpath("val", 3, "h5")`` → ``"val/part-00003.h5"``.
+    """
+    return f"{shard_stem(split, index)}.{suffix}"
+
+
+def staging_relpath(name: str) -> str:
+    """``_staging/{name}``, relative to the version folder."""
+    return f"{STAGING}/{name}"
+
+
+def dataset_dir(root: str, dataset: str) -> str:
+    """``{root}/datasets/{dataset}``."""
+    return join(root, "datasets", dataset)
+
+
+def datasets_dir(root: str) -> str:
+    """``{root}/datasets``."""
+    return join(root, "datasets")
+
+
+def latest_path(root: str, dataset: str) -> str:
+    """``{root}/datasets/{dataset}/LATEST``."""
+    return join(dataset_dir(root, dataset), LATEST)
+
+
+def lock_path(root: str, dataset: str) -> str:
+    """``{root}/datasets/{dataset}/.lock`` (its holder's pid is in ``.lock.pid``)."""
+    return join(dataset_dir(root, dataset), LOCK)
+
+
+def digest_cache_path(root: str, dataset: str) -> str:
+    """``{root}/cache/digests/{dataset}.json``."""
+    return join(root, "cache", "digests", f"{dataset}.json")
+
+
+def extraction_dir(root: str, *parts: str) -> str:
+    """``{root}/keypoints/{parts...}``: an extraction run's folder (its parts name what it is keyed by)."""
+    return join(root, "keypoints", *parts)
+
+
+def model_dir(root: str, task: str, model_version: str | None = None) -> str:
+    """``{root}/models/{task}`` or ``{root}/models/{task}/{model_version}``."""
+    return join(root, "models", task, model_version) if model_version else join(root, "models", task)
+
+
+@dataclass(frozen=True)
+class VersionPaths:
+    """Every path of one dataset version.
+
+    Attributes:
+        root: Root path on its filesystem (no protocol).
+        dataset: Dataset name.
+        version: Version id.
+    """
+
+    root: str
+    dataset: str
+    version: str
+
+    @property
+    def dir(self) -> str:
+        """``{root}/datasets/{dataset}/{version}``."""
+        return join(dataset_dir(self.root, self.dataset), self.version)
+
+    def file(self, relpath: str) -> str:
+        """A path inside the version folder from its relative form (as the manifest stores it)."""
+        return join(self.dir, relpath)
+
+    def shard(self, split: str, index: int, suffix: str) -> str:
+        """``{version dir}/{split}/part-{index:05d}.{suffix}``."""
+        return self.file(shard_relpath(split, index, suffix))
+
+    @property
+    def manifest(self) -> str:
+        return self.file(MANIFEST)
+
+    @property
+    def rejects(self) -> str:
+        return self.file(REJECTS)
+
+    @property
+    def inputs(self) -> str:
+        return self.file(INPUTS)
+
+    @property
+    def validation_json(self) -> str:
+        return self.file(VALIDATION_JSON)
+
+    @property
+    def validation_html(self) -> str:
+        return self.file(VALIDATION_HTML)
+
+    @property
+    def run_record(self) -> str:
+        return self.file(RUN_RECORD)
+
+    @property
+    def staging(self) -> str:
+        return self.file(STAGING)
+
+    def staged(self, name: str) -> str:
+        """``{version dir}/_staging/{name}``."""
+        return self.file(staging_relpath(name))

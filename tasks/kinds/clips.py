@@ -1,0 +1,58 @@
+"""``clips``: one video with its label, group/subject and folds; the shards are the records themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.expectations import ExpectationSpec, suite_for
+from schemas.records import CLIPS_SCHEMA
+from storage.layout import VersionPaths, shard_relpath
+from storage.parquet import read_parquet, write_parquet
+from tasks.kinds.base import CheckResult, RecordKind, ShardSpec, ShardSummary
+from tasks.validate import clip_checks, run_gx_suite
+
+#: Clip shards have no split of their own (folds are columns): they live under ``clips/``.
+CLIP_SHARD_FOLDER = "clips"
+
+
+class Clips(RecordKind):
+    """Videos of an action dataset (UCF101, UCF11, Berkeley MHAD)."""
+
+    name = "clips"
+    manifest_record = "clips"
+    input_schema = CLIPS_SCHEMA
+    output_schema = CLIPS_SCHEMA
+    id_column = "clip_id"
+    media_column = "video_path"
+
+    def plan(self, records: Any, shard_size: int) -> list[tuple[str, int, int, int]]:
+        n = records.num_rows
+        return [(CLIP_SHARD_FOLDER, i, start, min(start + shard_size, n)) for i, start in enumerate(range(0, n, shard_size))]
+
+    def build(self, spec: ShardSpec) -> ShardSummary:
+        """Copy the staged, sorted clip records to the shard (no media is decoded at rebuild)."""
+        fs, paths = spec.paths_fs()
+        records = read_parquet(fs, spec.records_path, CLIPS_SCHEMA)
+        rel = shard_relpath(spec.split, spec.index, "parquet")
+        n, sha = write_parquet(fs, paths.file(rel), records, CLIPS_SCHEMA, durable=False)
+        return ShardSummary(spec.split, spec.index, rel, None, n, 0, {}, None, sha, None, n)
+
+    def checks(self, spec: ShardSpec, summary: ShardSummary) -> list[CheckResult]:
+        fs, paths = spec.paths_fs()
+        df = read_parquet(fs, paths.file(summary.parquet), CLIPS_SCHEMA).to_pandas()
+        specs = suite_for(CLIPS_SCHEMA, dataset=spec.dataset, splits=(), skeleton=None, out_hw=None)
+        specs.append(ExpectationSpec("ExpectColumnValuesToBeUnique", {"column": "clip_id"}))
+        name = summary.parquet.removesuffix(".parquet")
+        results = run_gx_suite(df, specs, f"{spec.dataset}-{name.replace('/', '-')}") if len(df) else []
+        return results + clip_checks(df)
+
+    def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:
+        """Clip ids unique across shards."""
+        seen: set[str] = set()
+        dup: list[str] = []
+        for shard in summaries:
+            for cid in read_parquet(fs, paths.file(shard.parquet)).column("clip_id").to_pylist():
+                if cid in seen:
+                    dup.append(cid)
+                seen.add(cid)
+        return [CheckResult.of("clip_ids_unique_across_shards", dup)]

@@ -1,0 +1,76 @@
+"""``samples``: one person in an image; built into a crop (HDF5) plus its processed record (Parquet)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.expectations import suite_for
+from schemas.records import PROCESSED_SAMPLES_SCHEMA, SAMPLES_SCHEMA
+from storage.hdf5 import read_hdf5_rows
+from storage.layout import VersionPaths
+from storage.parquet import read_parquet
+from tasks.checks import geometry_rejects
+from tasks.datasets.base import Reject
+from tasks.kinds.base import CheckResult, RecordKind, ShardSpec, ShardSummary
+from tasks.shards import plan_shards, process_shard
+from tasks.transforms.geometry import CropConfig
+from tasks.validate import run_gx_suite, semantic_checks
+
+
+class Samples(RecordKind):
+    """Annotated people in images (COCO, MPII, FLIC, LSP/LSPET)."""
+
+    name = "samples"
+    manifest_record = "processed_samples"
+    input_schema = SAMPLES_SCHEMA
+    output_schema = PROCESSED_SAMPLES_SCHEMA
+    id_column = "sample_id"
+    media_column = "image_path"
+    refuses_missing_media = True
+
+    def sort(self, records: pa.Table) -> pa.Table:
+        """By (split, sample_id): shards never cross splits and membership depends only on ids."""
+        return records.sort_by([("split", "ascending"), ("sample_id", "ascending")])
+
+    def parse_checks(self, records: pa.Table) -> tuple[np.ndarray, list[Reject]]:
+        """Geometry sanity (:mod:`tasks.checks`): boxes, joints and image sizes nobody should crop."""
+        return geometry_rejects(records)
+
+    def version_params(self, crop: CropConfig) -> dict[str, Any]:
+        return {"crop": asdict(crop)}
+
+    def plan(self, records: pa.Table, shard_size: int) -> list[tuple[str, int, int, int]]:
+        return plan_shards(records, shard_size)
+
+    def build(self, spec: ShardSpec) -> ShardSummary:
+        return process_shard(spec)
+
+    def checks(self, spec: ShardSpec, summary: ShardSummary) -> list[CheckResult]:
+        fs, paths = spec.paths_fs()
+        df = read_parquet(fs, paths.file(summary.parquet), PROCESSED_SAMPLES_SCHEMA).to_pandas()
+        crop = spec.crop or CropConfig()
+        specs = suite_for(PROCESSED_SAMPLES_SCHEMA, dataset=spec.dataset, splits=spec.splits, skeleton=spec.skeleton, out_hw=(crop.out_height_px, crop.out_width_px))
+        name = summary.parquet.removesuffix(".parquet")
+        results = run_gx_suite(df, specs, f"{spec.dataset}-{name.replace('/', '-')}") if len(df) else []
+        ids, pixels = read_hdf5_rows(fs, paths.file(summary.hdf5 or ""))
+        return results + semantic_checks(df, ids, pixels)
+
+    def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:
+        """Sample ids unique across shards; no image in two splits."""
+        seen: set[str] = set()
+        dup: list[str] = []
+        images: dict[str, set[str]] = {}
+        for shard in summaries:
+            t = read_parquet(fs, paths.file(shard.parquet))
+            for sid in t.column("sample_id").to_pylist():
+                if sid in seen:
+                    dup.append(sid)
+                seen.add(sid)
+            for split, image in zip(t.column("split").to_pylist(), t.column("image_path").to_pylist(), strict=True):
+                images.setdefault(image, set()).add(split)
+        overlap = sorted(img for img, sp in images.items() if len(sp) > 1)
+        return [CheckResult.of("sample_ids_unique_across_shards", dup), CheckResult.of("splits_disjoint", overlap)]
