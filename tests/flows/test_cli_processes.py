@@ -47,14 +47,15 @@ def _wait_port(port: int, timeout_s: float = 60) -> None:
 def test_rebuild_on_an_existing_dask_scheduler(shared_data, tmp_path):
     port = _free_port()
     logs = tmp_path / "scheduler.log"
-    with open(logs, "w") as log:
+    with open(logs, "w") as log, open(tmp_path / "worker.log", "w") as worker_log:
         scheduler = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT, env=_env())
         worker = None
         try:
             _wait_port(port)
+            # INFO: a worker that starts a throwaway Prefect server of its own says so in its log
             worker = subprocess.Popen(
                 [str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
+                stdout=worker_log, stderr=subprocess.STDOUT, env={**_env(), "PREFECT_LOGGING_LEVEL": "INFO"},
             )  # fmt: skip
             root = tmp_path / "root"
             out = subprocess.run(
@@ -72,6 +73,12 @@ def test_rebuild_on_an_existing_dask_scheduler(shared_data, tmp_path):
                     proc.wait(30)
     # the work went through that scheduler: it logged the flow's client connecting
     assert "Receive client connection" in logs.read_text()
+    # the external worker (no PREFECT_API_URL of its own) used the CLI's Prefect API: before, it
+    # started a throwaway server silently and its task runs went to a database that died with it
+    worker_text = (tmp_path / "worker.log").read_text()
+    assert "Task run '" in worker_text and "Finished in state Completed" in worker_text, worker_text[-3000:]  # it ran tasks
+    assert "Starting temporary server" not in worker_text, worker_text[-3000:]
+    assert "cannot reach this run's temporary Prefect API" not in out.stderr
 
 
 def test_killed_rebuild_leaves_nothing_half_written(tmp_path):
