@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/posepipe demo --root $(ROOT) $(if $(SOURCE),--source $(SOURCE)) $(if $(WORKERS),--workers $(WORKERS))
 
 lint: $(STAMP)
-	$(BIN)/ruff check flows tasks schemas storage tests bench
+	$(BIN)/ruff check posepipe flows tasks schemas storage tests bench
 	$(BIN)/lint-imports
 
 test: $(STAMP) lint
