@@ -12,19 +12,22 @@ orchestrator start; only then does it run :func:`rebuild_flow` on Dask.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.runtime import dask_task_runner, quiet_domain_tracebacks, workers_share_prefect_api
+from flows.runtime import (
+    dask_task_runner,
+    held_dataset_lock,
+    quiet_domain_tracebacks,
+    reuse_before_orchestration,
+    workers_share_prefect_api,
+)
 from schemas.settings import Settings
 from storage.fs import filesystem
-from storage.manifest import dataset_lock
 from tasks import rebuild as stages
 from tasks.kinds import ShardResult, ShardSpec
 from tasks.transforms.geometry import CropConfig
@@ -88,34 +91,11 @@ def rebuild_flow(
     request = stages.RebuildRequest(
         dataset, root, source, dict(adapter_params or {}), CropConfig(**(crop or {})), seed, shard_size, max_reject_ratio, mirror, manual_dir
     )
-    summary = stages.run(request, map_on_prefect, fetch=_fetch, lock=_dataset_lock_once)
+    summary = stages.run(request, map_on_prefect, fetch=_fetch, lock=held_dataset_lock)
     executed_on = _executed_on()
     print(f"{dataset}: {summary['version']} {'reused' if summary['reused'] else 'built'} on {executed_on}")
     _report_artifact(summary, executed_on)
     return summary
-
-
-# (filesystem class, root path, dataset) of the dataset locks this context holds: run_rebuild takes
-# the lock before the orchestrator starts and rebuild_flow, running in the same context, keeps it
-# instead of trying to take it a second time. A context variable, so another thread or process
-# rebuilding the same dataset still meets the lock.
-_HELD_LOCKS: contextvars.ContextVar[frozenset[tuple[str, str, str]]] = contextvars.ContextVar("posepipe_held_dataset_locks", default=frozenset())
-
-
-@contextlib.contextmanager
-def _dataset_lock_once(fs: Any, path: str, dataset: str) -> Iterator[None]:
-    """:func:`storage.manifest.dataset_lock`, unless this context already holds it."""
-    key = (type(fs).__name__, str(path), dataset)
-    held = _HELD_LOCKS.get()
-    if key in held:
-        yield
-        return
-    with dataset_lock(fs, path, dataset):
-        token = _HELD_LOCKS.set(held | {key})
-        try:
-            yield
-        finally:
-            _HELD_LOCKS.reset(token)
 
 
 def _executed_on() -> str:
@@ -150,19 +130,6 @@ def _flow_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     return dict(bound.arguments)
 
 
-def plan_before_orchestration(args: dict[str, Any]) -> Any:
-    """Name the version of a rebuild with a local ``source`` without starting anything.
-
-    Returns:
-        ``tasks.rebuild.Prepared`` (``reused`` True when a validated version with that id exists).
-    """
-    from tasks.rebuild import plan_version
-
-    return plan_version(
-        args["dataset"], str(args["source"]), args["root"], args["adapter_params"] or {}, CropConfig(**(args["crop"] or {})), args["seed"], args["shard_size"]
-    )
-
-
 def run_rebuild(workers: int | None = None, dask_address: str | None = None, threads_per_worker: int = 1, **kwargs: Any) -> dict[str, Any]:
     """Run :func:`rebuild_flow` on a LocalCluster (``workers``) or an existing scheduler.
 
@@ -173,13 +140,13 @@ def run_rebuild(workers: int | None = None, dask_address: str | None = None, thr
     """
     quiet_domain_tracebacks()
     args = _flow_arguments(kwargs)
-    stages.check(stages.RebuildRequest(args["dataset"], args["root"], args["source"], dict(args["adapter_params"] or {})))
+    request = stages.RebuildRequest(args["dataset"], args["root"], args["source"], dict(args["adapter_params"] or {}), CropConfig(**(args["crop"] or {})), args["seed"], args["shard_size"])
+    stages.check(request)
     fs, path = filesystem(args["root"])
-    with _dataset_lock_once(fs, path, args["dataset"]):
-        if args["source"] is not None:
-            prepared = plan_before_orchestration(args)
-            if prepared.reused:
-                return stages.reused_summary(args["root"], prepared)
+    with held_dataset_lock(fs, path, args["dataset"]):
+        reused = reuse_before_orchestration(request)
+        if reused is not None:
+            return reused
         runner = dask_task_runner(workers=workers, dask_address=dask_address, threads_per_worker=threads_per_worker)
         with workers_share_prefect_api(dask_address):
             return rebuild_flow.with_options(task_runner=runner)(**args)
