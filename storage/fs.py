@@ -14,15 +14,14 @@ import mmap
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from schemas.errors import DiskFullError, StorageError
-
-#: errno values that mean "this filesystem cannot take the write" rather than "the data is bad".
-_NO_ROOM = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit exceeded", errno.EROFS: "the filesystem is read-only"}
+from storage.space import is_no_room, no_room_error
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -48,32 +47,11 @@ def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str
     return h.hexdigest()
 
 
-def no_room_error(exc: BaseException, path: str) -> DiskFullError | None:
-    """A :class:`DiskFullError` naming ``path``, its filesystem's free space and what to do, when
-    ``exc`` is a disk-full-like ``OSError``; None for any other exception.
-
-    Example:
-        ``OSError(ENOSPC)`` while writing ``/r/datasets/coco/v-1/val/part-00000.h5`` → "no space left
-        on the device holding /r/datasets/coco/v-1/val (writing part-00000.h5; 0.0 MB free of 20.0 MB)".
-    """
-    if not isinstance(exc, OSError) or exc.errno not in _NO_ROOM:
+def _no_room(exc: BaseException, path: str) -> DiskFullError | None:
+    """The :class:`DiskFullError` for a full/over-quota/over-limit/read-only write of a local file."""
+    if not isinstance(exc, OSError) or not is_no_room(exc):
         return None
-    folder, _, name = str(path).rpartition("/")
-    folder = folder or "."
-    room = ""
-    probe = folder
-    while probe and not os.path.isdir(probe):
-        probe = probe.rpartition("/")[0]
-    with contextlib.suppress(OSError):
-        st = os.statvfs(probe or ".")
-        room = f"; {st.f_bavail * st.f_frsize / 1e6:.1f} MB free of {st.f_blocks * st.f_frsize / 1e6:.1f} MB"
-    what = "make it writable or choose another --root" if exc.errno == errno.EROFS else "free space there (or raise the quota/limit) or choose another --root"
-    return DiskFullError(
-        f"{_NO_ROOM[exc.errno]} on the device holding {folder} (writing {name}{room})",
-        hint=f"{what}; nothing half-written was left and LATEST is unchanged, so rerun the same command afterwards",
-        path=str(path),
-        filesystem=probe or ".",
-    )
+    return no_room_error(exc, Path(path), f"writing {path.rpartition('/')[2]}", kept="nothing half-written was left and LATEST is unchanged")
 
 
 def _tmp_name(path: str) -> str:
@@ -114,7 +92,7 @@ def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb", dura
         else:
             fs.mv(tmp, path)
     except BaseException as exc:
-        full = no_room_error(exc, path)  # free space as it was when the write failed
+        full = _no_room(exc, path)  # free space as it was when the write failed
         with contextlib.suppress(Exception):
             fs.rm(tmp)
         if full is not None:
@@ -138,7 +116,7 @@ def atomic_local_path(path: str, durable: bool = True) -> Iterator[str]:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        full = no_room_error(exc, path)  # free space as it was when the write failed
+        full = _no_room(exc, path)  # free space as it was when the write failed
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         if full is not None:

@@ -13,6 +13,7 @@
     {root}/datasets/{dataset}/{version}/_run.json                  when, where and from which source (not hashed)
     {root}/datasets/{dataset}/{version}/_staging/                  work files of an uncommitted build
     {root}/cache/digests/{dataset}.json                            stat-keyed content digests of source files
+    {root}/raw/{dataset}/...                                       downloads and extracted trees (:class:`RawPaths`)
     {root}/keypoints/...                                           extraction runs (see :func:`extraction_dir`)
     {root}/models/{task}/{model_version}/                          registered models
 
@@ -25,6 +26,7 @@ Paths are fsspec paths (POSIX separators, no protocol): pair them with the files
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from storage.fs import join
 
@@ -91,6 +93,44 @@ def extraction_dir(root: str, *parts: str) -> str:
 def model_dir(root: str, task: str, model_version: str | None = None) -> str:
     """``{root}/models/{task}`` or ``{root}/models/{task}/{model_version}``."""
     return join(root, "models", task, model_version) if model_version else join(root, "models", task)
+
+
+def raw_dir(root: str, dataset: str) -> str:
+    """``{root}/raw/{dataset}``: the fetch store of one dataset (local disk only)."""
+    return join(root, "raw", dataset)
+
+
+@dataclass(frozen=True)
+class RawPaths:
+    """The fetch store of one dataset, ``{root}/raw/{dataset}/`` (a local folder)::
+
+        downloads/<filename>            verified files; ``.part`` / ``.part.json`` while downloading
+        index.json                      sha256 → file name, size, url, source
+        extracted/                      the folder the adapter parses
+        state/<source name>.json        what extracting one source created
+        .lock                           one fetch of the dataset at a time
+    """
+
+    raw: Path
+
+    @property
+    def downloads(self) -> Path:
+        return self.raw / "downloads"
+
+    @property
+    def extracted(self) -> Path:
+        return self.raw / "extracted"
+
+    @property
+    def index(self) -> Path:
+        return self.raw / "index.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.raw / LOCK
+
+    def marker(self, source_name: str) -> Path:
+        return self.raw / "state" / f"{source_name}.json"
 
 
 @dataclass(frozen=True)

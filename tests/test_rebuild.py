@@ -315,9 +315,10 @@ def test_disk_full_names_the_place_and_leaves_nothing_half_written(tmp_path):
     try:
         root = mount / "root"
         src = write_synthetic_coco(tmp_path / "syn", {"train": 30, "val": 4}, seed=2)
-        with pytest.raises(DiskFullError, match=r"no space left on the device holding .*/small/root/datasets/coco/v-\w+") as err:
+        with pytest.raises(DiskFullError, match=r"no room while writing .*: writing .*/small/root/datasets/coco/v-\w+/.* failed: the filesystem is full") as err:
             build_version(str(root), str(src))  # 256×192 crops: ~15 MB of shards
-        assert "choose another --root" in err.value.hint and "MB free of" in err.value.message
+        assert "choose another --root" in err.value.hint and "LATEST is unchanged" in err.value.hint
+        assert err.value.filesystem == str(mount) and "bytes free" in err.value.message
         assert _no_tmp_files(root) == [] and read_latest(*filesystem(str(root)), "coco") is None
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
@@ -342,5 +343,5 @@ def test_file_size_limit_is_reported_like_disk_full(tmp_path):
     out = subprocess.run([sys.executable, "-c", _FSIZE_LIMITED, str(root), str(src)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     kind, message, hint = (part.strip() for part in out.stdout.strip().splitlines()[-1].split("|"))
-    assert kind == "DiskFullError" and message.startswith("file size limit exceeded on the device holding ") and "/root/datasets/coco/" in message
-    assert "rerun" in hint and _no_tmp_files(root) == []
+    assert kind == "DiskFullError" and "the file passes the file size limit" in message and "/root/datasets/coco/" in message
+    assert "ulimit -f" in hint and _no_tmp_files(root) == []

@@ -43,8 +43,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from schemas.errors import CorruptArchiveError, FetchError, UnsafeArchiveError
+from storage.space import is_no_room, no_room_error
 from tasks.datasets.base import safe_relative_path
-from tasks.fetch.space import is_no_room, no_room_error
 
 if TYPE_CHECKING:
     from schemas.settings import Settings

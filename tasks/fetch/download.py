@@ -55,7 +55,7 @@ from schemas.errors import (
     TransientFetchError,
 )
 from storage.fs import file_sha256
-from tasks.fetch.space import is_no_room, no_room_error
+from storage.space import is_no_room, no_room_error
 
 log = logging.getLogger(__name__)
 

@@ -60,12 +60,14 @@ from schemas.errors import (
     UnsafeArchiveError,
 )
 from storage.fs import filesystem
+from storage.layout import RawPaths
+from storage.layout import raw_dir as raw_layout_dir
+from storage.space import is_no_room, no_room_error
 from tasks.datasets import get_adapter
 from tasks.datasets.base import DatasetAdapter, Source
 from tasks.fetch.archive import ExtractionLimits, safe_extract
 from tasks.fetch.download import DownloadResult, ProgressFn, RetryPolicy, download, place_file, sha256_of
 from tasks.fetch.registry import Checksum, load_checksums, save_checksums
-from tasks.fetch.space import is_no_room, no_room_error
 
 log = logging.getLogger(__name__)
 
@@ -144,18 +146,22 @@ class _Store:
     index: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def paths(self) -> RawPaths:
+        return RawPaths(self.raw)
+
+    @property
     def downloads(self) -> Path:
-        return self.raw / "downloads"
+        return self.paths.downloads
 
     @property
     def extracted(self) -> Path:
-        return self.raw / "extracted"
+        return self.paths.extracted
 
     def marker(self, source: Source) -> Path:
-        return self.raw / "state" / f"{source.name}.json"
+        return self.paths.marker(source.name)
 
     def load(self) -> None:
-        path = self.raw / "index.json"
+        path = self.paths.index
         try:
             self.index = json.loads(path.read_text()) if path.is_file() else {}
         except json.JSONDecodeError:
@@ -164,7 +170,7 @@ class _Store:
         self.index.setdefault("by_sha256", {})
 
     def save(self) -> None:
-        _write_json(self.raw / "index.json", self.index)
+        _write_json(self.paths.index, self.index)
 
     def entry_for(self, filename: str) -> tuple[str, dict[str, Any]] | None:
         for sha, entry in self.index["by_sha256"].items():
@@ -236,7 +242,7 @@ def fetch_dataset(
         LockError: Another fetch of the dataset holds the lock past ``lock_timeout_s``.
     """
     adp = adapter or get_adapter(dataset)
-    store = _Store(_local_root(root) / "raw" / dataset)
+    store = _Store(Path(raw_layout_dir(str(_local_root(root)), dataset)))
     try:
         return _fetch(dataset, adp, store, mirror, manual_dir, register_checksums, progress, checksums_dir, retry,
                       timeout_s, limits, lock_timeout_s)
@@ -265,11 +271,11 @@ def _fetch(
     registry = load_checksums(dataset, checksums_dir)
     warnings: list[str] = []
     files: list[FetchedFile] = []
-    lock = FileLock(str(store.raw / ".lock"))
+    lock = FileLock(str(store.paths.lock))
     try:
         lock.acquire(timeout=lock_timeout_s)
     except Timeout as exc:
-        raise LockError(f"another fetch of {dataset} holds {store.raw / '.lock'}", hint="wait for it to finish") from exc
+        raise LockError(f"another fetch of {dataset} holds {store.paths.lock}", hint="wait for it to finish") from exc
     try:
         store.load()
         store.extracted.mkdir(parents=True, exist_ok=True)
@@ -311,7 +317,7 @@ def raw_dir(root: str, dataset: str) -> Path:
     Raises:
         ConfigError: ``root`` is not on the local filesystem.
     """
-    return _local_root(root).resolve() / "raw" / dataset
+    return Path(raw_layout_dir(str(_local_root(root).resolve()), dataset))
 
 
 def _local_root(root: str) -> Path:
