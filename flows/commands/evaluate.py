@@ -83,8 +83,8 @@ def pckh_command(
     ] = 0.0,
 ) -> None:
     """The official MPII PCKh (head size 0.6 x head-box diagonal): parts, Mean, @0.1, curve AUC."""
+    from tasks.evaluation.metrics import head_norm_from_boxes, mpii_pckh_report
     from tasks.evaluation.readers import read_mpii_gt, read_mpii_predictions
-    from tasks.training.metrics import head_norm_from_boxes, mpii_pckh_report
 
     ground = read_mpii_gt(gt)
     preds = read_mpii_predictions(pred, ground.num_people, allow_missing=allow_missing) + pred_offset_px
@@ -116,8 +116,8 @@ def flic_command(
     allow_missing: AllowMissingOpt = False,
 ) -> None:
     """MODEC's FLIC protocol on the test examples: elbow/wrist accuracy curves, AUC, PCK@0.2."""
+    from tasks.evaluation.metrics import flic_report
     from tasks.evaluation.readers import read_flic_gt, read_flic_predictions
-    from tasks.training.metrics import flic_report
 
     ground = read_flic_gt(gt)
     gt_test = ground.test_coords_xy

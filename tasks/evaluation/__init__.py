@@ -1,5 +1,5 @@
-"""Evaluation inputs and outputs: reading ground-truth/prediction files, COCO evaluation, plots.
+"""Evaluation: reading ground-truth/prediction files, the metrics, COCO evaluation, plots.
 
-The metrics themselves are pure numpy in :mod:`tasks.training.metrics`; ``posepipe evaluate``
-(``flows/commands/evaluate.py``) only parses options and calls into here.
+The metrics are pure numpy in :mod:`tasks.evaluation.metrics`; training code and ``posepipe evaluate``
+(``flows/commands/evaluate.py``, which only parses options and calls into here) both import them from there.
 """

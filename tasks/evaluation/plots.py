@@ -21,7 +21,7 @@ import numpy as np
 from schemas.errors import EvaluationInputError
 from storage.fs import filesystem, write_bytes_atomic
 from tasks.evaluation.coco_eval import CocoCurves, CocoReport
-from tasks.training.metrics import FlicReport, MpiiPckhReport
+from tasks.evaluation.metrics import FlicReport, MpiiPckhReport
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -51,7 +51,7 @@ def plot_mpii_report(report: MpiiPckhReport, out_path: str | Path, title: str = 
     """Per-part PCKh bars (0.5 and 0.1) and the PCKh curve.
 
     Args:
-        report: From :func:`tasks.training.metrics.mpii_pckh_report`.
+        report: From :func:`tasks.evaluation.metrics.mpii_pckh_report`.
         out_path: ``.png``, ``.svg`` or ``.pdf`` destination.
         title: Figure title.
 
@@ -97,7 +97,7 @@ def plot_flic_report(report: FlicReport, out_path: str | Path, title: str = "FLI
     """MODEC-style accuracy curves for elbows and wrists.
 
     Args:
-        report: From :func:`tasks.training.metrics.flic_report`.
+        report: From :func:`tasks.evaluation.metrics.flic_report`.
         out_path: ``.png``, ``.svg`` or ``.pdf`` destination.
         title: Figure title.
 

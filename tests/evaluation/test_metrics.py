@@ -10,7 +10,7 @@ import pytest
 
 from schemas.errors import EvaluationInputError, SkeletonError
 from schemas.skeletons import FLIC7, FLIC29, LSP14, MPII16
-from tasks.training import metrics as M
+from tasks.evaluation import metrics as M
 
 
 def _xy(*points: tuple[float, float]) -> np.ndarray:

@@ -11,8 +11,8 @@ import scipy.io
 
 from schemas.errors import EvaluationInputError
 from schemas.skeletons import FLIC29
+from tasks.evaluation import metrics as M
 from tasks.evaluation import readers as R
-from tasks.training import metrics as M
 from tests.evaluation.fakes_eval import (
     fake_flic_coords,
     truncate,

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from flows import cli
 from schemas.errors import EvaluationInputError
 from tasks.evaluation.coco_eval import coco_gt_as_results
+from tasks.evaluation.metrics import modec_flip_backwards_facing
 from tasks.evaluation.readers import read_flic_gt
-from tasks.training.metrics import modec_flip_backwards_facing
 from tests.evaluation.fakes_eval import write_fake_mpii_gt
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
