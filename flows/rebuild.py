@@ -26,7 +26,7 @@ from flows.runtime import (
     reuse_before_orchestration,
     workers_share_prefect_api,
 )
-from schemas.settings import Settings
+from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED, DEFAULT_SHARD_SIZE, Settings
 from storage.fs import filesystem
 from tasks import rebuild as stages
 from tasks.kinds import ShardResult, ShardSpec
@@ -61,9 +61,9 @@ def rebuild_flow(
     source: str | None = None,
     adapter_params: dict[str, Any] | None = None,
     crop: dict[str, Any] | None = None,
-    seed: int = 0,
-    shard_size: int = 512,
-    max_reject_ratio: float = 0.5,
+    seed: int = DEFAULT_SEED,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO,
     mirror: str | None = None,
     manual_dir: str | None = None,
 ) -> dict[str, Any]:

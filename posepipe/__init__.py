@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
+from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED, DEFAULT_SHARD_SIZE
 from tasks.rebuild import RebuildRequest, run
 from tasks.transforms.geometry import CropConfig
 
@@ -35,9 +36,9 @@ def rebuild(
     source: str,
     adapter_params: dict[str, Any] | None = None,
     crop: CropConfig | None = None,
-    seed: int = 0,
-    shard_size: int = 512,
-    max_reject_ratio: float = 0.5,
+    seed: int = DEFAULT_SEED,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO,
 ) -> dict[str, Any]:
     """Build (or reuse) a validated version of ``dataset`` from ``source`` under ``root``, in-process.
 

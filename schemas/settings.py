@@ -9,6 +9,11 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Defaults written once: the settings, the rebuild request, the flows and the Python API use these.
+DEFAULT_SEED = 0
+DEFAULT_SHARD_SIZE = 512
+DEFAULT_MAX_REJECT_RATIO = 0.5
+
 
 class Settings(BaseSettings):
     """Where data lives and how work is executed.
@@ -33,8 +38,8 @@ class Settings(BaseSettings):
     dask_address: str | None = None
     workers: int | None = Field(default=None, ge=1)
     threads_per_worker: int = Field(default=1, ge=1)
-    seed: int = 0
-    max_reject_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
-    shard_size: int = Field(default=512, ge=1)
+    seed: int = DEFAULT_SEED
+    max_reject_ratio: float = Field(default=DEFAULT_MAX_REJECT_RATIO, ge=0.0, le=1.0)
+    shard_size: int = Field(default=DEFAULT_SHARD_SIZE, ge=1)
     max_extract_bytes: int = Field(default=64 * 1024**3, ge=1)
     max_compression_ratio: float = Field(default=100.0, gt=1.0)

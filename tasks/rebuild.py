@@ -43,6 +43,7 @@ from schemas.records import (
     SCHEMA_VERSION,
     schema_fingerprint,
 )
+from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED, DEFAULT_SHARD_SIZE
 from storage.fs import file_sha256, filesystem, flush_to_disk, write_bytes_atomic
 from storage.layout import INPUTS, VALIDATION_HTML, VALIDATION_JSON, VersionPaths, digest_cache_path
 from storage.manifest import compute_version, dataset_lock, read_json, set_latest, write_json, write_manifest
@@ -231,9 +232,9 @@ class RebuildRequest:
     source: str | None = None
     adapter_params: dict[str, Any] = field(default_factory=dict)
     crop: CropConfig = field(default_factory=CropConfig)
-    seed: int = 0
-    shard_size: int = 512
-    max_reject_ratio: float = 0.5
+    seed: int = DEFAULT_SEED
+    shard_size: int = DEFAULT_SHARD_SIZE
+    max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO
     mirror: str | None = None
     manual_dir: str | None = None
 
@@ -372,8 +373,8 @@ def plan_version(
     root: str,
     adapter_params: dict[str, Any] | None = None,
     crop: CropConfig | None = None,
-    seed: int = 0,
-    shard_size: int = 512,
+    seed: int = DEFAULT_SEED,
+    shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> Prepared:
     """Parse the source and name its version without writing anything under the version folder.
 
@@ -392,8 +393,8 @@ def prepare(
     root: str,
     adapter_params: dict[str, Any] | None = None,
     crop: CropConfig | None = None,
-    seed: int = 0,
-    shard_size: int = 512,
+    seed: int = DEFAULT_SEED,
+    shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> Prepared:
     """Parse the source, name the version, and stage records + shard specs unless it already exists.
 
@@ -502,7 +503,7 @@ def commit(
     root: str,
     prepared: Prepared,
     results: list[ShardResult],
-    max_reject_ratio: float = 0.5,
+    max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO,
     run_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Check the version as a whole, write rejects, the validation report and the manifest, move LATEST.
