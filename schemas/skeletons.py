@@ -344,32 +344,6 @@ def convert_keypoints(
     return out_xy, out_vis
 
 
-def flip_keypoints(
-    keypoints_xy: np.ndarray, visibility: np.ndarray, skeleton: Skeleton, width_px: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror keypoints horizontally in an image ``width_px`` wide and swap left/right joints.
-
-    ``x' = W - 1 - x`` (pixel centres), then joints are permuted by ``skeleton.flip_permutation``.
-
-    Args:
-        keypoints_xy: ``(..., J, 2) float32``.
-        visibility: ``(..., J) int8``.
-        skeleton: Skeleton whose flip pairs are used.
-        width_px: Image width W.
-
-    Returns:
-        Flipped ``(..., J, 2) float32`` and ``(..., J) int8``.
-
-    Example:
-        >>> xy = np.array([[0.0, 5.0], [9.0, 1.0]], np.float32)  # a 2-joint toy
-    """
-    skeleton.check(keypoints_xy)
-    out = np.asarray(keypoints_xy, dtype=np.float32).copy()
-    out[..., 0] = (width_px - 1) - out[..., 0]
-    perm = skeleton.flip_permutation
-    return out[..., perm, :], np.asarray(visibility)[..., perm]
-
-
 # OpenPose MPI_15 (its Caffe MPI models' heatmap order). Names follow OpenPose's own ("Head", "Neck",
 # "Chest"): they are not mapped onto MPII's head_top/upper_neck/thorax, which OpenPose does not document.
 MPI15 = Skeleton(

@@ -23,7 +23,8 @@ from storage.fs import prefaulted_memory
 from storage.hdf5 import write_hdf5_shard
 from storage.layout import shard_relpath, staging_relpath
 from storage.parquet import read_parquet, write_parquet
-from tasks.datasets.base import Reject, rejects_table, stable_hash
+from tasks.common import stable_hash
+from tasks.datasets.base import Reject, rejects_table
 from tasks.kinds.base import ShardSpec, ShardSummary
 from tasks.transforms.geometry import (
     CropConfig,
@@ -31,6 +32,7 @@ from tasks.transforms.geometry import (
     crop_boxes_xyxy,
     crop_scales,
     decoded_pixel_affine,
+    flip_keypoints,
     make_crop_params,
     reduction_for_scale,
     sample_rng,
@@ -191,12 +193,12 @@ def _processed_table(
     point = np.arange(offsets[-1]) - np.repeat(offsets[:-1], counts)  # index within its row
     source = np.repeat(first, counts) + point
     flipped = np.flatnonzero(flip[kept]).tolist()  # output rows that were mirrored
-    for out_row in flipped:  # left/right swap: gather the row's joints through the flip permutation
-        r = int(kept[out_row])
-        perm = get_skeleton(cols.skeleton[r]).flip_permutation
-        source[offsets[out_row] : offsets[out_row + 1]] = cols.starts[r] + np.asarray(perm)
     xy = kp_crop[source]
     vis = cols.vis[source]
+    for out_row in flipped:  # left/right swap (the crop affine already mirrored x)
+        row = slice(offsets[out_row], offsets[out_row + 1])
+        perm = get_skeleton(cols.skeleton[int(kept[out_row])]).flip_permutation
+        xy[row], vis[row] = flip_keypoints(xy[row], vis[row], perm, image_width_px=None)
     table = cols.table.take(pa.array(kept, type=pa.int64()))
     if flipped:
         extras = table.column("extra").to_pylist()

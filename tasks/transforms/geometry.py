@@ -11,12 +11,13 @@ filled with ``fill_value``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, SkeletonError
 from schemas.skeletons import Skeleton
 
 
@@ -198,10 +199,50 @@ def warp_keypoints(keypoints_xy: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def flip_permute(keypoints: np.ndarray, visibility: np.ndarray, skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray]:
-    """Swap left/right joints (after a mirror): ``(..., J, 2)`` and ``(..., J)`` by the flip pairs."""
-    perm = skeleton.flip_permutation
-    return keypoints[..., perm, :], visibility[..., perm]
+def flip_keypoints(
+    keypoints_xy_px: np.ndarray,
+    visibility: np.ndarray,
+    flip_permutation: np.ndarray | Sequence[int],
+    image_width_px: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror keypoints horizontally and swap their left/right joints (the one keypoint flip).
+
+    The mirror is ``x' = W - 1 - x`` (pixel centres, DESIGN.md), computed in float32; then joint ``j``
+    of the result is joint ``flip_permutation[j]`` of the input, for coordinates and visibility alike.
+    Pass ``image_width_px=None`` when the coordinates were already mirrored by an affine that holds the
+    mirror (:func:`crop_affines` with ``flip``, which also warps the pixels): then only the joints are
+    swapped. NaN coordinates stay NaN.
+
+    Args:
+        keypoints_xy_px: ``(N, J, 2) float32`` (any leading shape ``(..., J, 2)``; ``(J, 2)`` for one person).
+        visibility: ``(N, J) int8`` (the same leading shape).
+        flip_permutation: ``(J,)`` joint order after the flip (``Skeleton.flip_permutation``, built from
+            the skeleton's flip pairs; an involution).
+        image_width_px: Image width W to mirror in, or None to swap only.
+
+    Returns:
+        ``(N, J, 2) float32`` flipped coordinates and ``(N, J)`` visibility (new arrays).
+
+    Raises:
+        SkeletonError: If the permutation's length is not the keypoints' J.
+
+    Example:
+        >>> xy = np.array([[[2.0, 7.0], [8.0, 7.0]]], np.float32)  # (1, 2, 2): left, right shoulder
+        >>> out, vis = flip_keypoints(xy, np.array([[2, 1]], np.int8), [1, 0], image_width_px=10)
+        >>> out.tolist(), vis.tolist()
+        ([[[1.0, 7.0], [7.0, 7.0]]], [[1, 2]])
+    """
+    perm = np.asarray(flip_permutation, dtype=np.int64)
+    xy = np.asarray(keypoints_xy_px, dtype=np.float32)
+    if xy.ndim < 2 or xy.shape[-1] != 2 or perm.shape != (xy.shape[-2],):
+        raise SkeletonError(
+            f"keypoints of shape {xy.shape} do not fit a flip permutation of {perm.size} joints",
+            hint="pass (..., J, 2) keypoints and the skeleton's flip_permutation (J,)",
+        )
+    if image_width_px is not None:
+        xy = xy.copy()
+        xy[..., 0] = (image_width_px - 1) - xy[..., 0]
+    return xy[..., perm, :], np.asarray(visibility)[..., perm]
 
 
 @dataclass(frozen=True)
@@ -307,5 +348,5 @@ def crop_sample(
     kps = warp_keypoints(keypoints_xy_px, affine)
     vis = np.asarray(visibility, dtype=np.int8)
     if params.flip:
-        kps, vis = flip_permute(kps, vis, skeleton)
+        kps, vis = flip_keypoints(kps, vis, skeleton.flip_permutation, image_width_px=None)  # mirrored by the affine
     return CropResult(image=pixels, crop_xyxy_px=box, keypoints_xy_px=kps, visibility=vis, params=params)

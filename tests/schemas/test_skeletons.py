@@ -11,7 +11,6 @@ from schemas.skeletons import (
     SKELETONS,
     conversion,
     convert_keypoints,
-    flip_keypoints,
     get_skeleton,
 )
 
@@ -67,16 +66,6 @@ def test_mpii_to_lsp_maps_names_and_batches():
     out, _ = convert_keypoints(xy, np.full((2, 16), 2, np.int8), "mpii16", "lsp14")
     assert out.shape == (2, 14, 2)
     np.testing.assert_allclose(out[1, LSP14.index("upper_neck")], xy[1, 8])
-
-
-def test_flip_keypoints_mirrors_and_swaps():
-    xy = np.zeros((17, 2), np.float32)
-    xy[5] = (2, 7)  # left shoulder
-    xy[6] = (8, 7)  # right shoulder
-    out, vis = flip_keypoints(xy, np.arange(17, dtype=np.int8), COCO17, width_px=10)
-    np.testing.assert_allclose(out[5], [1, 7])  # new left shoulder = mirrored old right (10-1-8)
-    np.testing.assert_allclose(out[6], [7, 7])
-    assert vis[5] == 6 and vis[6] == 5
 
 
 def test_errors():

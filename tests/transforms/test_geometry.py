@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, SkeletonError
 from schemas.skeletons import COCO17
 from tasks.transforms.geometry import (
     CropConfig,
@@ -9,6 +9,7 @@ from tasks.transforms.geometry import (
     crop_affine,
     crop_box_xyxy,
     crop_sample,
+    flip_keypoints,
     make_crop_params,
     sample_rng,
     warp_keypoints,
@@ -59,6 +60,31 @@ def test_flip_swaps_left_and_right():
     np.testing.assert_allclose(res.keypoints_xy_px[5], [49 - 40, 20], atol=1e-4)
     np.testing.assert_allclose(res.keypoints_xy_px[6], [49 - 10, 20], atol=1e-4)
     assert res.visibility[5] == 1 and res.visibility[6] == 2
+
+
+def test_flip_keypoints_mirrors_and_swaps():
+    xy = np.zeros((17, 2), np.float32)
+    xy[5] = (2, 7)  # left shoulder
+    xy[6] = (8, 7)  # right shoulder
+    xy[0] = (np.nan, np.nan)  # nose unknown
+    out, vis = flip_keypoints(xy, np.arange(17, dtype=np.int8), COCO17.flip_permutation, image_width_px=10)
+    assert out.dtype == np.float32 and out.shape == (17, 2)
+    np.testing.assert_array_equal(out[5], [1, 7])  # new left shoulder = mirrored old right (10 - 1 - 8)
+    np.testing.assert_array_equal(out[6], [7, 7])
+    assert np.isnan(out[0]).all() and vis[5] == 6 and vis[6] == 5 and vis[0] == 0
+    assert xy[5].tolist() == [2, 7]  # the input is left alone
+
+
+def test_flip_keypoints_batch_and_swap_only():
+    xy = np.array([[[2.0, 1.0], [8.0, 3.0], [5.0, 5.0]]] * 2, np.float32)  # (2, 3, 2)
+    vis = np.array([[2, 1, 0], [0, 2, 1]], np.int8)
+    out, v = flip_keypoints(xy, vis, [1, 0, 2], image_width_px=None)  # already mirrored: swap only
+    np.testing.assert_array_equal(out[1], [[8, 3], [2, 1], [5, 5]])
+    np.testing.assert_array_equal(v, [[1, 2, 0], [2, 0, 1]])
+    out, _ = flip_keypoints(xy, vis, [1, 0, 2], image_width_px=6)
+    np.testing.assert_array_equal(out[0], [[-3, 3], [3, 1], [0, 5]])
+    with pytest.raises(SkeletonError, match="do not fit a flip permutation of 2 joints"):
+        flip_keypoints(xy, vis, [1, 0], image_width_px=6)
 
 
 def test_params_are_reproducible_per_sample():
