@@ -243,7 +243,7 @@ def _union_box(row: dict) -> np.ndarray:
 def test_batched_shard_equals_the_per_sample_kernels(tmp_path):
     """process_shard (vectorised boxes, affines, keypoints; one decode per image) == crop_sample per row."""
     from schemas.skeletons import get_skeleton
-    from tasks.datasets.base import stable_hash
+    from tasks.common import stable_hash
     from tasks.transforms.geometry import crop_box_xyxy, crop_sample, decode_reduction, make_crop_params, sample_rng
     from tasks.transforms.image_io import read_image_bgr
 

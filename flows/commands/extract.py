@@ -46,8 +46,8 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def text_of(value: str) -> str:
-    """Printable text of a path (see :func:`tasks.datasets.base.text_of`; imported when needed)."""
-    from tasks.datasets.base import text_of as _text_of
+    """Printable text of a path (see :func:`tasks.common.text_of`; imported when needed)."""
+    from tasks.common import text_of as _text_of
 
     return _text_of(value)
 

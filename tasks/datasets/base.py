@@ -10,19 +10,18 @@ with a ``name``, plus one test module. Registration happens on subclass creation
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from schemas.errors import ConfigError, RejectReason, SourceError
+from schemas.errors import ConfigError, RejectReason
 from schemas.records import CLIPS_SCHEMA, REJECTS_SCHEMA, SAMPLES_SCHEMA, to_table
-from storage.fs import file_sha256
+from tasks.common import text_of
 
 RecordKind = Literal["samples", "clips"]
 
@@ -93,24 +92,6 @@ class Reject:
             "detail": text_of(self.detail),
             "split": self.split,
         }
-
-
-def text_of(value: str) -> str:
-    """``value`` as valid UTF-8 text, for Parquet strings, JSON and messages.
-
-    A file name's bytes that are not UTF-8 reach Python as lone surrogates (PEP 383:
-    ``'caf\\udce9'``); they are shown as ``\\xNN`` (``'caf\\\\xe9'``), as a reject detail or id must
-    be storable whatever the name it quotes. Valid text is returned unchanged.
-    """
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        pass
-    try:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # surrogates that are not escaped bytes (e.g. from broken JSON)
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def rejects_table(rejects: Iterable[Reject]) -> pa.Table:
@@ -207,42 +188,3 @@ def registered() -> dict[str, type[DatasetAdapter]]:
 
     discover()
     return dict(_REGISTRY)
-
-
-def stable_hash(text: str) -> int:
-    """A 64-bit integer hash of ``text`` that is stable across processes (unlike ``hash``)."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of an input file (for ``ParseResult.input_checksums``)."""
-    return file_sha256(path)
-
-
-def safe_relative_path(root: Path, name: str) -> PurePosixPath | None:
-    """Return ``name`` as a normalised relative POSIX path inside ``root``, or None if it escapes.
-
-    Absolute names, ``..`` components that climb out of ``root`` and empty names escape.
-    """
-    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        return None
-    parts: list[str] = []
-    for part in PurePosixPath(name.replace("\\", "/")).parts:
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not parts:
-                return None
-            parts.pop()
-        else:
-            parts.append(part)
-    if not parts:
-        return None
-    return PurePosixPath(*parts)
-
-
-def require_file(path: Path, what: str) -> Path:
-    """Return ``path`` if it is a file, else raise :class:`SourceError` saying what was expected."""
-    if not path.is_file():
-        raise SourceError(f"{what} not found: {path}", hint="check --source points at the dataset's folder")
-    return path

@@ -27,16 +27,9 @@ from typing import Any
 import numpy as np
 
 from schemas.errors import AnnotationFormatError, RejectReason, SourceError
-from tasks.datasets.base import (
-    AdapterParams,
-    DatasetAdapter,
-    ParseResult,
-    Reject,
-    Source,
-    rejects_table,
-    safe_relative_path,
-    sha256_file,
-)
+from storage.fs import file_sha256
+from tasks.common import safe_relative_path
+from tasks.datasets.base import AdapterParams, DatasetAdapter, ParseResult, Reject, Source, rejects_table
 
 _ANN_RE = re.compile(r"^person_keypoints_(?P<split>[A-Za-z]+)(?P<year>\d{4})?\.json$")
 _SPLIT_NAMES = {"val": "val", "train": "train", "test": "test", "minival": "val"}
@@ -115,7 +108,7 @@ class CocoKeypoints(DatasetAdapter):
         stats: dict[str, Any] = {"images": 0, "annotation_files": 0}
         for ann_file, split in _annotation_files(source, p.split):
             rel = ann_file.relative_to(root).as_posix()
-            checksums[rel] = sha256_file(ann_file)
+            checksums[rel] = file_sha256(ann_file)
             data = load_json(ann_file)
             if not isinstance(data, dict):
                 raise AnnotationFormatError(

@@ -29,18 +29,10 @@ import numpy as np
 
 from schemas.errors import AnnotationFormatError, ConfigError, RejectReason
 from schemas.skeletons import get_skeleton
+from storage.fs import file_sha256
+from tasks.common import require_file, safe_relative_path
 from tasks.datasets._matlab import as_int, as_list, as_str, load_mat
-from tasks.datasets.base import (
-    AdapterParams,
-    DatasetAdapter,
-    ParseResult,
-    Reject,
-    Source,
-    rejects_table,
-    require_file,
-    safe_relative_path,
-    sha256_file,
-)
+from tasks.datasets.base import AdapterParams, DatasetAdapter, ParseResult, Reject, Source, rejects_table
 
 NUM_SLOTS = 29
 # MODEC lookupPart indices (0-based) of the left/right arm joints compared for backwards facing.
@@ -207,7 +199,7 @@ class FlicAdapter(DatasetAdapter):
                 f"{ann_path}: 'examples' lacks the field(s) {sorted(missing)}; fields: {sorted(examples[0])}"
             )
         count = len(examples)
-        checksums = {self._rel(ann_path, root): sha256_file(ann_path)}
+        checksums = {self._rel(ann_path, root): file_sha256(ann_path)}
         split_by_index = self._plus_splits(Path(source), root, params, examples, checksums)
 
         skeleton = get_skeleton("flic29")
@@ -343,11 +335,11 @@ class FlicAdapter(DatasetAdapter):
                 folder = (source if source.is_dir() else root) / folder
         train_path = require_file(folder / "tr_plus_indices.mat", "FLIC-plus training indices (tr_plus_indices.mat)")
         train = read_plus_indices(train_path, "tr_plus_indices", count)
-        checksums[self._rel(train_path, root)] = sha256_file(train_path)
+        checksums[self._rel(train_path, root)] = file_sha256(train_path)
         test_path = folder / "ts_plus_indices.mat"
         if test_path.is_file():
             test = read_plus_indices(test_path, "ts_plus_indices", count)
-            checksums[self._rel(test_path, root)] = sha256_file(test_path)
+            checksums[self._rel(test_path, root)] = file_sha256(test_path)
         else:
             test = None
         out = {int(i): "train" for i in train}

@@ -36,17 +36,10 @@ import numpy as np
 
 from schemas.errors import AnnotationFormatError, ConfigError, RejectReason
 from schemas.skeletons import get_skeleton
+from storage.fs import file_sha256
+from tasks.common import require_file
 from tasks.datasets._matlab import load_mat
-from tasks.datasets.base import (
-    AdapterParams,
-    DatasetAdapter,
-    ParseResult,
-    Reject,
-    Source,
-    rejects_table,
-    require_file,
-    sha256_file,
-)
+from tasks.datasets.base import AdapterParams, DatasetAdapter, ParseResult, Reject, Source, rejects_table
 
 Layout = Literal["lsp", "lspet"]
 
@@ -202,7 +195,7 @@ class _LeedsAdapter(DatasetAdapter):
         return ParseResult(
             records=self.table(rows),
             rejects=rejects_table(rejects),
-            input_checksums={rel: sha256_file(ann_path)},
+            input_checksums={rel: file_sha256(ann_path)},
             stats=stats,
         )
 

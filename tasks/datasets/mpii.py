@@ -49,17 +49,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from schemas.errors import AnnotationFormatError, ConfigError, RejectReason, SourceError
+from storage.fs import file_sha256
+from tasks.common import safe_relative_path
 from tasks.datasets._matlab import as_float, as_int, as_list, as_str, load_mat
-from tasks.datasets.base import (
-    AdapterParams,
-    DatasetAdapter,
-    ParseResult,
-    Reject,
-    Source,
-    rejects_table,
-    safe_relative_path,
-    sha256_file,
-)
+from tasks.datasets.base import AdapterParams, DatasetAdapter, ParseResult, Reject, Source, rejects_table
 
 NUM_JOINTS = 16
 BOX_UNIT_PX = 200.0  # MPII scale = person height / 200 px
@@ -211,7 +204,7 @@ class MpiiAdapter(DatasetAdapter):
         source = Path(source)
         ann_path, root = self._find_annotations(source, params)
         fmt = params.annotation_format if params.annotation_format != "auto" else self._detect_format(ann_path)
-        checksums = {self._rel(ann_path, root): sha256_file(ann_path)}
+        checksums = {self._rel(ann_path, root): file_sha256(ann_path)}
         if fmt == "release":
             rows, rejects, stats = self._parse_release(ann_path, root, params, checksums)
         else:
@@ -354,7 +347,7 @@ class MpiiAdapter(DatasetAdapter):
                 f"{path}: RELEASE_img_index/RELEASE_person_index must be equally long lists of 1-based indices "
                 f"(got {img.size} and {person.size})"
             )
-        checksums[self._rel(path, root)] = sha256_file(path)
+        checksums[self._rel(path, root)] = file_sha256(path)
         return set(zip(img.tolist(), person.tolist(), strict=True))
 
     def _parse_release(

@@ -29,17 +29,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from schemas.errors import AnnotationFormatError, RejectReason
-from tasks.datasets.base import (
-    AdapterParams,
-    DatasetAdapter,
-    ParseResult,
-    Reject,
-    Source,
-    rejects_table,
-    require_file,
-    safe_relative_path,
-    sha256_file,
-)
+from storage.fs import file_sha256
+from tasks.common import require_file, safe_relative_path
+from tasks.datasets.base import AdapterParams, DatasetAdapter, ParseResult, Reject, Source, rejects_table
 
 _CLIP_RE = re.compile(r"^v_(?P<cls>[A-Za-z]+)_g(?P<group>\d{2})_c(?P<clip>\d{2})$")
 
@@ -213,13 +205,13 @@ class UCF101(DatasetAdapter):
         class_file = require_file(lists / "classInd.txt", "UCF101 classInd.txt")
         classes = read_class_index(class_file, one_based=True)
         lower_classes = {name.lower(): name for name in classes}
-        checksums = {f"{p.lists_dir}/classInd.txt": sha256_file(class_file)}
+        checksums = {f"{p.lists_dir}/classInd.txt": file_sha256(class_file)}
         rejects: list[Reject] = []
         listed: dict[str, _Listed] = {}
         for k in (1, 2, 3):
             for part in ("train", "test"):
                 path = require_file(lists / f"{part}list0{k}.txt", f"UCF101 {part}list0{k}.txt")
-                checksums[f"{p.lists_dir}/{path.name}"] = sha256_file(path)
+                checksums[f"{p.lists_dir}/{path.name}"] = file_sha256(path)
                 for lineno, line in read_list_lines(path):
                     key = f"{path.name}:{lineno}"
                     entry = self._parse_line(line, part, classes, lower_classes, key, rejects)

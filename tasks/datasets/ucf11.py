@@ -26,17 +26,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from schemas.errors import AnnotationFormatError, RejectReason, SourceError
-from tasks.datasets.base import (
-    AdapterParams,
-    DatasetAdapter,
-    ParseResult,
-    Reject,
-    Source,
-    rejects_table,
-    require_file,
-    safe_relative_path,
-    sha256_file,
-)
+from storage.fs import file_sha256
+from tasks.common import require_file, safe_relative_path
+from tasks.datasets.base import AdapterParams, DatasetAdapter, ParseResult, Reject, Source, rejects_table
 from tasks.datasets.ucf101 import VideoIndex, read_class_index, read_list_lines
 
 _CLIP_RE = re.compile(r"^(?P<folder>v_[a-z_]+?_(?P<group>\d{2}))_(?P<clip>\d{2})$")
@@ -108,11 +100,11 @@ class UCF11(DatasetAdapter):
             ]
         else:
             listfile = require_file(source / "listfile.txt", "UCF11 listfile.txt")
-            checksums["listfile.txt"] = sha256_file(listfile)
+            checksums["listfile.txt"] = file_sha256(listfile)
             entries = [(f"listfile.txt:{n}", line) for n, line in read_list_lines(listfile)]
         class_file = source / "classInd.txt"
         if class_file.is_file():
-            checksums["classInd.txt"] = sha256_file(class_file)
+            checksums["classInd.txt"] = file_sha256(class_file)
             classes = read_class_index(class_file, one_based=False)
         else:
             names = {e[1].split("/", 1)[0] for e in entries}
@@ -193,7 +185,7 @@ class UCF11(DatasetAdapter):
         out: dict[str, str] = {}
         for part in ("train", "test"):
             path = require_file(source / f"{part}list.txt", f"UCF11 third-party {part}list.txt")
-            checksums[path.name] = sha256_file(path)
+            checksums[path.name] = file_sha256(path)
             for lineno, line in read_list_lines(path):
                 fields = line.split()
                 label = fields[0].split("/", 1)[0]

@@ -16,7 +16,7 @@ Keys:
 
 File names are carried losslessly: Python holds the non-UTF-8 bytes of a file name as lone
 surrogates (PEP 383), which Parquet strings cannot store. Ids and paths written to Parquet are the
-name's readable text (:func:`tasks.datasets.base.text_of`: undecodable bytes shown as ``\\xNN``); the run manifest also
+name's readable text (:func:`tasks.common.text_of`: undecodable bytes shown as ``\\xNN``); the run manifest also
 keeps the exact bytes in hex (:func:`path_bytes_hex`).
 """
 
@@ -35,7 +35,8 @@ from typing import Any
 
 from schemas.errors import ConfigError
 from schemas.records import SCHEMA_VERSION
-from tasks.datasets.base import sha256_file, text_of
+from storage.fs import file_sha256
+from tasks.common import text_of
 from tasks.keypoints.api import PoseEstimator
 from tasks.video.decode import is_image_sequence
 from tasks.video.sampling import SamplingSpec
@@ -85,7 +86,7 @@ class BackendSpec:
     def describe(self) -> dict[str, Any]:
         """What identifies the request (model file by content, not by path)."""
         model = (
-            sha256_file(Path(self.model_path))
+            file_sha256(Path(self.model_path))
             if self.model_path and Path(self.model_path).is_file()
             else self.model_path
         )
@@ -158,12 +159,12 @@ def clip_key(
 def video_sha256(path: str) -> str:
     """sha256 of a video file, or of an image sequence (sorted names and their contents' sha256)."""
     if not is_image_sequence(path):
-        return sha256_file(Path(path))
+        return file_sha256(Path(path))
     from tasks.video.decode import _sequence_files
 
     h = hashlib.sha256()
     for name in _sequence_files(path):
-        h.update(f"{Path(name).name}\0{sha256_file(Path(name))}\n".encode())
+        h.update(f"{Path(name).name}\0{file_sha256(Path(name))}\n".encode())
     return h.hexdigest()
 
 

@@ -19,7 +19,7 @@ live in the shard's ``cache_dir`` when it has one (``{root}/keypoints/_cache``, 
     _manifest.json                written by the flow after every shard
 
 Every clip of a shard ends in ``clips`` (its frames in ``part``) or in ``rejects``. Text written
-to Parquet is valid UTF-8 whatever the file names (:func:`tasks.extract.plan.text_of`).
+to Parquet is valid UTF-8 whatever the file names (:func:`tasks.common.text_of`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ from schemas.errors import ExtractionError, PosepipeError, RejectReason, VideoDe
 from schemas.records import CLIPS_SCHEMA, KEYPOINTS_SCHEMA, REJECTS_SCHEMA, to_table
 from storage.fs import filesystem, join, write_bytes_atomic
 from storage.parquet import read_parquet, write_parquet
+from tasks.common import text_of
 from tasks.datasets.base import Reject, rejects_table
-from tasks.extract.plan import ClipTask, ShardSpec, clip_key, load_estimator, text_of, video_sha256
+from tasks.extract.plan import ClipTask, ShardSpec, clip_key, load_estimator, video_sha256
 from tasks.keypoints.api import FramePoses, PoseEstimator
 from tasks.video.decode import FrameChunk, VideoReader
 from tasks.video.sampling import SamplingSpec

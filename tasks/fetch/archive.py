@@ -44,7 +44,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from schemas.errors import CorruptArchiveError, FetchError, UnsafeArchiveError
 from storage.space import is_no_room, no_room_error
-from tasks.datasets.base import safe_relative_path
+from tasks.common import safe_relative_path
 
 if TYPE_CHECKING:
     from schemas.settings import Settings

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from schemas.errors import ConfigError, ExtractionError, ModelError
-from tasks.datasets.base import sha256_file
+from storage.fs import file_sha256
 from tasks.keypoints.api import FramePoses, PoseEstimator, RawOutput
 from tasks.keypoints.batching import cached_batch_invariance
 from tasks.keypoints.models import ModelEntry, PafLayout
@@ -73,8 +73,8 @@ class OpenCvOpenPose(PoseEstimator):
         self.skeleton = entry.layout.skeleton
         self.weights_path = Path(weights_path)
         self.config_path = Path(config_path)
-        self.model_sha256 = sha256_file(self.weights_path)
-        self.config_sha256 = sha256_file(self.config_path)  # the network is both files: part of cache keys
+        self.model_sha256 = file_sha256(self.weights_path)
+        self.config_sha256 = file_sha256(self.config_path)  # the network is both files: part of cache keys
         if entry.sha256 is not None and self.model_sha256 != entry.sha256:
             log.warning("%s: sha256 %s differs from the registered %s", self.weights_path, self.model_sha256, entry.sha256)
         self.input_wh = tuple(input_wh or entry.input_wh)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from schemas.errors import ConfigError, ExtractionError, ModelError
-from tasks.datasets.base import sha256_file
+from storage.fs import file_sha256
 from tasks.keypoints.api import FramePoses, PoseEstimator, RawOutput
 from tasks.keypoints.batching import cached_batch_invariance
 from tasks.keypoints.models import ModelEntry, PafLayout
@@ -116,7 +116,7 @@ class TfOpenPose(PoseEstimator):
         self.layout: PafLayout = entry.layout
         self.skeleton = entry.layout.skeleton
         self.model_path = Path(model_path)
-        self.model_sha256 = sha256_file(self.model_path)
+        self.model_sha256 = file_sha256(self.model_path)
         if entry.sha256 is not None and self.model_sha256 != entry.sha256:
             log.warning(
                 "%s: sha256 %s differs from the registered %s (%s); outputs record the file's own sha256",

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.errors import ConfigError
-from tasks.datasets.base import stable_hash
+from tasks.common import stable_hash
 
 
 class SamplingSpec(BaseModel):

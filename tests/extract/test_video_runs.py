@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tasks.extract.plan import BackendSpec, cache_dir_of, plan_dataset, plan_videos, text_of
+from tasks.common import text_of
+from tasks.extract.plan import BackendSpec, cache_dir_of, plan_dataset, plan_videos
 from tasks.extract.worker import extract_shard, write_run_manifest
 from tasks.video.sampling import SamplingSpec
 from tests.extract.doubles import BLOB

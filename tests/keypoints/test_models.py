@@ -8,7 +8,7 @@ import pytest
 
 from schemas.errors import ConfigError, ModelError
 from schemas.skeletons import get_skeleton
-from tasks.datasets.base import sha256_file
+from storage.fs import file_sha256
 from tasks.keypoints.models import (
     BODY25_LAYOUT,
     COCO18_LAYOUT,
@@ -63,11 +63,11 @@ def test_registry_entry_matches_the_real_fixture(shared_data: Path) -> None:
     entry = get_model("tf_pose_mobilenet_v2_small")
     assert entry.input_wh == (432, 368) and entry.stride == 8 and entry.layout is COCO18_LAYOUT
     assert entry.url.startswith("https://") and entry.output_name == "Openpose/concat_stage7"
-    assert sha256_file(shared_data / "models" / "tf_pose_mobilenet_v2_small" / "graph_opt.pb") == entry.sha256
+    assert file_sha256(shared_data / "models" / "tf_pose_mobilenet_v2_small" / "graph_opt.pb") == entry.sha256
     for name in ("openpose_coco", "openpose_mpi", "openpose_mpi_faster", "openpose_body25"):
         e = MODELS[name]
         proto = shared_data / "models" / "openpose_prototxt" / str(e.config_filename)
-        assert sha256_file(proto) == e.config_sha256, name
+        assert file_sha256(proto) == e.config_sha256, name
 
 
 def test_unknown_model_and_missing_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
