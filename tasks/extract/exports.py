@@ -18,6 +18,7 @@ import pyarrow as pa
 from schemas.errors import ExtractionError
 from schemas.skeletons import convert_keypoints, get_skeleton
 from storage.fs import atomic_local_path
+from tasks.extract.ids import stable_image_id
 from tasks.extract.plan import VideoPlan
 from tasks.keypoints.api import FramePoses
 from tasks.video.decode import VideoReader
@@ -94,8 +95,6 @@ def coco_results(
     Raises:
         ExtractionError: If ``image_ids`` is given and lacks an image.
     """
-    from tasks.extract.images import stable_image_id
-
     out: list[dict[str, object]] = []
     for name, poses in images:
         if image_ids is None:

@@ -15,10 +15,7 @@ load it and ``loadRes`` the results against it.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -29,13 +26,13 @@ from typing import Any
 from schemas.errors import AnnotationFormatError, ConfigError
 from schemas.skeletons import get_skeleton
 from storage.fs import atomic_local_path
+from tasks.common import text_of
 from tasks.extract.exports import coco_results
-from tasks.extract.plan import path_bytes_hex, text_of
+from tasks.extract.ids import stable_image_id
+from tasks.extract.plan import path_bytes_hex
 from tasks.keypoints.api import FramePoses, PoseEstimator
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-_COCO_STEM = re.compile(r"(?:COCO_[A-Za-z]+\d{4}_)?(\d{1,15})")
-STABLE_ID_BASE = 10**15
 
 
 def image_files(paths: Iterable[Path]) -> list[Path]:
@@ -53,22 +50,6 @@ def image_files(paths: Iterable[Path]) -> list[Path]:
             f"no .jpg/.png images in {', '.join(text_of(str(p)) for p in paths)}", hint="pass image files or folders of them"
         )
     return files
-
-
-def stable_image_id(name: str) -> int:
-    """The image id of a file name without a GT json.
-
-    Args:
-        name: The file name (no folder), e.g. ``000000000785.jpg`` or ``apink2.jpg``.
-
-    Returns:
-        The number of a COCO-style stem (785), else ``10**15 + sha256(name bytes) mod 10**15``.
-    """
-    match = _COCO_STEM.fullmatch(Path(name).stem)
-    if match:
-        return int(match.group(1))
-    digest = hashlib.sha256(os.fsencode(name)).hexdigest()
-    return STABLE_ID_BASE + int(digest, 16) % STABLE_ID_BASE
 
 
 def read_gt_image_ids(gt: Path) -> dict[str, int]:

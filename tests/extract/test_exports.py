@@ -73,7 +73,7 @@ def test_coco_results_convert_openpose18_to_coco17() -> None:
     assert flat[15:18] == [5.0, 6.0, 0.4]  # type: ignore[index]  # COCO 5 = left_shoulder
     assert flat[48:51] == [7.0, 8.0, 0.3]  # type: ignore[index]  # COCO 16 = right_ankle
     assert flat[3:6] == [0.0, 0.0, 0.0]  # type: ignore[index]  # left_eye unknown
-    from tasks.extract.images import stable_image_id
+    from tasks.extract.ids import stable_image_id
 
     # an ordinary name gets its stable id; a map that lacks an image says which option to fix
     one = [("p1.jpg", FramePoses(kp[None], np.ones(1, np.float32)))]

@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 
 from schemas.errors import AnnotationFormatError, ConfigError
+from tasks.extract.ids import STABLE_ID_BASE, stable_image_id
 from tasks.extract.images import (
-    STABLE_ID_BASE,
     extract_images,
     image_files,
     images_sidecar_path,
     resolve_image_ids,
-    stable_image_id,
     write_coco_outputs,
 )
 from tasks.extract.plan import BackendSpec, load_estimator
