@@ -53,4 +53,4 @@ def test_cli_workers_use_the_cli_s_ephemeral_api(tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     assert out.count("Starting temporary server") == 1, out
-    assert "Task run 'process-train-" in out  # the workers did run tasks
+    assert "Task run 'shard-train-" in out  # the workers did run tasks
