@@ -30,8 +30,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tasks.evaluation.coco_eval import coco_evaluate, coco_keypoint_results  # noqa: E402
 from tasks.keypoints import load_backend  # noqa: E402
-from tasks.keypoints.coco_eval import evaluate_coco_keypoints, poses_to_coco  # noqa: E402
 from tasks.keypoints.paf import DecodeParams, decode_raw  # noqa: E402
 
 REFERENCE = {"AP": 0.131, "AP50": 0.286, "AR": 0.157, "ms": 75.0}
@@ -77,8 +77,8 @@ def run(shared: Path, repeat: int) -> None:
                 t0 = time.perf_counter()
                 poses = decode_raw(raw, backend.layout, params)
                 post_s.append(time.perf_counter() - t0)
-                results.extend(poses_to_coco(poses, image_id, backend.skeleton))
-        stats = evaluate_coco_keypoints(gt_json, results, ids)
+                results.extend(coco_keypoint_results(poses.keypoints, poses.person_scores, image_id, backend.skeleton))
+        stats = coco_evaluate(gt_json, results, img_ids=ids).named
         post_ms = 1e3 * float(np.median(post_s))
         base_post = base_post or post_ms
         print(

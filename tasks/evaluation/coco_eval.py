@@ -1,8 +1,17 @@
-"""COCO OKS keypoint (and bbox) AP/AR through pycocotools' ``COCOeval``, never a re-implementation.
+"""COCO results and their evaluation: the one COCO keypoint results writer and the one ``COCOeval`` wrapper.
 
-This module checks the inputs first (so a bad file gives an :class:`EvaluationInputError` naming
-it, instead of a bare ``AssertionError`` deep inside pycocotools), silences pycocotools' printing,
-and returns the 10 (keypoints) or 12 (bbox) summary numbers in ``COCOeval.stats`` order.
+Evaluation is pycocotools' ``COCOeval`` (OKS keypoint or bbox AP/AR), never a re-implementation. This
+module checks the inputs first (so a bad file gives an :class:`EvaluationInputError` naming it, instead
+of a bare ``AssertionError`` deep inside pycocotools), silences pycocotools' printing, and returns the
+10 (keypoints) or 12 (bbox) summary numbers in ``COCOeval.stats`` order.
+
+Results are COCO's results format, ``[{"image_id", "category_id": 1, "keypoints": [x, y, c] * 17,
+"score"}]``. The third value of each keypoint triple is the joint's **score** (the model's confidence,
+0 where the joint was not found, whose x and y are then 0 too). The COCO results format says the
+third values of results "are not currently used" by the evaluation, and pycocotools' ``COCOeval``
+reads only x and y of a detection's keypoints (``computeOks``: ``xd = d[0::3]; yd = d[1::3]``), so
+scores there change no metric; they are what OpenPose and MMPose write in the same place. (Ground
+truth, not results, carries COCO's 0/1/2 visibilities.)
 """
 
 from __future__ import annotations
@@ -18,9 +27,18 @@ from typing import Any, Literal
 import numpy as np
 
 from schemas.errors import EvaluationInputError
+from schemas.skeletons import convert_keypoints
 from tasks.evaluation.readers import read_json
 
-__all__ = ["STAT_NAMES", "CocoCurves", "CocoReport", "coco_evaluate", "coco_gt_as_results"]
+__all__ = [
+    "STAT_NAMES",
+    "CocoCurves",
+    "CocoReport",
+    "coco_evaluate",
+    "coco_gt_as_results",
+    "coco_keypoint_results",
+    "keypoint_triples",
+]
 
 IouType = Literal["keypoints", "bbox"]
 
@@ -104,14 +122,12 @@ def _check_gt(gt: Any, path: Path, iou_type: str) -> None:
                 )
 
 
-def _check_dt(dt: Any, path: Path, iou_type: str, gt_image_ids: set[int]) -> None:
+def _check_dt(dt: Any, where: str, iou_type: str, gt_image_ids: set[int]) -> None:
     if not isinstance(dt, list):
         raise EvaluationInputError(
-            f"COCO results {str(path)!r} must be a JSON list of detections; got {type(dt).__name__}",
+            f"COCO results {where} must be a JSON list of detections; got {type(dt).__name__}",
             hint="results format: [{'image_id', 'category_id', 'keypoints' or 'bbox', 'score'}, ...]",
         )
-    if not dt:
-        raise EvaluationInputError(f"COCO results {str(path)!r} hold no detections", hint="nothing to evaluate")
     field, length = ("keypoints", 3 * _COCO_NUM_KEYPOINTS) if iou_type == "keypoints" else ("bbox", 4)
     for i, det in enumerate(dt):
         ok = (
@@ -122,13 +138,13 @@ def _check_dt(dt: Any, path: Path, iou_type: str, gt_image_ids: set[int]) -> Non
         )
         if not ok:
             raise EvaluationInputError(
-                f"detection {i} in {str(path)!r} is malformed; expected image_id, category_id, score and "
+                f"detection {i} in {where} is malformed; expected image_id, category_id, score and "
                 f"{field!r} with {length} numbers",
             )
     unknown = sorted({d["image_id"] for d in dt} - gt_image_ids)
     if unknown:
         raise EvaluationInputError(
-            f"COCO results {str(path)!r} name {len(unknown)} image ids absent from the ground truth "
+            f"COCO results {where} name {len(unknown)} image ids absent from the ground truth "
             f"(first: {unknown[:5]})",
             hint="evaluate against the annotation file the detections were made on",
         )
@@ -136,32 +152,49 @@ def _check_dt(dt: Any, path: Path, iou_type: str, gt_image_ids: set[int]) -> Non
 
 def coco_evaluate(
     gt_path: str | Path,
-    dt_path: str | Path,
+    results: str | Path | Sequence[dict[str, Any]],
     iou_type: IouType = "keypoints",
     img_ids: Sequence[int] | None = None,
 ) -> CocoReport:
-    """Run pycocotools' COCOeval and return its summary.
+    """Run pycocotools' COCOeval and return its summary (the one COCOeval wrapper).
 
     Args:
         gt_path: COCO annotation JSON (``person_keypoints_*.json`` for keypoints).
-        dt_path: COCO results JSON (a list of detections).
+        results: A COCO results JSON file (a list of detections), or the detections themselves (from
+            :func:`coco_keypoint_results`; they are not modified). A file with no detection is an error
+            (it is not the file meant); an empty list is a model that found nobody and scores 0.
         iou_type: ``"keypoints"`` (OKS with COCO's 17 sigmas) or ``"bbox"``.
         img_ids: Images to evaluate; default every ground-truth image (COCOeval's default).
 
     Returns:
-        The :class:`CocoReport`.
+        The :class:`CocoReport` (for an empty list: every stat 0.0, no summary text or curves).
 
     Raises:
-        EvaluationInputError: Unreadable/malformed files, results on unknown images, unknown iou type.
+        EvaluationInputError: Unreadable/malformed files or detections, results on unknown images,
+            unknown iou type.
     """
     if iou_type not in STAT_NAMES:
         raise EvaluationInputError(f"iou type {iou_type!r} is not supported; expected one of {sorted(STAT_NAMES)}")
-    gt_p, dt_p = Path(gt_path), Path(dt_path)
+    gt_p = Path(gt_path)
     gt = read_json(gt_p, "COCO ground-truth")
     _check_gt(gt, gt_p, iou_type)
-    dt = read_json(dt_p, "COCO results")
+    if isinstance(results, (str, Path)):
+        where = repr(str(results))
+        dt = read_json(Path(results), "COCO results")
+        if isinstance(dt, list) and not dt:
+            raise EvaluationInputError(f"COCO results {where} hold no detections", hint="nothing to evaluate")
+    else:
+        where, dt = "given", list(results)
     gt_image_ids = {img["id"] for img in gt["images"]}
-    _check_dt(dt, dt_p, iou_type, gt_image_ids)
+    _check_dt(dt, where, iou_type, gt_image_ids)
+    if img_ids is not None:
+        missing = sorted(set(img_ids) - gt_image_ids)
+        if missing:
+            raise EvaluationInputError(f"image ids {missing[:5]} are not in {str(gt_p)!r}")
+    if not dt:
+        n = len(set(img_ids)) if img_ids is not None else len(gt_image_ids)
+        zeros = (0.0,) * len(STAT_NAMES[iou_type])
+        return CocoReport(iou_type=iou_type, stats=zeros, num_images=n, num_detections=0, summary_text="")
 
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -175,10 +208,7 @@ def coco_evaluate(
         coco_dt = coco_gt.loadRes(copy.deepcopy(dt))
         evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
         if img_ids is not None:
-            missing = sorted(set(img_ids) - gt_image_ids)
-            if missing:
-                raise EvaluationInputError(f"image ids {missing[:5]} are not in {str(gt_p)!r}")
-            evaluator.params.imgIds = sorted(img_ids)
+            evaluator.params.imgIds = sorted(set(img_ids))
         evaluator.evaluate()
         evaluator.accumulate()
         mark = buf.tell()
@@ -198,6 +228,62 @@ def coco_evaluate(
             recall=np.asarray(evaluator.eval["recall"][..., -1], dtype=np.float64),
         ),
     )
+
+
+def keypoint_triples(keypoints_xyc: np.ndarray) -> list[float]:
+    """``(J, 3)`` x, y, c -> ``[x0, y0, c0, x1, ...]`` as COCO results and OpenPose JSON write them.
+
+    A joint whose x or y is not finite (not found) is written ``0, 0, 0``; values are rounded to 3
+    decimals (1/1000 pixel).
+
+    Args:
+        keypoints_xyc: ``(J, 3) float32`` x, y (pixels) and score.
+
+    Returns:
+        ``3 * J`` floats.
+
+    Example:
+        >>> keypoint_triples(np.array([[1.23456, 2.0, 0.5], [np.nan, np.nan, 0.0]], np.float32))
+        [1.235, 2.0, 0.5, 0.0, 0.0, 0.0]
+    """
+    kp = np.asarray(keypoints_xyc, np.float32).copy()
+    unknown = ~np.isfinite(kp[:, 0]) | ~np.isfinite(kp[:, 1])
+    kp[unknown] = 0.0
+    return [round(float(v), 3) for v in kp.reshape(-1)]
+
+
+def coco_keypoint_results(
+    keypoints_xyc: np.ndarray, person_scores: np.ndarray, image_id: int, skeleton: str
+) -> list[dict[str, Any]]:
+    """One image's people as COCO keypoint results (the one COCO results writer).
+
+    Joints are converted to COCO-17 by name (OpenPose's neck, which COCO lacks, is dropped). Each
+    keypoint triple is ``x, y, score`` (the convention in the module docstring): a joint found with
+    score > 0 keeps its score, any other is ``0, 0, 0``.
+
+    Args:
+        keypoints_xyc: ``(P, J, 3) float32`` x, y in original image pixels (NaN where not found) and
+            per-joint score, in ``skeleton``'s order.
+        person_scores: ``(P,) float32`` person scores (the results' ``score``, rounded to 5 decimals).
+        image_id: COCO image id.
+        skeleton: Skeleton of ``keypoints_xyc`` (``openpose18``...).
+
+    Returns:
+        One result dict per person, ``{"image_id", "category_id": 1, "keypoints": 51 floats, "score"}``.
+    """
+    kp = np.asarray(keypoints_xyc, np.float32)
+    if kp.shape[0] == 0:
+        return []
+    xy, score = kp[..., :2], kp[..., 2]
+    vis = np.where(np.isfinite(xy[..., 0]) & (score > 0), 2, 0).astype(np.int8)
+    coco_xy, _ = convert_keypoints(xy, vis, skeleton, "coco17")
+    coco_score, _ = convert_keypoints(np.stack([score, score], -1), vis, skeleton, "coco17")
+    out: list[dict[str, Any]] = []
+    for p in range(kp.shape[0]):
+        triples = np.concatenate([coco_xy[p], np.nan_to_num(coco_score[p, :, :1])], axis=-1)
+        out.append({"image_id": image_id, "category_id": 1, "keypoints": keypoint_triples(triples),
+                    "score": round(float(person_scores[p]), 5)})  # fmt: skip
+    return out
 
 
 def coco_gt_as_results(gt: dict[str, Any], iou_type: IouType = "keypoints") -> list[dict[str, Any]]:

@@ -16,20 +16,13 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.errors import ExtractionError
-from schemas.skeletons import convert_keypoints, get_skeleton
+from schemas.skeletons import get_skeleton
 from storage.fs import atomic_local_path
+from tasks.evaluation.coco_eval import coco_keypoint_results, keypoint_triples
 from tasks.extract.ids import stable_image_id
 from tasks.extract.plan import VideoPlan
 from tasks.keypoints.api import FramePoses
 from tasks.video.decode import VideoReader
-
-
-def _flat_xyc(keypoints: np.ndarray) -> list[float]:
-    """``(J, 3)`` -> ``[x0, y0, c0, x1, ...]`` with NaN joints as 0, 0, 0."""
-    kp = np.asarray(keypoints, np.float32).copy()
-    unknown = ~np.isfinite(kp[:, 0]) | ~np.isfinite(kp[:, 1])
-    kp[unknown] = 0.0
-    return [round(float(v), 3) for v in kp.reshape(-1)]
 
 
 def openpose_frame_json(poses: FramePoses) -> dict[str, object]:
@@ -44,7 +37,7 @@ def openpose_frame_json(poses: FramePoses) -> dict[str, object]:
     people = [
         {
             "person_id": [-1],
-            "pose_keypoints_2d": _flat_xyc(kp),
+            "pose_keypoints_2d": keypoint_triples(kp),
             "face_keypoints_2d": [],
             "hand_left_keypoints_2d": [],
             "hand_right_keypoints_2d": [],
@@ -77,10 +70,9 @@ def write_openpose_json(out_dir: Path, stem: str, frames: Iterable[tuple[int, Fr
 def coco_results(
     images: Iterable[tuple[str, FramePoses]], skeleton: str, image_ids: Mapping[str, int] | None = None
 ) -> list[dict[str, object]]:
-    """COCO keypoint results (``[{"image_id", "category_id": 1, "keypoints", "score"}]``).
+    """COCO keypoint results of named images, written by :func:`tasks.evaluation.coco_eval.coco_keypoint_results`.
 
-    Joints are converted to COCO-17 by name (OpenPose's neck is dropped); a joint's COCO ``v`` is its
-    score, as ``loadRes`` expects for results.
+    Each keypoint triple's third value is the joint's score (that module's documented convention).
 
     Args:
         images: (image file name, people) pairs.
@@ -106,17 +98,8 @@ def coco_results(
                 f"no image id for {name!r}",
                 hint="the --gt json lists images by file_name: pass only images it lists, or leave out --gt",
             )
-        if not poses.num_people:
-            continue
-        xy = poses.keypoints[..., :2]
-        score = poses.keypoints[..., 2]
-        vis = np.where(np.isfinite(xy[..., 0]) & (score > 0), 2, 0).astype(np.int8)
-        coco_xy, coco_vis = convert_keypoints(xy, vis, skeleton, "coco17")
-        coco_score, _ = convert_keypoints(np.stack([score, score], -1), vis, skeleton, "coco17")
-        for p in range(poses.num_people):
-            kp = np.concatenate([coco_xy[p], np.nan_to_num(coco_score[p, :, :1])], axis=-1)
-            out.append({"image_id": image_id, "category_id": 1, "keypoints": _flat_xyc(kp),
-                        "score": round(float(poses.person_scores[p]), 5)})  # fmt: skip
+        if poses.num_people:
+            out.extend(coco_keypoint_results(poses.keypoints, poses.person_scores, image_id, skeleton))
     return out
 
 

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from schemas.errors import EvaluationInputError
-from tasks.evaluation.coco_eval import STAT_NAMES, coco_evaluate, coco_gt_as_results
+from tasks.evaluation.coco_eval import (
+    STAT_NAMES,
+    coco_evaluate,
+    coco_gt_as_results,
+    coco_keypoint_results,
+    keypoint_triples,
+)
 
 
 def _person(ann_id: int, image_id: int, x0: float, y0: float) -> dict[str, Any]:
@@ -121,3 +127,57 @@ def test_real_cocoapi_fake_bbox_results_reproduce_published(shared_data: Path) -
     assert [round(s, 3) for s in report.stats] == published
     assert list(report.named) == list(STAT_NAMES["bbox"])
     assert report.num_detections == 734
+
+
+# --------------------------------------------------------------------------------------------------
+# The results writer (third value of each triple = the joint's score) and in-memory results
+# --------------------------------------------------------------------------------------------------
+
+
+def test_keypoint_triples_zero_unknown_joints_and_round() -> None:
+    kp = np.array([[1.23456, 2.0, 0.5], [np.nan, np.nan, 0.0], [3.0, np.inf, 0.7]], np.float32)
+    assert keypoint_triples(kp) == [1.235, 2.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_openpose18_person_to_coco17_result_carries_joint_scores() -> None:
+    kp = np.full((1, 18, 3), np.nan, np.float32)
+    kp[0, :, 2] = 0.0
+    kp[0, 0] = [10.0, 20.0, 0.9]  # nose -> coco 0
+    kp[0, 1] = [11.0, 30.0, 0.8]  # neck: not a COCO joint, dropped
+    kp[0, 2] = [5.0, 31.0, 0.7]  # right_shoulder -> coco 6
+    kp[0, 17] = [14.0, 18.0, 0.6]  # left_ear -> coco 3
+    kp[0, 5] = [7.0, 8.0, 0.0]  # left_shoulder found with score 0: not a result joint
+    (res,) = coco_keypoint_results(kp, np.array([0.75], np.float32), image_id=42, skeleton="openpose18")
+    assert res["image_id"] == 42 and res["category_id"] == 1 and res["score"] == 0.75
+    k = np.array(res["keypoints"]).reshape(17, 3)
+    assert k[0].tolist() == [10.0, 20.0, 0.9]
+    assert k[6].tolist() == [5.0, 31.0, 0.7]
+    assert k[3].tolist() == [14.0, 18.0, 0.6]
+    assert np.count_nonzero(k[:, 2]) == 3 and k[1].tolist() == [0.0, 0.0, 0.0] and k[5].tolist() == [0.0, 0.0, 0.0]
+    assert coco_keypoint_results(np.zeros((0, 18, 3), np.float32), np.zeros(0, np.float32), 1, "openpose18") == []
+
+
+def test_in_memory_results_match_the_file(tmp_path: Path) -> None:
+    gt_path, gt = write_fake_coco(tmp_path)
+    dets = coco_gt_as_results(gt)[:1]
+    before = json.dumps(dets)
+    report = coco_evaluate(gt_path, dets)
+    assert json.dumps(dets) == before  # loadRes gets a copy
+    assert report.stats == coco_evaluate(gt_path, _write(tmp_path / "dt.json", dets)).stats
+    nobody = coco_evaluate(gt_path, [], img_ids=[7])
+    assert nobody.stats == (0.0,) * 10 and nobody.num_detections == 0 and nobody.num_images == 1
+    with pytest.raises(EvaluationInputError, match=r"detection 0 in given is malformed"):
+        coco_evaluate(gt_path, [{"image_id": 7}])
+    with pytest.raises(EvaluationInputError, match=r"nope\.json' does not exist"):
+        coco_evaluate(tmp_path / "nope.json", [])
+
+
+def test_real_coco_mini_ground_truth_as_results_scores_one(shared_data: Path) -> None:
+    gt_json = shared_data / "coco" / "coco_mini_val2017" / "person_keypoints_val2017.json"
+    gt = json.loads(gt_json.read_text())
+    results = coco_gt_as_results(gt)
+    ids = {a["image_id"] for a in gt["annotations"]}
+    assert len(ids) == 39 and len(results) == 68  # published: 118 person annotations, 68 with keypoints
+    report = coco_evaluate(gt_json, results, img_ids=sorted(ids))
+    assert report.named["AP"] == pytest.approx(1.0) and report.named["AR"] == pytest.approx(1.0)
+    assert coco_evaluate(gt_json, [], img_ids=sorted(ids)).named["AP"] == 0.0

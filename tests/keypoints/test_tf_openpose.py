@@ -11,9 +11,9 @@ import pytest
 
 from schemas.errors import ExtractionError, ModelError
 from schemas.skeletons import OPENPOSE18
+from tasks.evaluation.coco_eval import coco_evaluate, coco_keypoint_results
 from tasks.keypoints import load_backend
 from tasks.keypoints.batching import probe_batch_invariance
-from tasks.keypoints.coco_eval import evaluate_coco_keypoints, poses_to_coco
 from tasks.keypoints.models import get_model
 from tasks.keypoints.tf_openpose import TfOpenPose
 
@@ -114,8 +114,8 @@ def test_coco_mini_ap_reaches_the_reference(backend: TfOpenPose, shared_data: Pa
     results = []
     for path in images:
         (poses,) = backend.predict([cv2.imread(str(path))])
-        results.extend(poses_to_coco(poses, ids[path.name], backend.skeleton))
-    stats = evaluate_coco_keypoints(gt_json, results, [ids[p.name] for p in images])
+        results.extend(coco_keypoint_results(poses.keypoints, poses.person_scores, ids[path.name], backend.skeleton))
+    stats = coco_evaluate(gt_json, results, img_ids=[ids[p.name] for p in images]).named
     assert stats["AP"] >= 0.131
     assert stats["AP50"] >= 0.286
     assert stats["AR"] >= 0.157
