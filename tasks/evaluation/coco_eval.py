@@ -7,11 +7,12 @@ of a bare ``AssertionError`` deep inside pycocotools), silences pycocotools' pri
 
 Results are COCO's results format, ``[{"image_id", "category_id": 1, "keypoints": [x, y, c] * 17,
 "score"}]``. The third value of each keypoint triple is the joint's **score** (the model's confidence,
-0 where the joint was not found, whose x and y are then 0 too). The COCO results format says the
-third values of results "are not currently used" by the evaluation, and pycocotools' ``COCOeval``
-reads only x and y of a detection's keypoints (``computeOks``: ``xd = d[0::3]; yd = d[1::3]``), so
-scores there change no metric; they are what OpenPose and MMPose write in the same place. (Ground
-truth, not results, carries COCO's 0/1/2 visibilities.)
+0 where the joint was not found, whose x and y are then 0 too). COCO's results-format page notes that
+these values are not currently used by the evaluation (it suggests writing 1), and pycocotools'
+``COCOeval`` reads only x and y of a detection's keypoints (``computeOks``: ``xd = d[0::3];
+yd = d[1::3]``): scores there change no metric, keep the model's confidence, and are what OpenPose-
+and MMPose-style results files write in the same place. COCO's 0/1/2 visibilities belong to ground
+truth, not to results.
 """
 
 from __future__ import annotations
