@@ -19,16 +19,10 @@ its schemas, checks and shard builder.
 
 from __future__ import annotations
 
-import ast
 import collections
-import hashlib
-import importlib.util
-import json
 import os
-import stat as stat_module
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,13 +38,21 @@ from schemas.records import (
     schema_fingerprint,
 )
 from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED, DEFAULT_SHARD_SIZE
-from storage.fs import file_sha256, filesystem, flush_to_disk, write_bytes_atomic
+from storage.fs import filesystem, flush_to_disk, write_bytes_atomic
 from storage.layout import INPUTS, VALIDATION_HTML, VALIDATION_JSON, VersionPaths, digest_cache_path
 from storage.manifest import compute_version, dataset_lock, read_json, set_latest, write_json, write_manifest
 from storage.parquet import read_parquet, write_parquet
 from tasks.datasets import get_adapter
 from tasks.datasets.base import rejects_table
-from tasks.kinds.base import ShardResult, ShardSpec, StageContext, build_and_validate, get_kind
+from tasks.fingerprint import (
+    code_version,
+    images_fingerprint,
+    inputs_table,
+    media_digests,
+    read_digest_cache,
+    write_digest_cache,
+)
+from tasks.kinds.base import ShardResult, ShardSpec, ShardSummary, StageContext, build_and_validate, get_kind
 from tasks.transforms.geometry import CropConfig
 from tasks.validate import failures, render_html
 
@@ -66,148 +68,6 @@ POLICY_REASONS = frozenset(
         RejectReason.NOT_IN_SPLIT,
     }
 )
-
-#: Top-level packages of this project: the code version follows imports into these only.
-_PROJECT_PACKAGES = ("schemas", "storage", "tasks")
-
-#: Modules whose closure shapes a version's bytes or decides its validity, besides the adapter's
-#: and its record kind's.
-_SHARD_CODE = ("tasks.rebuild", "tasks.validate")
-
-
-def _module_source(name: str) -> tuple[str, bool] | None:
-    """``(source, is_package)`` of a project module, or None when it is not one."""
-    if name.split(".")[0] not in _PROJECT_PACKAGES:
-        return None
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    return Path(spec.origin).read_text(encoding="utf-8"), spec.submodule_search_locations is not None
-
-
-def _imported_names(module: str, source: str, is_package: bool) -> set[str]:
-    """Module names a module imports (absolute, relative, ``from pkg import submodule``), statically."""
-    out: set[str] = set()
-    package = module if is_package else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            out.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base_parts = package.split(".")
-                base = ".".join(base_parts[: len(base_parts) - node.level + 1])
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
-            out.add(target)
-            out.update(f"{target}.{alias.name}" for alias in node.names)  # may be submodules
-    # a submodule import runs its parents' __init__ too
-    for name in list(out):
-        parts = name.split(".")
-        out.update(".".join(parts[:i]) for i in range(1, len(parts)))
-    return out
-
-
-def module_closure(roots: tuple[str, ...]) -> list[str]:
-    """Every project module reachable by imports from ``roots`` (statically, from the source).
-
-    Args:
-        roots: Dotted module names to start from.
-
-    Returns:
-        Sorted module names (``schemas``/``storage``/``tasks`` packages only; third-party
-        modules are pinned in ``pyproject.toml`` and not followed).
-
-    Example:
-        ``module_closure(("tasks.datasets.ucf11",))`` includes ``tasks.datasets.ucf101`` because
-        the UCF11 adapter imports helpers from it.
-    """
-    seen: set[str] = set()
-    todo = list(roots)
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        found = _module_source(name)
-        if found is None:
-            continue
-        seen.add(name)
-        todo.extend(_imported_names(name, *found) - seen)
-    return sorted(seen)
-
-
-def code_version(adapter_module: str, kind_module: str = "tasks.kinds.samples") -> str:
-    """sha256 (16 hex) of the source of every project module the adapter, its record kind and the
-    rebuild/validation code import.
-
-    Derived from the import graph, never from a hand-kept list: a change in any helper the adapter
-    or the shard/validation code reaches (``tasks/datasets/_matlab.py`` for FLIC, ``ucf101.py`` for
-    UCF11...) makes a new version.
-    """
-    h = hashlib.sha256()
-    for name in module_closure((*_SHARD_CODE, kind_module, adapter_module)):
-        source, _ = _module_source(name)  # type: ignore[misc]
-        h.update(name.encode() + b"\0" + source.encode() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def media_digests(source_root: Path, rel_paths: list[str], cache: dict[str, list[Any]] | None = None) -> dict[str, str | None]:
-    """Content sha256 of each referenced media file, reusing ``cache`` where the file is unchanged.
-
-    Args:
-        source_root: Folder the paths are relative to.
-        rel_paths: Referenced files (duplicates allowed).
-        cache: ``{absolute path: [size, mtime_ns, inode, sha256]}``; updated in place. A file is
-            re-read only when its (size, mtime_ns, inode) changed.
-
-    Returns:
-        ``{relative path: sha256 hex, or None when the file is missing or not a regular file}``.
-    """
-    cache = {} if cache is None else cache
-    out: dict[str, str | None] = {}
-    todo: list[tuple[str, str, list[Any]]] = []
-    for rel in sorted(set(rel_paths)):
-        p = source_root / rel
-        try:
-            st = p.stat()
-        except (OSError, ValueError):
-            out[rel] = None
-            continue
-        if not stat_module.S_ISREG(st.st_mode):
-            out[rel] = None
-            continue
-        key = [st.st_size, st.st_mtime_ns, st.st_ino]
-        hit = cache.get(str(p))
-        if hit is not None and hit[:3] == key:
-            out[rel] = hit[3]
-        else:
-            todo.append((rel, str(p), key))
-    if todo:  # hashlib releases the GIL: a few threads overlap reads and hashing
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            for (rel, abs_path, key), digest in zip(todo, pool.map(_sha256_or_none, [t[1] for t in todo]), strict=True):
-                out[rel] = digest
-                if digest is not None:
-                    cache[abs_path] = [*key, digest]
-    return out
-
-
-def _sha256_or_none(path: str) -> str | None:
-    try:
-        return file_sha256(path)
-    except OSError:
-        return None
-
-
-def images_fingerprint(digests: dict[str, str | None]) -> str:
-    """sha256 over sorted ``(path, content sha256)`` pairs (``-`` = missing)."""
-    h = hashlib.sha256()
-    for rel in sorted(digests):
-        h.update(f"{rel}\t{digests[rel] or '-'}\n".encode())
-    return h.hexdigest()
-
 
 @dataclass(frozen=True)
 class RebuildRequest:
@@ -318,11 +178,11 @@ def _plan(request: RebuildRequest, source: str) -> _Plan:
         rejects = pa.concat_tables([rejects, rejects_table(refused)])
     fs, rpath = filesystem(request.root)
     cache_path = digest_cache_path(rpath, request.dataset)
-    cache = _read_digest_cache(fs, cache_path)
+    cache = read_digest_cache(fs, cache_path)
     snapshot = dict(cache)
     digests = media_digests(source_root, records.column(kind.media_column).to_pylist(), cache)
     if cache != snapshot:
-        _write_digest_cache(fs, cache_path, cache)
+        write_digest_cache(fs, cache_path, cache)
     inputs = dict(result.input_checksums)
     inputs["videos" if kind.media_column == "video_path" else "images"] = images_fingerprint(digests)
     params = {"adapter": p.model_dump(mode="json"), "seed": request.seed, "shard_size": request.shard_size, **kind.version_params(request.crop)}
@@ -347,20 +207,6 @@ def _plan(request: RebuildRequest, source: str) -> _Plan:
     if fs.exists(manifest_path) and read_json(fs, manifest_path).get("validation", {}).get("success"):
         prepared.reused = True
     return _Plan(prepared, records, rejects, source_root, digests)
-
-
-def _read_digest_cache(fs: Any, path: str) -> dict[str, list[Any]]:
-    """The stat-keyed digest cache; an unreadable one is treated as empty (it is only a cache)."""
-    try:
-        with fs.open(path, "rb") as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_digest_cache(fs: Any, path: str, cache: dict[str, list[Any]]) -> None:
-    write_bytes_atomic(fs, path, json.dumps(cache, sort_keys=True, separators=(",", ":")).encode())
 
 
 def _request(dataset: str, source: str, root: str, adapter_params: dict[str, Any] | None, crop: CropConfig | None, seed: int, shard_size: int) -> RebuildRequest:
@@ -420,7 +266,7 @@ def _prepare(request: RebuildRequest, source: str) -> Prepared:
     if fs.exists(paths.dir):  # an earlier attempt that never committed: start clean (content-addressed)
         fs.rm(paths.dir, recursive=True)
     write_parquet(fs, paths.staged("rejects-parse.parquet"), plan.rejects, REJECTS_SCHEMA)
-    write_parquet(fs, paths.staged("inputs.parquet"), _inputs_table(plan.digests, plan.source_root), INPUTS_SCHEMA)
+    write_parquet(fs, paths.staged("inputs.parquet"), inputs_table(plan.digests, plan.source_root), INPUTS_SCHEMA)
     ctx = StageContext(request.dataset, prepared.version, request.root, request.shard_size, str(plan.source_root), request.crop, request.seed, prepared.splits, prepared.skeleton)
     prepared.specs = kind.stage(plan.records, ctx)
     return prepared
@@ -443,18 +289,6 @@ def _refuse_if_nothing_writable(plan: _Plan, refuses_missing_media: bool) -> Non
             hint="the images are not in the source: fetch them (posepipe fetch DATASET) or point --source at the folder that holds them; "
             "raising --max-reject-ratio would not help",
         )
-
-
-def _inputs_table(digests: dict[str, str | None], source_root: Path) -> pa.Table:
-    """The content digest of every referenced media file, for ``_inputs.parquet``."""
-    paths = sorted(digests)
-    sizes = []
-    for rel in paths:
-        try:
-            sizes.append((source_root / rel).stat().st_size if digests[rel] else None)
-        except OSError:
-            sizes.append(None)
-    return pa.table({"path": paths, "size_bytes": sizes, "sha256": [digests[r] for r in paths]}, schema=INPUTS_SCHEMA)
 
 
 def run(
@@ -528,15 +362,7 @@ def commit(
         return _finish_commit(fs, rpath, root, read_json(fs, paths.manifest))
     results = sorted(results, key=lambda r: (r.summary.split, r.summary.index))
     shards = [r.summary for r in results]
-    parse_rejects = paths.staged("rejects-parse.parquet")
-    if not fs.exists(parse_rejects):
-        raise StorageError(
-            f"{dataset} {version}: the staging files of this rebuild are gone and no manifest was written ({parse_rejects})",
-            hint="another process cleaned the version folder; run the rebuild again (it starts this version afresh)",
-        )
-    reject_tables = [read_parquet(fs, parse_rejects, REJECTS_SCHEMA)]
-    reject_tables += [read_parquet(fs, paths.file(s.rejects_file), REJECTS_SCHEMA) for s in shards if s.rejects_file]
-    rejects = pa.concat_tables(reject_tables).sort_by([("stage", "ascending"), ("source_key", "ascending"), ("reason", "ascending")])
+    rejects = _gather_rejects(fs, paths, shards)
     write_parquet(fs, paths.rejects, rejects, REJECTS_SCHEMA)
     by_reason = dict(sorted(collections.Counter(rejects.column("reason").to_pylist()).items()))
     written = sum(s.rows for s in shards)
@@ -545,25 +371,14 @@ def commit(
         counts[s.split] = counts.get(s.split, 0) + s.rows
     if written + rejects.num_rows != prepared.parsed:
         raise ValidationFailedError(f"{dataset} {version}: written {written} + rejected {rejects.num_rows} != parsed {prepared.parsed}", hint="this is a bug; report it")
-    errors = sum(n for reason, n in by_reason.items() if reason not in POLICY_REASONS)
-    ratio = errors / prepared.parsed if prepared.parsed else 0.0
-    if ratio > max_reject_ratio:
-        worst = ", ".join(f"{r}: {n}" for r, n in by_reason.items() if r not in POLICY_REASONS)
-        raise RejectRatioExceededError(
-            f"{dataset}: {errors} of {prepared.parsed} inputs rejected for data errors ({ratio:.0%} > {max_reject_ratio:.0%}): {worst}",
-            hint=f"inspect {paths.rejects}; fix the source or raise --max-reject-ratio",
-        )
+    _refuse_reject_ratio(dataset, prepared.parsed, by_reason, max_reject_ratio, paths.rejects)
     _refuse_empty(dataset, version, written, counts, by_reason, paths.rejects)
     inputs = read_parquet(fs, paths.staged("inputs.parquet"), INPUTS_SCHEMA)
     _, inputs_sha = write_parquet(fs, paths.inputs, inputs, INPUTS_SCHEMA)
     kind = get_kind(prepared.record)
-    shard_reports = sorted((r.report for r in results), key=lambda r: r.shard)
-    version_results = kind.version_checks(paths, fs, shards)
-    report = {"shards": [r.to_dict() for r in shard_reports], "version": [c.to_dict() for c in version_results]}
-    report["success"] = all(r.success for r in shard_reports) and all(c.success for c in version_results)
+    report = _validation_report(kind, paths, fs, results)
     write_json(fs, paths.validation_json, report)
     write_bytes_atomic(fs, paths.validation_html, render_html(report, f"{dataset} {version}").encode())
-    failed = failures(report)
     manifest = {
         "dataset": dataset,
         "version": version,
@@ -586,7 +401,7 @@ def commit(
         "rejected": rejects.num_rows,
         "rejects_by_reason": by_reason,
         "shards": [s.manifest_entry() for s in shards],
-        "validation": {"success": report["success"], "failures": failed, "report": VALIDATION_JSON, "html": VALIDATION_HTML},
+        "validation": {"success": report["success"], "failures": failures(report), "report": VALIDATION_JSON, "html": VALIDATION_HTML},
         "parents": [],
         "stats": prepared.stats,
     }
@@ -595,6 +410,46 @@ def commit(
     flush_to_disk(fs)  # shards were written without per-file fsync: make them durable before the manifest
     write_manifest(fs, rpath, dataset, version, manifest)
     return _finish_commit(fs, rpath, root, manifest)
+
+
+def _gather_rejects(fs: Any, paths: VersionPaths, shards: list[ShardSummary]) -> pa.Table:
+    """Parse-time and per-shard rejects, sorted (stage, source key, reason).
+
+    Raises:
+        StorageError: When the staging files are gone without a manifest (rerun the rebuild).
+    """
+    parse_rejects = paths.staged("rejects-parse.parquet")
+    if not fs.exists(parse_rejects):
+        raise StorageError(
+            f"{paths.dataset} {paths.version}: the staging files of this rebuild are gone and no manifest was written ({parse_rejects})",
+            hint="another process cleaned the version folder; run the rebuild again (it starts this version afresh)",
+        )
+    tables = [read_parquet(fs, parse_rejects, REJECTS_SCHEMA)]
+    tables += [read_parquet(fs, paths.file(s.rejects_file), REJECTS_SCHEMA) for s in shards if s.rejects_file]
+    return pa.concat_tables(tables).sort_by([("stage", "ascending"), ("source_key", "ascending"), ("reason", "ascending")])
+
+
+def _refuse_reject_ratio(dataset: str, parsed: int, by_reason: dict[str, int], max_reject_ratio: float, rejects_path: str) -> None:
+    """Data-error rejects (not policy ones) past ``max_reject_ratio`` of the parsed inputs: refuse."""
+    errors = sum(n for reason, n in by_reason.items() if reason not in POLICY_REASONS)
+    ratio = errors / parsed if parsed else 0.0
+    if ratio > max_reject_ratio:
+        worst = ", ".join(f"{r}: {n}" for r, n in by_reason.items() if r not in POLICY_REASONS)
+        raise RejectRatioExceededError(
+            f"{dataset}: {errors} of {parsed} inputs rejected for data errors ({ratio:.0%} > {max_reject_ratio:.0%}): {worst}",
+            hint=f"inspect {rejects_path}; fix the source or raise --max-reject-ratio",
+        )
+
+
+def _validation_report(kind: Any, paths: VersionPaths, fs: Any, results: list[ShardResult]) -> dict[str, Any]:
+    """The gate's report: every shard's checks plus the kind's checks across shards."""
+    shard_reports = sorted((r.report for r in results), key=lambda r: r.shard)
+    version_results = kind.version_checks(paths, fs, [r.summary for r in results])
+    return {
+        "shards": [r.to_dict() for r in shard_reports],
+        "version": [c.to_dict() for c in version_results],
+        "success": all(r.success for r in shard_reports) and all(c.success for c in version_results),
+    }
 
 
 def _refuse_empty(dataset: str, version: str, written: int, counts: dict[str, int], by_reason: dict[str, int], rejects_path: str) -> None:

@@ -1,0 +1,37 @@
+"""tasks/fingerprint.py: content digests with a stat cache, and the code version from the import graph."""
+
+import hashlib
+import os
+
+from tasks.fingerprint import _SHARD_CODE, code_version, media_digests, module_closure
+
+
+def test_digest_cache_rereads_only_files_whose_stat_changed(tmp_path):
+    """The stat cache is keyed by (size, mtime_ns, inode): same stat → cached digest, no read."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(b"A" * 100)
+    (src / "b.jpg").write_bytes(b"B" * 100)
+    cache: dict = {}
+    first = media_digests(src, ["a.jpg", "b.jpg", "a.jpg", "gone.jpg"], cache)
+    assert first == {"a.jpg": hashlib.sha256(b"A" * 100).hexdigest(), "b.jpg": hashlib.sha256(b"B" * 100).hexdigest(), "gone.jpg": None}
+    st = (src / "a.jpg").stat()
+    # rewrite a.jpg in place (same inode and size) and put its mtime back: the cache answers
+    with open(src / "a.jpg", "r+b") as fh:
+        fh.write(b"Z" * 100)
+    os.utime(src / "a.jpg", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert media_digests(src, ["a.jpg"], cache)["a.jpg"] == first["a.jpg"]  # not re-read: the cache is used
+    os.utime(src / "a.jpg", ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # any stat change → read again
+    assert media_digests(src, ["a.jpg"], cache)["a.jpg"] == hashlib.sha256(b"Z" * 100).hexdigest()
+
+
+def test_code_version_follows_every_imported_project_module():
+    """FLIC/MPII/LSP import tasks/datasets/_matlab.py and UCF11 imports ucf101.py: both are hashed."""
+    flic = module_closure(("tasks.datasets.flic",))
+    assert "tasks.datasets._matlab" in flic and "tasks.datasets.base" in flic and "schemas.errors" in flic
+    assert "tasks.datasets.ucf101" in module_closure(("tasks.datasets.ucf11",))
+    shard_code = module_closure((*_SHARD_CODE, "tasks.kinds.samples"))
+    for module in ("tasks.transforms.geometry", "tasks.transforms.image_io", "storage.hdf5", "storage.parquet", "tasks.checks", "schemas.expectations"):
+        assert module in shard_code
+    assert not any(m.split(".")[0] in ("prefect", "dask", "numpy") for m in shard_code)  # project modules only
+    assert code_version("tasks.datasets.flic") != code_version("tasks.datasets.coco")
