@@ -56,7 +56,7 @@ def case_pipeline(args: argparse.Namespace) -> dict[str, float]:
     """Run one shard of ``args.clips`` (copies of the video) in this process; report timings and RSS."""
     import numpy as np
 
-    from tasks.extract.plan import BackendSpec, ClipTask, load_estimator, plan_shards
+    from tasks.extract.plan import BackendSpec, ClipTask, load_estimator, plan_extract_shards
     from tasks.extract.worker import extract_shard
     from tasks.video.decode import VideoReader
     from tasks.video.sampling import SamplingSpec
@@ -68,7 +68,7 @@ def case_pipeline(args: argparse.Namespace) -> dict[str, float]:
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     clips = [ClipTask(f"clip{i:03d}_{args.tag}", args.video, {}) for i in range(args.clips)]
     sampling = SamplingSpec(mode="every_k", k=args.k)
-    shard = plan_shards(clips, args.out, "bench", spec, sampling, max(1, len(clips)), args.chunk, enforce_bounds=False)[0]
+    shard = plan_extract_shards(clips, args.out, "bench", spec, sampling, max(1, len(clips)), args.chunk, enforce_bounds=False)[0]
     t0 = time.perf_counter()
     summary = extract_shard(shard)
     wall = time.perf_counter() - t0

@@ -1,7 +1,7 @@
 """Keypoint extraction flow: one Prefect task per shard of clips, run on Dask.
 
 Wiring only: the work is :func:`tasks.extract.worker.extract_shard`. Tasks receive a
-:class:`~tasks.extract.plan.ShardSpec` (clip ids and paths) and return a small summary dict; frames
+:class:`~tasks.extract.plan.ExtractShardSpec` (clip ids and paths) and return a small summary dict; frames
 and keypoints never pass through Prefect or the Dask scheduler.
 """
 
@@ -14,22 +14,22 @@ from prefect import flow, task
 
 from flows.runtime import dask_task_runner, workers_share_prefect_api
 from schemas.settings import Settings
-from tasks.extract.plan import BackendSpec, ShardSpec, plan_dataset
+from tasks.extract.plan import BackendSpec, ExtractShardSpec, plan_dataset
 from tasks.extract.worker import extract_shard, write_run_manifest
 
 
 @task(name="extract-shard", retries=0)
-def extract_shard_task(spec: ShardSpec) -> dict[str, Any]:
+def extract_shard_task(spec: ExtractShardSpec) -> dict[str, Any]:
     """Extract one shard (resumable per clip) and return its summary."""
     return extract_shard(spec).to_dict()
 
 
 @flow(name="extract", log_prints=False)
-def extract_flow(shards: list[ShardSpec], run_dir: str, request: dict[str, Any]) -> dict[str, Any]:
-    """Submit every shard, wait, then write ``_manifest.json``.
+def extract_flow(shards: list[ExtractShardSpec], run_dir: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Submit every shard, wait, then write the run manifest.
 
     Args:
-        shards: Planned shards (:func:`tasks.extract.plan.plan_shards`).
+        shards: Planned shards (:func:`tasks.extract.plan.plan_extract_shards`).
         run_dir: The run folder.
         request: What was asked, stored in the manifest.
 
@@ -42,7 +42,7 @@ def extract_flow(shards: list[ShardSpec], run_dir: str, request: dict[str, Any])
 
 
 def run_extract(
-    shards: list[ShardSpec],
+    shards: list[ExtractShardSpec],
     run_dir: str,
     request: dict[str, Any],
     workers: int | None = None,

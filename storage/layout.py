@@ -14,7 +14,8 @@
     {root}/datasets/{dataset}/{version}/_staging/                  work files of an uncommitted build
     {root}/cache/digests/{dataset}.json                            stat-keyed content digests of source files
     {root}/raw/{dataset}/...                                       downloads and extracted trees (:class:`RawPaths`)
-    {root}/keypoints/...                                           extraction runs (see :func:`extraction_dir`)
+    {root}/keypoints/{dataset}/{run_key}/                          an extraction run (:class:`ExtractionPaths`)
+    {root}/keypoints/_cache/                                       per-clip results every run shares (:func:`extraction_cache_dir`)
     {root}/models/{task}/{model_version}/                          registered models
 
 Paths are fsspec paths (POSIX separators, no protocol): pair them with the filesystem from
@@ -39,6 +40,7 @@ VALIDATION_HTML = "_validation.html"
 RUN_RECORD = "_run.json"
 STAGING = "_staging"
 LOCK = ".lock"
+EXTRACTION_CACHE = "_cache"
 
 
 def shard_stem(split: str, index: int) -> str:
@@ -88,6 +90,11 @@ def digest_cache_path(root: str, dataset: str) -> str:
 def extraction_dir(root: str, *parts: str) -> str:
     """``{root}/keypoints/{parts...}``: an extraction run's folder (its parts name what it is keyed by)."""
     return join(root, "keypoints", *parts)
+
+
+def extraction_cache_dir(root: str) -> str:
+    """``{root}/keypoints/_cache``: the per-clip results every extraction run under ``root`` shares."""
+    return extraction_dir(root, EXTRACTION_CACHE)
 
 
 def model_dir(root: str, task: str, model_version: str | None = None) -> str:
@@ -191,3 +198,58 @@ class VersionPaths:
     def staged(self, name: str) -> str:
         """``{version dir}/_staging/{name}``."""
         return self.file(staging_relpath(name))
+
+
+@dataclass(frozen=True)
+class ExtractionPaths:
+    """Every path of one extraction run folder, ``{root}/keypoints/{dataset}/{run_key}``::
+
+        part-{i:05d}.parquet          shard i's keypoints (sorted by clip_id, frame, person)
+        clips-{i:05d}.parquet         shard i's clips rows
+        rejects-{i:05d}.parquet       shard i's failed clips with reason codes
+        _shards/{i:05d}.json          shard i's summary, written last of the shard
+        _manifest.json                the run's manifest, written after every shard
+        _clips/{clip_key}.parquet     one clip's keypoints (here, or in the shared cache folder)
+        _done/{clip_key}.json         that clip's completion marker, written after its keypoints
+
+    The shared per-clip cache (:func:`extraction_cache_dir`) has the same ``_clips``/``_done`` layout.
+
+    Attributes:
+        dir: The run (or cache) folder: an fsspec URL, or a path on its filesystem.
+    """
+
+    dir: str
+
+    @classmethod
+    def of_run(cls, root: str, dataset: str, run_key: str) -> ExtractionPaths:
+        """The paths of run ``run_key`` of ``dataset`` under ``root``."""
+        return cls(extraction_dir(root, dataset, run_key))
+
+    def part(self, index: int) -> str:
+        """``{run dir}/part-{index:05d}.parquet``."""
+        return join(self.dir, f"part-{index:05d}.parquet")
+
+    def clips(self, index: int) -> str:
+        """``{run dir}/clips-{index:05d}.parquet``."""
+        return join(self.dir, f"clips-{index:05d}.parquet")
+
+    def rejects(self, index: int) -> str:
+        """``{run dir}/rejects-{index:05d}.parquet``."""
+        return join(self.dir, f"rejects-{index:05d}.parquet")
+
+    def shard_summary(self, index: int) -> str:
+        """``{run dir}/_shards/{index:05d}.json``."""
+        return join(self.dir, "_shards", f"{index:05d}.json")
+
+    @property
+    def manifest(self) -> str:
+        """``{run dir}/_manifest.json``."""
+        return join(self.dir, MANIFEST)
+
+    def clip_keypoints(self, clip_key: str) -> str:
+        """``{run or cache dir}/_clips/{clip_key}.parquet``."""
+        return join(self.dir, "_clips", f"{clip_key}.parquet")
+
+    def clip_marker(self, clip_key: str) -> str:
+        """``{run or cache dir}/_done/{clip_key}.json``."""
+        return join(self.dir, "_done", f"{clip_key}.json")

@@ -15,22 +15,13 @@ from schemas.records import PROCESSED_SAMPLES_SCHEMA
 from schemas.skeletons import get_skeleton
 from storage.fs import filesystem, join, write_bytes_atomic
 from storage.hdf5 import read_hdf5_rows
-from storage.manifest import (
-    MANIFEST,
-    dataset_dir,
-    list_datasets,
-    list_versions,
-    read_json,
-    read_latest,
-    read_manifest,
-    version_dir,
-)
+from storage.layout import MANIFEST, VersionPaths, dataset_dir
+from storage.manifest import list_datasets, list_versions, read_json, read_latest, read_manifest
 from storage.parquet import read_parquet
 from tasks.transforms.draw import SIDE_COLOURS_BGR, contact_sheet, draw_skeleton
 
 #: Largest ``show --scale`` (a 192x256 crop at 8x is a 1536x2048 picture).
 MAX_SCALE = 8.0
-_RUN_RECORD = "_run.json"
 
 
 def resolve_version(root: str, dataset: str, version: str | None) -> dict[str, Any]:
@@ -140,7 +131,7 @@ def version_overview(root: str, dataset: str | None = None) -> list[dict[str, An
                 + f"; `posepipe rebuild {name} --root {root}` builds one",
             )
         for m in manifests:
-            run = _run_record(fs, join(version_dir(path, name, m["version"]), _RUN_RECORD))
+            run = _run_record(fs, VersionPaths(path, name, m["version"]).run_record)
             rows.append(
                 {
                     "dataset": name,
@@ -195,7 +186,7 @@ def list_sample_ids(
         raise ConfigError(f"--limit {limit} is negative", hint="pass a count >= 0 (0 lists none, omit it for all)")
     manifest = resolve_version(root, dataset, version)
     fs, path = filesystem(root)
-    vdir = version_dir(path, dataset, manifest["version"])
+    vpaths = VersionPaths(path, dataset, manifest["version"])
     shards = manifest["shards"]
     if split is not None:
         splits = sorted({s["split"] for s in shards})
@@ -210,7 +201,7 @@ def list_sample_ids(
     for shard in shards:
         if limit is not None and len(ids) >= limit:
             break
-        shard_path = join(vdir, shard["parquet"])
+        shard_path = vpaths.file(shard["parquet"])
         try:
             with fs.open(shard_path, "rb") as fh:
                 values = pq.read_table(fh, columns=[column]).column(column).to_pylist()
@@ -228,13 +219,13 @@ def load_sample(root: str, dataset: str, sample_id: str, version: str | None = N
     """
     manifest = resolve_version(root, dataset, version)
     fs, path = filesystem(root)
-    vdir = version_dir(path, dataset, manifest["version"])
+    vpaths = VersionPaths(path, dataset, manifest["version"])
     for shard in manifest["shards"]:
-        table = read_parquet(fs, join(vdir, shard["parquet"]), PROCESSED_SAMPLES_SCHEMA)
+        table = read_parquet(fs, vpaths.file(shard["parquet"]), PROCESSED_SAMPLES_SCHEMA)
         hit = table.filter(pc.equal(table.column("sample_id"), sample_id))
         if hit.num_rows:
             row = hit.to_pylist()[0]
-            _, pixels = read_hdf5_rows(fs, join(vdir, row["pixels_file"]), [row["pixels_row"]])
+            _, pixels = read_hdf5_rows(fs, vpaths.file(row["pixels_file"]), [row["pixels_row"]])
             return row, pixels[0]
     listing = f"posepipe ls {dataset} --samples --root {root}" + (f" --version {version}" if version else "")
     raise VersionNotFoundError(f"sample {sample_id!r} is not in {dataset} {manifest['version']}", hint=f"`{listing}` lists its sample ids")
@@ -339,13 +330,13 @@ def version_contact_sheet(root: str, dataset: str, n: int = 8, version: str | No
     """A contact sheet of the first ``n`` processed samples of a version, skeletons drawn."""
     manifest = resolve_version(root, dataset, version)
     fs, path = filesystem(root)
-    vdir = version_dir(path, dataset, manifest["version"])
+    vpaths = VersionPaths(path, dataset, manifest["version"])
     tiles, labels = [], []
     for shard in manifest["shards"]:
         if len(tiles) >= n:
             break
-        table = read_parquet(fs, join(vdir, shard["parquet"]), PROCESSED_SAMPLES_SCHEMA).slice(0, n - len(tiles))
-        _, pixels = read_hdf5_rows(fs, join(vdir, shard["hdf5"]), list(table.column("pixels_row").to_pylist()))
+        table = read_parquet(fs, vpaths.file(shard["parquet"]), PROCESSED_SAMPLES_SCHEMA).slice(0, n - len(tiles))
+        _, pixels = read_hdf5_rows(fs, vpaths.file(shard["hdf5"]), list(table.column("pixels_row").to_pylist()))
         for row, image in zip(table.to_pylist(), pixels, strict=True):
             tiles.append(render_sample(row, image))
             labels.append(row["sample_id"])

@@ -125,7 +125,9 @@ class DatasetAdapter(ABC):
     """Base class of dataset adapters; subclasses with a ``name`` register themselves.
 
     Class attributes describe the dataset (like ``tfds.core.DatasetInfo``); :meth:`parse` does the
-    conversion.
+    conversion. A clip dataset also names its folds (the keys of its ``folds`` column) in
+    ``fold_hint``, as a message shows them (``split1..split3``), and may add facts about a fold to
+    an extraction request (:meth:`fold_request`).
     """
 
     name: ClassVar[str] = ""
@@ -136,6 +138,7 @@ class DatasetAdapter(ABC):
     citation: ClassVar[str] = ""
     splits: ClassVar[tuple[str, ...]] = ()
     sources: ClassVar[tuple[Source, ...]] = ()
+    fold_hint: ClassVar[str] = ""
     Params: ClassVar[type[AdapterParams]] = AdapterParams
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -158,6 +161,17 @@ class DatasetAdapter(ABC):
         Returns:
             Records and rejects; every parsed input is in exactly one of them.
         """
+
+    def fold_request(self, fold: str) -> dict[str, Any]:
+        """Fields an extraction run over ``fold`` records in its request beside the fold's name.
+
+        Args:
+            fold: A fold name of this dataset's ``folds`` column.
+
+        Returns:
+            Extra request fields (none by default).
+        """
+        return {}
 
     # --- helpers ----------------------------------------------------------------------------
     def make_params(self, overrides: Mapping[str, Any] | None = None) -> AdapterParams:

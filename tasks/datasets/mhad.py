@@ -82,6 +82,7 @@ class MHAD(DatasetAdapter):
     homepage: ClassVar[str] = "https://tele-immersion.citris-uc.org/berkeley_mhad"
     citation: ClassVar[str] = "Ofli, Chaudhry, Kurillo, Vidal, Bajcsy. Berkeley MHAD. WACV 2013."
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    fold_hint: ClassVar[str] = "subject (subjects 1-7 train, 8-12 test)"
     sources: ClassVar[tuple[Source, ...]] = (
         Source(
             name="camera",

@@ -167,6 +167,7 @@ class UCF101(DatasetAdapter):
         "Soomro, Zamir, Shah. UCF101: A Dataset of 101 Human Actions Classes From Videos in The Wild. 2012."
     )
     splits: ClassVar[tuple[str, ...]] = ("split1", "split2", "split3")
+    fold_hint: ClassVar[str] = "split1..split3"
     sources: ClassVar[tuple[Source, ...]] = (
         Source(
             name="videos",
@@ -185,6 +186,10 @@ class UCF101(DatasetAdapter):
         ),
     )
     Params: ClassVar[type[AdapterParams]] = UCF101Params
+
+    def fold_request(self, fold: str) -> dict[str, Any]:
+        """``{"split": N}`` for fold ``splitN``: what UCF101 extraction runs have always recorded."""
+        return {"split": int(fold.removeprefix("split"))} if fold.startswith("split") else {}
 
     def parse(self, source: Path, params: AdapterParams) -> ParseResult:
         """Parse the split lists (and check the videos, per ``require_videos``).

@@ -61,6 +61,7 @@ class UCF11(DatasetAdapter):
     homepage: ClassVar[str] = "https://www.crcv.ucf.edu/data/UCF_YouTube_Action.php"
     citation: ClassVar[str] = "Liu, Luo, Shah. Recognizing Realistic Actions from Videos 'in the Wild'. CVPR 2009."
     splits: ClassVar[tuple[str, ...]] = tuple(f"logo{g:02d}" for g in range(1, NUM_GROUPS + 1))
+    fold_hint: ClassVar[str] = f"logo01..logo{NUM_GROUPS:02d} (and twostream with -p third_party_split=true)"
     sources: ClassVar[tuple[Source, ...]] = (
         Source(
             name="videos",

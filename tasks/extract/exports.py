@@ -18,6 +18,7 @@ import pyarrow as pa
 from schemas.errors import ExtractionError
 from schemas.skeletons import get_skeleton
 from storage.fs import atomic_local_path
+from storage.layout import ExtractionPaths
 from tasks.evaluation.coco_eval import coco_keypoint_results, keypoint_triples
 from tasks.extract.ids import stable_image_id
 from tasks.extract.plan import VideoPlan
@@ -278,8 +279,9 @@ def export_video_run(
     """
     import pyarrow.parquet as pq
 
-    table = pq.read_table(f"{plan.run_dir}/part-00000.parquet")
-    rows = {r["clip_id"]: r for r in pq.read_table(f"{plan.run_dir}/clips-00000.parquet").to_pylist()}
+    run = ExtractionPaths(plan.run_dir)
+    table = pq.read_table(run.part(plan.shard.index))
+    rows = {r["clip_id"]: r for r in pq.read_table(run.clips(plan.shard.index)).to_pylist()}
     joints = get_skeleton(skeleton).num_joints
     empty = FramePoses(np.zeros((0, joints, 3), np.float32), np.zeros(0, np.float32))
     extracted = [c for c in plan.clips if c.clip_id in rows]

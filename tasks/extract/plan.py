@@ -11,7 +11,7 @@ Keys:
   one run never replaces another's keypoints.
 - ``clip_key`` (a clip's completion marker): video sha256 + backend name + the loaded model's
   sha256 + the same params, so a re-encoded video or another model is redone. Planned runs keep
-  their clip results in one cache shared by every run under the root (``{root}/keypoints/_cache``):
+  their clip results in one cache shared by every run under the root (:func:`storage.layout.extraction_cache_dir`):
   a clip already extracted by any run with the same backend and sampling is reused.
 
 File names are carried losslessly: Python holds the non-UTF-8 bytes of a file name as lone
@@ -36,7 +36,9 @@ from typing import Any
 from schemas.errors import ConfigError
 from schemas.records import SCHEMA_VERSION
 from storage.fs import file_sha256
+from storage.layout import ExtractionPaths, extraction_cache_dir
 from tasks.common import text_of
+from tasks.datasets.base import DatasetAdapter
 from tasks.keypoints.api import PoseEstimator
 from tasks.video.decode import is_image_sequence
 from tasks.video.sampling import SamplingSpec
@@ -184,13 +186,13 @@ class ClipTask:
 
 
 @dataclass(frozen=True)
-class ShardSpec:
+class ExtractShardSpec:
     """One unit of work (one Prefect task): a slice of clips sorted by ``clip_id``.
 
     Attributes:
-        index: Shard number (``part-{index:05d}``).
+        index: Shard number (its files: :class:`storage.layout.ExtractionPaths`).
         clips: The clips.
-        run_dir: Output folder ``{root}/keypoints/{dataset}/{run_key}`` (any fsspec URL).
+        run_dir: Output folder (:meth:`storage.layout.ExtractionPaths.of_run`; any fsspec URL).
         dataset: Dataset name stored in the clips table.
         backend: How to create the backend.
         sampling: Frame sampling.
@@ -209,7 +211,7 @@ class ShardSpec:
     cache_dir: str | None = None
 
 
-def plan_shards(
+def plan_extract_shards(
     clips: Iterable[ClipTask],
     run_dir: str,
     dataset: str,
@@ -219,7 +221,7 @@ def plan_shards(
     chunk_frames: int = 32,
     enforce_bounds: bool = True,
     cache_dir: str | None = None,
-) -> list[ShardSpec]:
+) -> list[ExtractShardSpec]:
     """Cut clips (sorted by ``clip_id``) into consecutive shards of ``shard_size``.
 
     Args:
@@ -231,7 +233,8 @@ def plan_shards(
         shard_size: Clips per shard; 50..200 (DESIGN: one Prefect task per shard).
         chunk_frames: Decode chunk size.
         enforce_bounds: Check ``shard_size`` is within 50..200 (off only for tiny local runs and tests).
-        cache_dir: Shared per-clip cache folder (:func:`cache_dir_of`); None keeps it in ``run_dir``.
+        cache_dir: Shared per-clip cache folder (:func:`storage.layout.extraction_cache_dir`); None keeps it in
+            ``run_dir``.
 
     Returns:
         Shards; membership depends only on the sorted ids, not on input order.
@@ -250,7 +253,7 @@ def plan_shards(
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise ConfigError(f"duplicate clip ids: {dupes[:5]}", hint="clip ids must be unique within a run")
     return [
-        ShardSpec(
+        ExtractShardSpec(
             i // shard_size, tuple(ordered[i : i + shard_size]), run_dir, dataset, backend, sampling, chunk_frames,
             cache_dir,
         )
@@ -258,14 +261,17 @@ def plan_shards(
     ]
 
 
-def clips_from_records(records: Any, source: Path, fold: str | None = None, side: str | None = None) -> list[ClipTask]:
+def clips_from_records(
+    records: Any, source: Path, fold: str | None = None, side: str | None = None, fold_hint: str = ""
+) -> list[ClipTask]:
     """Clip tasks from an adapter's ``clips`` table, optionally one side of one fold.
 
     Args:
         records: CLIPS_SCHEMA table.
         source: The dataset folder ``video_path`` is relative to.
-        fold: Fold name (``split1``, ``logo03``...); None keeps every clip.
+        fold: Fold name (a key of the ``folds`` column); None keeps every clip.
         side: ``train``/``test``; None keeps both sides of ``fold``.
+        fold_hint: The dataset's fold names, for the error (see :func:`folds_hint`).
 
     Returns:
         The clips, with absolute video paths.
@@ -289,10 +295,13 @@ def clips_from_records(records: Any, source: Path, fold: str | None = None, side
             )
         )
     if fold is not None and not seen_fold and records.num_rows:
-        raise ConfigError(
-            f"no clip has fold {fold!r}", hint="UCF101 folds are split1..split3; UCF11 logo01..logo25; MHAD subject"
-        )
+        raise ConfigError(f"no clip has fold {fold!r}", hint=fold_hint or "a fold is a key of the clips' folds column")
     return out
+
+
+def folds_hint(adapter: DatasetAdapter) -> str:
+    """``"{dataset} folds: {its fold names}"`` for messages (from the adapter's ``fold_hint``)."""
+    return f"{adapter.name} folds: {adapter.fold_hint}" if adapter.fold_hint else f"{adapter.name} has no folds"
 
 
 @dataclass(frozen=True)
@@ -301,13 +310,13 @@ class DatasetPlan:
 
     Attributes:
         shards: Planned shards.
-        run_dir: ``{root}/keypoints/{dataset}/{run key}``.
+        run_dir: The run folder (:meth:`storage.layout.ExtractionPaths.of_run`).
         request: What was asked (stored in the run manifest).
         clips: Clips selected.
         rejected_at_parse: Listed clips the adapter rejected (e.g. video missing).
     """
 
-    shards: list[ShardSpec]
+    shards: list[ExtractShardSpec]
     run_dir: str
     request: dict[str, Any]
     clips: int
@@ -329,12 +338,13 @@ def plan_dataset(
     """Parse a clip dataset with its adapter, keep one side of one fold, and cut it into shards.
 
     Args:
-        dataset: A clip adapter (``ucf101``, ``ucf11``, ``mhad``).
+        dataset: A clip adapter (``record_kind == "clips"``).
         source: The dataset folder in its published layout.
-        root: Storage root; the run goes to ``{root}/keypoints/{dataset}/{run key}``.
+        root: Storage root; the run goes to its folder for ``dataset`` and the run key
+            (:meth:`storage.layout.ExtractionPaths.of_run`).
         backend: Pose backend.
         sampling: Frame sampling.
-        fold: Fold name (``split1``, ``logo03``, ``subject``...); None keeps every clip.
+        fold: Fold name (the adapter's ``fold_hint`` lists them); None keeps every clip.
         part: ``train``, ``test`` or ``all`` (``train``/``test`` need ``fold``).
         adapter_params: Adapter policy overrides.
         shard_size: Clips per shard (50..200).
@@ -348,24 +358,26 @@ def plan_dataset(
 
     if part not in ("train", "test", "all"):
         raise ConfigError(f"--part must be train, test or all, not {part!r}")
-    if part != "all" and fold is None:
-        raise ConfigError(f"--part {part} needs a --fold", hint="e.g. --fold split1 (ucf101), logo03 (ucf11), subject (mhad)")
     adapter = get_adapter(dataset)
     if adapter.record_kind != "clips":
         raise ConfigError(f"{dataset} is an image dataset; extract keypoints from its images with `posepipe extract images`")
+    if part != "all" and fold is None:
+        raise ConfigError(f"--part {part} needs a --fold", hint=folds_hint(adapter))
     parsed = adapter.parse(Path(source), adapter.make_params(dict(adapter_params or {})))
-    clips = clips_from_records(parsed.records, Path(source), fold, None if part == "all" else part)
+    clips = clips_from_records(parsed.records, Path(source), fold, None if part == "all" else part, folds_hint(adapter))
     inputs = {
         "dataset": dataset, "source": text_of(str(Path(source).resolve())), "fold": fold, "part": part,
         "adapter_params": dict(adapter_params or {}),
         "clips": hashlib.sha256(_canonical(sorted((c.clip_id, text_of(c.video_path)) for c in clips)).encode()).hexdigest(),
     }  # fmt: skip
-    run_dir = f"{root.rstrip('/')}/keypoints/{dataset}/{run_key(backend, sampling, inputs)}"
-    shards = plan_shards(clips, run_dir, dataset, backend, sampling, shard_size, chunk_frames, cache_dir=cache_dir_of(root))
+    run_dir = ExtractionPaths.of_run(root, dataset, run_key(backend, sampling, inputs)).dir
+    shards = plan_extract_shards(
+        clips, run_dir, dataset, backend, sampling, shard_size, chunk_frames, cache_dir=extraction_cache_dir(root)
+    )
     request: dict[str, Any] = {"dataset": dataset, "fold": fold, "part": part, "backend": backend.describe(), "sampling": sampling.model_dump(),
                                "inputs": inputs}  # fmt: skip
-    if dataset == "ucf101" and fold and fold.startswith("split"):
-        request["split"] = int(fold.removeprefix("split"))  # what earlier ucf101 runs recorded
+    if fold:
+        request.update(adapter.fold_request(fold))
     return DatasetPlan(shards, run_dir, request, len(clips), parsed.rejects.num_rows)
 
 
@@ -388,28 +400,20 @@ def sampling_from_options(
         ) from exc
 
 
-def cache_dir_of(root: str) -> str:
-    """The per-clip result cache every planned run under ``root`` shares: ``{root}/keypoints/_cache``.
-
-    Clip keys name a clip's content, backend, model and sampling, never its run, so one cache
-    serves every run: a clip extracted once is reused by any later run that needs it.
-    """
-    return f"{root.rstrip('/')}/keypoints/_cache"
-
-
 @dataclass(frozen=True)
 class VideoPlan:
     """An ``extract video`` run over files named on the command line.
 
     Attributes:
         shard: The one shard (every video, in this process).
-        run_dir: ``{root}/keypoints/videos/{run key}``; the key includes every video's content.
+        run_dir: The run folder of dataset ``videos`` (:meth:`storage.layout.ExtractionPaths.of_run`); the key
+            includes every video's content.
         request: What was asked, with each input's clip id, path text, content sha256 (and exact
             name bytes in hex when the name is not UTF-8); stored in the run manifest.
         clips: The clips, in the order the files were given.
     """
 
-    shard: ShardSpec
+    shard: ExtractShardSpec
     run_dir: str
     request: dict[str, Any]
     clips: tuple[ClipTask, ...]
@@ -470,8 +474,8 @@ def plan_videos(
         inputs.append(entry)
         clips.append(ClipTask(clip_id, path, {"label": "", "label_index": -1, "video_path": text_of(str(f))}))
     identity = sorted((e["clip_id"], e["video_sha256"]) for e in inputs)
-    run_dir = f"{root.rstrip('/')}/keypoints/videos/{run_key(backend, sampling, identity)}"
-    (shard,) = plan_shards(clips, run_dir, "videos", backend, sampling, len(clips), chunk_frames,
-                           enforce_bounds=False, cache_dir=cache_dir_of(root))  # fmt: skip
+    run_dir = ExtractionPaths.of_run(root, "videos", run_key(backend, sampling, identity)).dir
+    (shard,) = plan_extract_shards(clips, run_dir, "videos", backend, sampling, len(clips), chunk_frames,
+                                   enforce_bounds=False, cache_dir=extraction_cache_dir(root))  # fmt: skip
     request = {"dataset": "videos", "inputs": inputs, "backend": backend.describe(), "sampling": sampling.model_dump()}
     return VideoPlan(shard, run_dir, request, tuple(clips))

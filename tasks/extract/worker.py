@@ -6,17 +6,11 @@ releases the GIL while FFmpeg decodes), the calling thread runs ``infer`` on bat
 Batches never mix clips and are never padded, and a backend that is not batch-invariant has
 ``max_batch == 1``, so batch composition cannot change a result.
 
-Output layout under ``run_dir`` (``{root}/keypoints/{dataset}/{run_key}``); the per-clip files
-live in the shard's ``cache_dir`` when it has one (``{root}/keypoints/_cache``, shared by runs)::
-
-    _clips/{clip_key}.parquet     one clip's keypoints (written first)
-    _done/{clip_key}.json         completion marker, written atomically after the part: a killed
-                                  run resumes with every marked clip skipped
-    part-{i:05d}.parquet          the shard's keypoints (sorted by clip_id, frame, person)
-    clips-{i:05d}.parquet         the shard's clips rows (fps, frames decoded, sampled indices...)
-    rejects-{i:05d}.parquet       the shard's failed clips with reason codes
-    _shards/{i:05d}.json          shard summary, written last
-    _manifest.json                written by the flow after every shard
+Output layout under ``run_dir``: :class:`storage.layout.ExtractionPaths`. The per-clip files (one
+clip's keypoints, then its completion marker, written atomically after them: a killed run resumes
+with every marked clip skipped) live in the shard's ``cache_dir`` when it has one
+(:func:`storage.layout.extraction_cache_dir`, shared by runs). A shard writes its keypoints, clips
+rows and rejects, then its summary last; the run manifest is written after every shard.
 
 Every clip of a shard ends in ``clips`` (its frames in ``part``) or in ``rejects``. Text written
 to Parquet is valid UTF-8 whatever the file names (:func:`tasks.common.text_of`).
@@ -39,11 +33,12 @@ import pyarrow as pa
 
 from schemas.errors import ExtractionError, PosepipeError, RejectReason, VideoDecodeError
 from schemas.records import CLIPS_SCHEMA, KEYPOINTS_SCHEMA, REJECTS_SCHEMA, to_table
-from storage.fs import filesystem, join, write_bytes_atomic
+from storage.fs import filesystem, write_bytes_atomic
+from storage.layout import ExtractionPaths
 from storage.parquet import read_parquet, write_parquet
 from tasks.common import text_of
 from tasks.datasets.base import Reject, rejects_table
-from tasks.extract.plan import ClipTask, ShardSpec, clip_key, load_estimator, video_sha256
+from tasks.extract.plan import ClipTask, ExtractShardSpec, clip_key, load_estimator, video_sha256
 from tasks.keypoints.api import FramePoses, PoseEstimator
 from tasks.video.decode import FrameChunk, VideoReader
 from tasks.video.sampling import SamplingSpec
@@ -261,7 +256,7 @@ def _timed_group(estimator: PoseEstimator, raw: Any) -> tuple[FramePoses, float]
 
 
 @dataclass
-class ShardSummary:
+class ExtractShardSummary:
     """Small summary a shard task returns (no arrays).
 
     Attributes:
@@ -272,7 +267,7 @@ class ShardSummary:
         rejected: Reject count by reason.
         frames: Frames run through the network (this run, resumed clips included).
         people: Keypoint rows.
-        rows: Rows in ``part-{index:05d}.parquet``.
+        rows: Rows in the shard's keypoints file (:meth:`storage.layout.ExtractionPaths.part`).
         part_sha256: sha256 of the part file.
         seconds: Wall time of this call.
         timings_s: Summed ``decode``/``infer``/``group``/``write`` seconds of clips run now.
@@ -296,18 +291,20 @@ class ShardSummary:
 
 
 class RunStore:
-    """Paths and atomic writes of one extraction run folder."""
+    """Filesystem, paths and atomic writes of one extraction run folder (or of the clip cache).
+
+    Attributes:
+        fs: The folder's filesystem.
+        paths: Its paths, on ``fs`` (no protocol).
+    """
 
     def __init__(self, run_dir: str) -> None:
-        self.fs, self.root = filesystem(run_dir)
-
-    def path(self, *parts: str) -> str:
-        """Path under the run folder."""
-        return join(self.root, *parts)
+        self.fs, root = filesystem(run_dir)
+        self.paths = ExtractionPaths(root)
 
     def marker(self, key: str) -> dict[str, Any] | None:
         """The completion marker of ``key``, or None if the clip is not done."""
-        path = self.path("_done", f"{key}.json")
+        path = self.paths.clip_marker(key)
         if not self.fs.exists(path):
             return None
         with self.fs.open(path, "rb") as fh:
@@ -319,10 +316,10 @@ class RunStore:
 
 
 def extract_shard(
-    spec: ShardSpec,
+    spec: ExtractShardSpec,
     on_clip: Callable[[str, dict[str, Any]], None] | None = None,
     estimator: PoseEstimator | None = None,
-) -> ShardSummary:
+) -> ExtractShardSummary:
     """Extract every clip of a shard, skipping clips already marked done, then write the shard files.
 
     Args:
@@ -331,13 +328,13 @@ def extract_shard(
         estimator: Backend to use (default: created from ``spec.backend``, once per process).
 
     Returns:
-        The shard's :class:`ShardSummary`.
+        The shard's :class:`ExtractShardSummary`.
     """
     t_start = time.perf_counter()
     est = estimator or load_estimator(spec.backend)
     store = RunStore(spec.run_dir)
     cache = RunStore(spec.cache_dir) if spec.cache_dir else store
-    summary = ShardSummary(index=spec.index, clips=len(spec.clips))
+    summary = ExtractShardSummary(index=spec.index, clips=len(spec.clips))
     timings: Counter[str] = Counter()
     parts: list[pa.Table] = []
     clip_rows: list[dict[str, Any]] = []
@@ -361,15 +358,15 @@ def extract_shard(
                 marker = {"clip_key": key, "clip_id": text_of(clip.clip_id), "video_sha256": vsha, "frames": result.frames,
                           "people": result.people, "frame_hw": list(result.frame_hw), "timings_s": result.timings_s}  # fmt: skip
                 if result.reject is None:
-                    write_parquet(cache.fs, cache.path("_clips", f"{key}.parquet"), result.keypoints, KEYPOINTS_SCHEMA)
+                    write_parquet(cache.fs, cache.paths.clip_keypoints(key), result.keypoints, KEYPOINTS_SCHEMA)
                     marker.update(status="ok", clip=result.clip_row)
                 else:
                     marker.update(status="rejected", reject=result.reject.as_row())
-                cache.write_json(cache.path("_done", f"{key}.json"), marker)
+                cache.write_json(cache.paths.clip_marker(key), marker)
                 result.timings_s["write"] = time.perf_counter() - t0
                 timings.update(result.timings_s)
             if marker["status"] == "ok":
-                table = read_parquet(cache.fs, cache.path("_clips", f"{key}.parquet"), KEYPOINTS_SCHEMA)
+                table = read_parquet(cache.fs, cache.paths.clip_keypoints(key), KEYPOINTS_SCHEMA)
                 # the part is keyed by content: a duplicate video under another id gets this clip's id
                 clip_id = text_of(clip.clip_id)
                 parts.append(
@@ -396,18 +393,18 @@ def extract_shard(
     keypoints = keypoints.sort_by(
         [("clip_id", "ascending"), ("frame_index", "ascending"), ("person_index", "ascending")]
     )
-    rows, sha = write_parquet(store.fs, store.path(f"part-{spec.index:05d}.parquet"), keypoints, KEYPOINTS_SCHEMA)
+    rows, sha = write_parquet(store.fs, store.paths.part(spec.index), keypoints, KEYPOINTS_SCHEMA)
     for row in clip_rows:
         row["folds"] = _as_pairs(row.get("folds"))
     write_parquet(
-        store.fs, store.path(f"clips-{spec.index:05d}.parquet"), to_table(clip_rows, CLIPS_SCHEMA), CLIPS_SCHEMA
+        store.fs, store.paths.clips(spec.index), to_table(clip_rows, CLIPS_SCHEMA), CLIPS_SCHEMA
     )
-    write_parquet(store.fs, store.path(f"rejects-{spec.index:05d}.parquet"), rejects_table(rejects), REJECTS_SCHEMA)
+    write_parquet(store.fs, store.paths.rejects(spec.index), rejects_table(rejects), REJECTS_SCHEMA)
     summary.rows, summary.part_sha256 = rows, sha
     summary.rejected = dict(sorted(Counter(str(r.reason) for r in rejects).items()))
     summary.timings_s = {k: round(v, 6) for k, v in sorted(timings.items())}
     summary.seconds = time.perf_counter() - t_start
-    store.write_json(store.path("_shards", f"{spec.index:05d}.json"), summary.to_dict())
+    store.write_json(store.paths.shard_summary(spec.index), summary.to_dict())
     return summary
 
 
@@ -423,9 +420,9 @@ def _as_pairs(folds: Any) -> list[tuple[str, str]] | None:
 
 
 def write_run_manifest(
-    run_dir: str, summaries: Sequence[ShardSummary | dict[str, Any]], request: dict[str, Any]
+    run_dir: str, summaries: Sequence[ExtractShardSummary | dict[str, Any]], request: dict[str, Any]
 ) -> dict[str, Any]:
-    """Write ``_manifest.json`` last: per-shard rows and sha256, totals, rejects, the request.
+    """Write the run manifest last (:attr:`storage.layout.ExtractionPaths.manifest`): per-shard rows and sha256, totals, rejects, the request.
 
     Args:
         run_dir: The run folder.
@@ -436,7 +433,7 @@ def write_run_manifest(
         The manifest.
     """
     shards = sorted(
-        (s.to_dict() if isinstance(s, ShardSummary) else dict(s) for s in summaries), key=lambda s: s["index"]
+        (s.to_dict() if isinstance(s, ExtractShardSummary) else dict(s) for s in summaries), key=lambda s: s["index"]
     )
     rejected: Counter[str] = Counter()
     for s in shards:
@@ -455,12 +452,12 @@ def write_run_manifest(
         },
     }
     store = RunStore(run_dir)
-    store.write_json(store.path("_manifest.json"), manifest)
+    store.write_json(store.paths.manifest, manifest)
     return manifest
 
 
 def extract_local(
-    shards: Sequence[ShardSpec],
+    shards: Sequence[ExtractShardSpec],
     run_dir: str,
     request: dict[str, Any],
     on_clip: Callable[[str, dict[str, Any]], None] | None = None,

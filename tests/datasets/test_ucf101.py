@@ -129,3 +129,12 @@ def test_real_lists_without_videos_reject_every_clip(shared_data: Path) -> None:
     result = adapter.parse(shared_data / "ucf101", adapter.make_params({}))
     assert result.records.num_rows == 0
     assert Counter(result.rejects.column("reason").to_pylist()) == {"video_missing": 13320}
+
+
+def test_fold_names_and_request_facts(shared_data: Path) -> None:
+    adapter = get_adapter("ucf101")
+    rows = adapter.parse(shared_data / "ucf101", adapter.make_params({"require_videos": "false"})).records.to_pylist()
+    # the hint names exactly the folds the records carry
+    assert {k for r in rows for k, _ in r["folds"]} == {"split1", "split2", "split3"} and adapter.fold_hint == "split1..split3"
+    assert adapter.fold_request("split3") == {"split": 3} and adapter.fold_request("other") == {}
+    assert get_adapter("mhad").fold_request("subject") == {} and get_adapter("mhad").fold_hint.startswith("subject")

@@ -80,3 +80,10 @@ def test_real_listfile_counts_and_third_party_split(shared_data: Path) -> None:
     assert sum(dict(r["folds"])["logo01"] == "test" for r in rows) == sum(r["group"] == "01" for r in rows) > 0
     basketball = next(r for r in rows if r["label"] == "basketball")
     assert basketball["label_index"] == 0
+
+
+def test_fold_hint_names_the_folds_the_records_carry(fake_ucf11: Path) -> None:
+    adapter = get_adapter("ucf11")
+    rows = adapter.parse(fake_ucf11, adapter.make_params({})).records.to_pylist()
+    assert {k for r in rows for k, _ in r["folds"]} == {f"logo{g:02d}" for g in range(1, 26)}
+    assert adapter.fold_hint.startswith("logo01..logo25") and "third_party_split" in adapter.fold_hint

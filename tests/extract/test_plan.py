@@ -38,3 +38,22 @@ def test_plan_refuses_what_it_cannot_do(tmp_path: Path) -> None:
         plan_dataset("mhad", tmp_path, str(tmp_path), spec, sampling, fold="subject", part="val")
     with pytest.raises(ConfigError, match="image dataset"):
         plan_dataset("flic", tmp_path, str(tmp_path), spec, sampling)
+
+
+def test_fold_names_and_facts_come_from_the_adapter(shared_data: Path, tmp_path: Path) -> None:
+    spec, sampling = BackendSpec.create(BLOB), SamplingSpec()
+    # UCF101 (real split lists, videos not required): the adapter adds ``split: N`` to the request
+    plan = plan_dataset("ucf101", shared_data / "ucf101", str(tmp_path), spec, sampling, fold="split2", part="test",
+                        adapter_params={"require_videos": "false"})  # fmt: skip
+    assert plan.clips == 3734 and plan.request["fold"] == "split2" and plan.request["split"] == 2
+    # MHAD adds nothing; its messages name its own folds, never another dataset's
+    p = MHADParams()
+    write_frame_folder(tmp_path / "src" / sequence_dir(p, 8, 1, 1), "img_l01_c01_s08_a01_r01_{:05d}.pgm", 2)
+    mhad = plan_dataset("mhad", tmp_path / "src", str(tmp_path), spec, sampling, fold="subject", part="test", shard_size=50)
+    assert "split" not in mhad.request
+    with pytest.raises(ConfigError, match="needs a --fold") as info:
+        plan_dataset("mhad", tmp_path / "src", str(tmp_path), spec, sampling, part="test")
+    assert info.value.hint.startswith("mhad folds: subject")
+    with pytest.raises(ConfigError, match="no clip has fold 'logo03'") as info:
+        plan_dataset("mhad", tmp_path / "src", str(tmp_path), spec, sampling, fold="logo03")
+    assert info.value.hint.startswith("mhad folds: subject") and "ucf" not in info.value.hint

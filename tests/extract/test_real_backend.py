@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.extract.plan import BackendSpec, ClipTask, load_estimator, plan_shards, run_key
+from tasks.extract.plan import BackendSpec, ClipTask, load_estimator, plan_extract_shards, run_key
 from tasks.extract.worker import extract_shard
 from tasks.video.decode import VideoReader
 from tasks.video.sampling import SamplingSpec
@@ -22,7 +22,7 @@ def test_tf_openpose_on_real_ucf101_clip(shared_data: Path, tmp_path: Path) -> N
     sampling = SamplingSpec(mode="uniform", num_frames=4, seed=0)
     clip = ClipTask("v_ApplyEyeMakeup_g01_c01", str(video), {"label": "ApplyEyeMakeup", "label_index": 0})
     run_dir = str(tmp_path / run_key(spec, sampling))
-    shard = plan_shards([clip], run_dir, "ucf101", spec, sampling, shard_size=1, enforce_bounds=False)[0]
+    shard = plan_extract_shards([clip], run_dir, "ucf101", spec, sampling, shard_size=1, enforce_bounds=False)[0]
     summary = extract_shard(shard)
     est = load_estimator(spec)
     assert summary.extracted == 1 and summary.rejected == {} and summary.frames == 4

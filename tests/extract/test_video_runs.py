@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from storage.layout import extraction_cache_dir
 from tasks.common import text_of
-from tasks.extract.plan import BackendSpec, cache_dir_of, plan_dataset, plan_videos
+from tasks.extract.plan import BackendSpec, plan_dataset, plan_videos
 from tasks.extract.worker import extract_shard, write_run_manifest
 from tasks.video.sampling import SamplingSpec
 from tests.extract.doubles import BLOB
@@ -123,7 +124,7 @@ def test_a_run_reuses_clips_any_earlier_run_extracted(tmp_path: Path) -> None:
     first = plan_videos([str(a)], root, backend, sampling)
     extract_shard(first.shard)
     both = plan_videos([str(b), str(a)], root, backend, sampling)
-    assert both.run_dir != first.run_dir and both.shard.cache_dir == cache_dir_of(root)
+    assert both.run_dir != first.run_dir and both.shard.cache_dir == extraction_cache_dir(root)
     summary = extract_shard(both.shard)
     assert (summary.resumed, summary.extracted) == (1, 2)
     assert _rows_by_clip(Path(both.run_dir)) == {"a": 9, "b": 7}
@@ -193,7 +194,7 @@ def test_kill_minus_9_mid_video_run_then_rerun_gives_the_clean_bytes(tmp_path: P
     assert proc.stdin is not None
     proc.stdin.write(pickle.dumps(plan.shard))
     proc.stdin.close()
-    done = Path(cache_dir_of(str(tmp_path / "root"))) / "_done"
+    done = Path(extraction_cache_dir(str(tmp_path / "root"))) / "_done"
     deadline = time.monotonic() + 120
     while len(list(done.glob("*.json"))) < 2:
         assert proc.poll() is None and time.monotonic() < deadline, "worker ended before the kill"

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.records import CLIPS_SCHEMA, KEYPOINTS_SCHEMA
-from tasks.extract.plan import BackendSpec, ClipTask, plan_shards, run_key
+from tasks.extract.plan import BackendSpec, ClipTask, plan_extract_shards, run_key
 from tasks.extract.worker import extract_clip, extract_shard
 from tasks.keypoints.api import FramePoses
 from tasks.video.sampling import SamplingSpec
@@ -45,7 +45,7 @@ def _shard(tmp_path: Path, clips: list[ClipTask], backend: BackendSpec | None = 
     backend = backend or BackendSpec.create(BLOB)
     sampling = sampling or SamplingSpec()
     run_dir = str(tmp_path / out / run_key(backend, sampling))
-    return plan_shards(clips, run_dir, "fake", backend, sampling, shard_size=100)[0], run_dir
+    return plan_extract_shards(clips, run_dir, "fake", backend, sampling, shard_size=100)[0], run_dir
 
 
 def test_rows_match_the_drawn_squares(tmp_path: Path) -> None:

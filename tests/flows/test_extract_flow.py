@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.extract.plan import BackendSpec, ClipTask, plan_shards, run_key
+from tasks.extract.plan import BackendSpec, ClipTask, plan_extract_shards, run_key
 from tasks.extract.worker import extract_shard
 from tasks.video.sampling import SamplingSpec
 from tests.extract.doubles import BLOB
@@ -29,7 +29,7 @@ def test_extract_flow_on_local_cluster(tmp_path: Path, monkeypatch: pytest.Monke
     clips.append(ClipTask("c999", str(tmp_path / "missing.avi")))
     backend, sampling = BackendSpec.create(BLOB), SamplingSpec(mode="every_k", k=2)
     run_dir = str(tmp_path / "keypoints" / "fake" / run_key(backend, sampling))
-    shards = plan_shards(clips, run_dir, "fake", backend, sampling, shard_size=3, enforce_bounds=False)
+    shards = plan_extract_shards(clips, run_dir, "fake", backend, sampling, shard_size=3, enforce_bounds=False)
     with prefect_test_harness():
         manifest = run_extract(shards, run_dir, {"dataset": "fake"}, workers=2)
     assert manifest["totals"]["clips"] == 7 and manifest["totals"]["extracted"] == 6
