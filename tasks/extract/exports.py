@@ -10,7 +10,6 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 import pyarrow as pa
@@ -23,6 +22,7 @@ from tasks.evaluation.coco_eval import coco_keypoint_results, keypoint_triples
 from tasks.extract.ids import stable_image_id
 from tasks.extract.plan import VideoPlan
 from tasks.keypoints.api import FramePoses
+from tasks.transforms.draw import draw_skeleton
 from tasks.video.decode import VideoReader
 
 
@@ -104,35 +104,22 @@ def coco_results(
     return out
 
 
-def draw_skeleton(
-    canvas: np.ndarray, keypoints: np.ndarray, skeleton: str, scale: float = 1.0, min_score: float = 0.05
-) -> np.ndarray:
-    """Draw people's limbs and joints on ``canvas`` in place (one colour per limb).
+#: Joints scored below this are not drawn in skeleton images and overlays.
+MIN_DRAW_SCORE = 0.05
 
-    Args:
-        canvas: ``(H, W, 3) uint8`` image.
-        keypoints: ``(P, J, 3)`` x, y, score in source pixels.
-        skeleton: Skeleton name (limbs come from it).
-        scale: Source pixels -> canvas pixels.
-        min_score: Joints below this score are not drawn.
 
-    Returns:
-        ``canvas``.
+def _draw_people(canvas: np.ndarray, keypoints_xyc: np.ndarray, skeleton: str, scale: float = 1.0) -> np.ndarray:
+    """Draw ``(P, J, 3)`` x, y, score people on ``canvas`` in place (one colour per limb, white joints).
+
+    A joint is drawn when it was found with a score of at least :data:`MIN_DRAW_SCORE`
+    (:func:`tasks.transforms.draw.draw_skeleton` does the drawing).
     """
-    sk = get_skeleton(skeleton)
-    limbs = sk.limb_indices
-    colours = [tuple(int(c) for c in cv2.applyColorMap(np.uint8([[int(255 * i / max(1, len(limbs)))]]), cv2.COLORMAP_HSV)[0, 0])
-               for i in range(len(limbs))]  # fmt: skip
-    thickness = max(1, round(2 * scale)) if scale < 1 else 2
-    for person in np.asarray(keypoints, np.float32):
-        ok = np.isfinite(person[:, 0]) & np.isfinite(person[:, 1]) & (person[:, 2] >= min_score)
-        pts = np.round(np.nan_to_num(person[:, :2]) * scale).astype(np.int32)
-        for (a, b), colour in zip(limbs, colours, strict=True):
-            if ok[a] and ok[b]:
-                cv2.line(canvas, tuple(pts[a]), tuple(pts[b]), colour, thickness, cv2.LINE_AA)
-        for j in np.flatnonzero(ok):
-            cv2.circle(canvas, tuple(pts[j]), thickness + 1, (255, 255, 255), -1, cv2.LINE_AA)
-    return canvas
+    kp = np.asarray(keypoints_xyc, np.float32)
+    if kp.shape[0] == 0:  # nobody (FramePoses of no people may be (0, 3))
+        return canvas
+    found = np.isfinite(kp[..., 0]) & np.isfinite(kp[..., 1]) & (kp[..., 2] >= MIN_DRAW_SCORE)
+    vis = np.where(found, 2, 0).astype(np.int8)
+    return draw_skeleton(canvas, kp[..., :2], vis, skeleton, scale=scale, palette="limbs", in_place=True)
 
 
 def skeleton_image(
@@ -147,7 +134,7 @@ def skeleton_image(
     """
     h, w = canvas_hw
     scale = min(h / frame_hw[0], w / frame_hw[1])
-    return draw_skeleton(np.zeros((h, w, 3), np.uint8), poses.keypoints, skeleton, scale)
+    return _draw_people(np.zeros((h, w, 3), np.uint8), poses.keypoints, skeleton, scale)
 
 
 def write_skeleton_images_h5(
@@ -216,7 +203,7 @@ def write_overlay_video(
             for index, frame in zip(chunk.indices, chunk.frames, strict=True):
                 canvas = np.ascontiguousarray(frame[: stream.height, : stream.width])
                 if index in poses_by_frame:
-                    draw_skeleton(canvas, poses_by_frame[index].keypoints, skeleton)
+                    _draw_people(canvas, poses_by_frame[index].keypoints, skeleton)
                 for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="bgr24")):
                     container.mux(packet)
                 written += 1
