@@ -10,21 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.commands._options import AdapterParamOption, parse_kv
 from schemas.errors import ConfigError, PosepipeError
 from schemas.settings import Settings
 
 console = Console(stderr=True)
-
-
-def parse_kv(pairs: list[str] | None) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` → ``{"a": "1", "b": "x"}`` (pydantic coerces the strings)."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--param {pair!r} is not key=value")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -57,7 +47,7 @@ def rebuild(
     dataset: Annotated[str, typer.Argument(help="dataset adapter name, e.g. coco")],
     source: Annotated[str | None, typer.Option(help="folder in the dataset's published layout; omit to fetch")] = None,
     root: Annotated[str | None, typer.Option(help="storage root (path or fsspec URL) [env POSEPIPE_ROOT]")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="adapter policy key=value, repeatable")] = None,
+    param: AdapterParamOption = None,
     size: Annotated[str, typer.Option(help="crop size HEIGHTxWIDTH")] = "256x192",
     seed: Annotated[int | None, typer.Option(help="run seed")] = None,
     shard_size: Annotated[int | None, typer.Option(help="samples per shard")] = None,
@@ -103,7 +93,7 @@ def parse(
     dataset: Annotated[str, typer.Argument(help="dataset adapter name")],
     source: Annotated[Path, typer.Option(help="dataset folder or annotation file")],
     out: Annotated[Path, typer.Option(help="records Parquet to write; rejects go beside it")],
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="adapter policy key=value")] = None,
+    param: AdapterParamOption = None,
 ) -> None:
     """Convert annotations to canonical records only (no pixels)."""
     from schemas.records import REJECTS_SCHEMA

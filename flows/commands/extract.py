@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from flows.commands._options import AdapterParamOption, parse_kv
 from schemas.settings import Settings
 
 extract_app = typer.Typer(
@@ -80,7 +81,7 @@ def extract_clips(
     source: Annotated[Path, typer.Option(help="dataset folder in its published layout")],
     fold: Annotated[str | None, typer.Option(help="fold name (split1, logo03, subject ...); omit for every clip")] = None,
     part: Annotated[str, typer.Option(help="train | test | all (with --fold)")] = "all",
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="adapter policy key=value, repeatable")] = None,
+    param: AdapterParamOption = None,
     root: Root = None,
     backend: Backend = "tf-openpose",
     model: Model = None,
@@ -96,7 +97,6 @@ def extract_clips(
     threads_per_worker: Threads = None,
 ) -> None:
     """Extract keypoints for the clips of any clip dataset on Dask (resumable: rerun to continue)."""
-    from flows.commands.dataset import parse_kv
     from tasks.extract.plan import sampling_from_options
 
     settings = _settings(root=root, workers=workers, dask_address=dask_address, threads_per_worker=threads_per_worker)

@@ -1,0 +1,63 @@
+"""One option style and one way to take adapter params, for every command (no orchestrator needed)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import typer
+
+from flows.cli import _register_commands, app
+from flows.commands._options import parse_kv
+from schemas.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+_register_commands()
+
+
+def _commands(group: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf command under ``group`` by its full name (``extract clips``)."""
+    ctx = click.Context(group)
+    out: dict[str, Any] = {}
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        if hasattr(cmd, "list_commands"):  # a group (typer may carry its own click classes)
+            out.update(_commands(cmd, f"{prefix}{name} "))
+        elif cmd is not None:
+            out[f"{prefix}{name}"] = cmd
+    return out
+
+
+def test_parse_kv_keeps_strings_and_names_a_bad_pair() -> None:
+    assert parse_kv(None) == {} and parse_kv(["a=1", " b = x=y "]) == {"a": "1", "b": "x=y"}
+    with pytest.raises(ConfigError, match="'oops' is not key=value"):
+        parse_kv(["oops"])
+    with pytest.raises(ConfigError, match="is not key=value"):
+        parse_kv(["=1"])
+
+
+def test_every_command_taking_adapter_params_declares_the_same_option() -> None:
+    commands = _commands(typer.main.get_command(app))
+    with_params = {
+        name: next(p for p in cmd.params if p.name == "param")
+        for name, cmd in commands.items()
+        if any(p.name == "param" for p in cmd.params)
+    }
+    assert {"rebuild", "parse", "extract clips"} <= set(with_params)
+    shapes = {(tuple(p.opts), p.multiple, getattr(p, "help", None)) for p in with_params.values()}
+    assert shapes == {(("--param", "-p"), True, "adapter policy key=value, repeatable")}
+
+
+def test_command_modules_use_annotated_options_only() -> None:
+    """No ``= typer.Option(...)`` defaults (the style that needs ``# noqa: B008``) in any command module."""
+    for path in sorted((REPO / "flows").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.arguments):
+                for default in node.defaults + [d for d in node.kw_defaults if d is not None]:
+                    call = default.func if isinstance(default, ast.Call) else None
+                    assert not (isinstance(call, ast.Attribute) and call.attr in ("Option", "Argument")), (
+                        f"{path.relative_to(REPO)}:{default.lineno} declares an option as a default; use Annotated"
+                    )
