@@ -1,12 +1,15 @@
-"""Reading MATLAB ``.mat`` annotation files (v5/v7 through SciPy, v7.3 through h5py) into plain Python.
+"""Reading MATLAB ``.mat`` files (v5/v7 through SciPy, v7.3 through h5py) into plain Python: the one
+module of MATLAB-reading primitives, imported by the dataset adapters (annotations) and by
+:mod:`tasks.evaluation.readers` (evaluation ground truth and predictions).
 
-Both readers return the same normalised tree, so an adapter never cares which version it got:
+Both readers return the same normalised tree, so a caller never cares which version it got:
 
 * a 1×1 struct → ``dict`` (field name → value);
 * a struct array → ``list`` of ``dict`` (a 1×1 struct array may come back as either; use :func:`as_list`);
 * a cell array → ``list``;
 * a char array → ``str``;
-* a numeric or logical array → ``np.ndarray`` squeezed (a 1×1 becomes a 0-d array; use :func:`as_float`);
+* a numeric or logical array → ``np.ndarray`` squeezed (a 1×1 becomes a 0-d array; use :func:`as_float`),
+  or with ``squeeze=False`` in MATLAB's own shape (an ``(16, 2, N)`` stays 3-D when N is 1);
 * an empty array (``[]``, ``''``, ``{}``) → ``None``.
 
 Errors name the file and what was expected (:class:`AnnotationFormatError`): a missing file, a truncated
@@ -47,25 +50,35 @@ def mat_version(path: Path) -> str:
             f"{path} is not a MATLAB .mat file (it has {path.stat().st_size} bytes and no 'MATLAB' header)",
             hint="the download is probably truncated or an HTML error page; fetch it again",
         )
-    return "5"
+    # Bytes 124..125: the format version, in the byte order bytes 126..127 announce ('IM' little, 'MI' big).
+    version = int.from_bytes(head[124:126], "little" if head[126:128] == b"IM" else "big")
+    return "7.3" if version == 0x0200 else "5"
 
 
-def load_mat(path: Path, variables: Sequence[str] | None = None) -> dict[str, Any]:
+def load_mat(
+    path: Path, variables: Sequence[str] | None = None, *, optional: Sequence[str] = (), squeeze: bool = True
+) -> dict[str, Any]:
     """Load variables of a ``.mat`` file as the normalised tree described in the module docstring.
 
     Args:
         path: The ``.mat`` file (v5, v7 or v7.3).
-        variables: Top-level variables to load (all when None). Any that is missing is an error.
+        variables: Top-level variables that must be there (all variables when None and no ``optional``).
+            Any that is missing is an error.
+        optional: Top-level variables loaded when present (absent from the result otherwise).
+        squeeze: Squeeze numeric arrays (the annotation trees); False keeps MATLAB's shapes (arrays
+            whose axes mean something, such as evaluation's ``(16, 2, N)``).
 
     Returns:
         Variable name → normalised value.
 
     Raises:
         SourceError: The file does not exist.
-        AnnotationFormatError: Truncated/corrupt file, or a requested variable is missing.
+        AnnotationFormatError: Truncated/corrupt file, or a required variable is missing.
     """
+    path = Path(path)
     version = mat_version(path)
-    out = _load_mat73(path, variables) if version == "7.3" else _load_mat5(path, variables)
+    wanted = None if variables is None and not optional else [*(variables or ()), *optional]
+    out = _load_mat73(path, wanted, squeeze) if version == "7.3" else _load_mat5(path, wanted, squeeze)
     if variables is not None:
         missing = [v for v in variables if v not in out]
         if missing:
@@ -93,19 +106,19 @@ def list_variables(path: Path, version: str | None = None) -> list[str]:
         return []
 
 
-def _load_mat5(path: Path, variables: Sequence[str] | None) -> dict[str, Any]:
+def _load_mat5(path: Path, variables: Sequence[str] | None, squeeze: bool) -> dict[str, Any]:
     import scipy.io
 
     try:
         raw = scipy.io.loadmat(
             str(path),
-            squeeze_me=True,
+            squeeze_me=squeeze,
             struct_as_record=False,
             chars_as_strings=True,
             variable_names=list(variables) if variables is not None else None,
         )
     except NotImplementedError:  # pragma: no cover - mat_version routes v7.3 away already
-        return _load_mat73(path, variables)
+        return _load_mat73(path, variables, squeeze)
     except (ValueError, TypeError, OSError, EOFError, IndexError, KeyError, MemoryError) as exc:
         raise AnnotationFormatError(
             f"cannot read MATLAB file {path}: {type(exc).__name__}: {exc}",
@@ -134,14 +147,14 @@ def _from_scipy(obj: Any) -> Any:
     return obj
 
 
-def _load_mat73(path: Path, variables: Sequence[str] | None) -> dict[str, Any]:
+def _load_mat73(path: Path, variables: Sequence[str] | None, squeeze: bool) -> dict[str, Any]:
     import h5py
 
     try:
         with h5py.File(path, "r") as fh:
             names = [k for k in fh if not k.startswith("#")]
             wanted = names if variables is None else [v for v in variables if v in fh]
-            return {name: _from_h5(fh, fh[name]) for name in wanted}
+            return {name: _from_h5(fh, fh[name], squeeze) for name in wanted}
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise AnnotationFormatError(
             f"cannot read MATLAB v7.3 (HDF5) file {path}: {type(exc).__name__}: {exc}",
@@ -160,7 +173,7 @@ def _attr(node: Any, name: str) -> str | None:
     return str(value)
 
 
-def _from_h5(fh: Any, node: Any) -> Any:
+def _from_h5(fh: Any, node: Any, squeeze: bool = True) -> Any:
     import h5py
 
     if isinstance(node, h5py.Group):
@@ -178,8 +191,8 @@ def _from_h5(fh: Any, node: Any) -> Any:
             n = max(len(c) for c in columns.values())
             if any(len(c) != n for c in columns.values()):
                 raise AnnotationFormatError(f"struct array {node.name} has fields of different lengths")
-            return [{k: _from_h5(fh, fh[columns[k][i]]) for k in fields} for i in range(n)]
-        return {k: _from_h5(fh, node[k]) for k in fields}
+            return [{k: _from_h5(fh, fh[columns[k][i]], squeeze) for k in fields} for i in range(n)]
+        return {k: _from_h5(fh, node[k], squeeze) for k in fields}
     # A dataset.
     if node.attrs.get("MATLAB_empty") is not None and int(np.asarray(node.attrs["MATLAB_empty"]).ravel()[0]):
         return None
@@ -187,7 +200,7 @@ def _from_h5(fh: Any, node: Any) -> Any:
     data = node[()]
     if node.dtype == h5py.ref_dtype:
         refs = np.asarray(data).T  # MATLAB is column-major: h5 shape is the reverse of MATLAB's
-        items = [_from_h5(fh, fh[r]) for r in refs.ravel(order="F")]
+        items = [_from_h5(fh, fh[r], squeeze) for r in refs.ravel(order="F")]
         return items
     arr = np.asarray(data).T
     if cls == "char":
@@ -196,7 +209,7 @@ def _from_h5(fh: Any, node: Any) -> Any:
         return None
     if cls == "logical":
         arr = arr.astype(bool)
-    return np.squeeze(arr)
+    return np.squeeze(arr) if squeeze else arr
 
 
 # --- tree helpers adapters use ------------------------------------------------------------------

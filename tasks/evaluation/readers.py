@@ -6,6 +6,10 @@ Coordinates are returned *as stored*: the MPII and FLIC ground-truth files hold 
 pixel coordinates and their evaluators compare predictions to them unchanged, so predictions must
 be in the same frame (HRNet adds 1.0 to its 0-based predictions before writing ``pred.mat``).
 Joint *ids*, which are 1-based in the MATLAB sources (FLIC's ``lookupPart``), are 0-based here.
+
+``.mat`` files are read by :mod:`tasks.datasets._matlab`, the one module of MATLAB-reading primitives
+the dataset adapters use too (v5/v7 and v7.3, structs included); its errors come out of this module
+as :class:`EvaluationInputError` with the same message and hint.
 """
 
 from __future__ import annotations
@@ -18,15 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from schemas.errors import EvaluationInputError
+from schemas.errors import EvaluationInputError, SourceError
 from schemas.skeletons import FLIC29, MPII16
+from tasks.datasets._matlab import as_float, as_list, as_str, load_mat
 
 __all__ = [
     "FlicGroundTruth",
     "MpiiGroundTruth",
     "load_array",
-    "load_mat",
-    "mat_version",
     "read_flic_gt",
     "read_flic_predictions",
     "read_json",
@@ -49,90 +52,12 @@ def _require_file(path: str | Path, what: str) -> Path:
     return p
 
 
-def mat_version(path: str | Path) -> str:
-    """Tell a MATLAB v5/v7 file (``"5"``) from a v7.3 HDF5-based one (``"7.3"``) by its 128-byte header.
-
-    Args:
-        path: The ``.mat`` file.
-
-    Returns:
-        ``"5"`` or ``"7.3"``.
-
-    Raises:
-        EvaluationInputError: If the file is shorter than a MAT header or is not a MAT file.
-    """
-    p = _require_file(path, ".mat")
-    with p.open("rb") as fh:
-        header = fh.read(128)
-    if len(header) < 128 or not header.startswith(b"MATLAB"):
-        raise EvaluationInputError(
-            f"{str(p)!r} is not a MATLAB .mat file (no 128-byte 'MATLAB ...' header)",
-            hint="pass a file written by MATLAB save() or scipy.io.savemat",
-        )
-    # Bytes 124..125: version, in the byte order announced by bytes 126..127 ('IM' little, 'MI' big).
-    little = header[126:128] == b"IM"
-    version = int.from_bytes(header[124:126], "little" if little else "big")
-    return "7.3" if version == 0x0200 else "5"
-
-
-def load_mat(path: str | Path, keys: Sequence[str] | None = None) -> dict[str, Any]:
-    """Load variables from a ``.mat`` file; numeric variables of v7.3 files are read with h5py.
-
-    v7.3 files store arrays column-major, so their axes are reversed here to give the shapes
-    MATLAB (and ``scipy.io.loadmat`` on a v5 file) shows.
-
-    Args:
-        path: The ``.mat`` file.
-        keys: Variables wanted; None for all. Missing ones are simply absent from the result.
-
-    Returns:
-        Variable name -> value (``numpy`` arrays; MATLAB structs/cells as scipy returns them).
-
-    Raises:
-        EvaluationInputError: Missing, truncated or corrupt file, or a v7.3 variable that is not a
-            plain numeric array (structs and cells need a v5/v7 file).
-    """
-    p = _require_file(path, ".mat")
-    if mat_version(p) == "7.3":
-        return _load_mat73(p, keys)
-    import scipy.io
-
+def _read_mat(p: Path, variables: Sequence[str], squeeze: bool) -> dict[str, Any]:
+    """``variables`` of a ``.mat`` that are present (MATLAB shapes unless ``squeeze``), errors as ours."""
     try:
-        data = scipy.io.loadmat(str(p), variable_names=list(keys) if keys is not None else None)
-    except Exception as exc:  # scipy raises ValueError/TypeError/OSError/... on damaged files
-        raise EvaluationInputError(
-            f"cannot read .mat file {str(p)!r}: {type(exc).__name__}: {exc}",
-            hint="the file is truncated or corrupt; copy or export it again",
-        ) from exc
-    return {k: v for k, v in data.items() if not k.startswith("__")}
-
-
-def _load_mat73(p: Path, keys: Sequence[str] | None) -> dict[str, Any]:
-    import h5py
-
-    out: dict[str, Any] = {}
-    try:
-        with h5py.File(p, "r") as fh:
-            names = [k for k in fh.keys() if not k.startswith("#")] if keys is None else [k for k in keys if k in fh]
-            for name in names:
-                node = fh[name]
-                cls = node.attrs.get("MATLAB_class", b"")
-                cls = cls.decode() if isinstance(cls, bytes) else str(cls)
-                if not isinstance(node, h5py.Dataset) or cls in ("struct", "cell", "char"):
-                    raise EvaluationInputError(
-                        f"{str(p)!r} is a MATLAB v7.3 file and variable {name!r} is a {cls or 'group'}, "
-                        "not a numeric array",
-                        hint="re-save it from MATLAB with save(file, ..., '-v7'), which posepipe reads with scipy",
-                    )
-                out[name] = np.asarray(node[()]).transpose()
-    except EvaluationInputError:
-        raise
-    except Exception as exc:
-        raise EvaluationInputError(
-            f"cannot read MATLAB v7.3 (HDF5) file {str(p)!r}: {type(exc).__name__}: {exc}",
-            hint="the file is truncated or corrupt; copy or export it again",
-        ) from exc
-    return out
+        return load_mat(p, optional=variables, squeeze=squeeze)
+    except SourceError as exc:  # AnnotationFormatError too: a truncated, corrupt or non-MATLAB file
+        raise EvaluationInputError(exc.message, hint=exc.hint) from exc
 
 
 def load_array(path: str | Path, keys: Sequence[str], what: str) -> tuple[str, np.ndarray]:
@@ -165,7 +90,7 @@ def load_array(path: str | Path, keys: Sequence[str], what: str) -> tuple[str, n
             ) from exc
         key = ""
     elif suffix == ".mat":
-        data = load_mat(p, keys)
+        data = _read_mat(p, keys, squeeze=False)
         key = next((k for k in keys if k in data), "")
         if not key:
             raise EvaluationInputError(
@@ -192,7 +117,7 @@ def load_array(path: str | Path, keys: Sequence[str], what: str) -> tuple[str, n
                 f"cannot read HDF5 file {str(p)!r}: {type(exc).__name__}: {exc}",
                 hint="the file is truncated or corrupt; write it again",
             ) from exc
-    arr = np.asarray(arr)
+    arr = np.asarray(arr) if isinstance(arr, np.ndarray) else np.asarray(arr, dtype=object)
     if arr.dtype.kind not in "fiu":
         raise EvaluationInputError(f"{what} in {str(p)!r} ({key or 'array'}) has dtype {arr.dtype}; expected numbers")
     return key, arr.astype(np.float64)
@@ -269,7 +194,7 @@ def read_mpii_gt(path: str | Path) -> MpiiGroundTruth:
     """
     p = _require_file(path, "MPII ground-truth")
     required = ("pos_gt_src", "jnt_missing", "headboxes_src")
-    data = load_mat(p, (*required, "pos_pred_src", "dataset_joints"))
+    data = _read_mat(p, (*required, "pos_pred_src", "dataset_joints"), squeeze=False)
     missing = [k for k in required if k not in data]
     if missing:
         raise EvaluationInputError(
@@ -288,7 +213,7 @@ def read_mpii_gt(path: str | Path) -> MpiiGroundTruth:
     if boxes.shape != (2, 2, n):
         raise EvaluationInputError(f"headboxes_src in {str(p)!r} has shape {boxes.shape}; expected (2, 2, {n})")
     if "dataset_joints" in data:
-        names = [str(np.asarray(c).ravel()[0]) for c in np.asarray(data["dataset_joints"], dtype=object).ravel()]
+        names = [as_str(c) for c in as_list(data["dataset_joints"])]
         if names != list(MPII16.source_names or ()):
             raise EvaluationInputError(
                 f"dataset_joints in {str(p)!r} is {names}; expected MPII order {list(MPII16.source_names or ())}",
@@ -378,63 +303,48 @@ class FlicGroundTruth:
         return self.coords_xy[self.is_test]
 
 
-def _matlab_scalar(value: Any) -> Any:
-    arr = np.asarray(value)
-    if arr.size != 1:
-        raise ValueError(f"expected one value, got shape {arr.shape}")
-    return arr.ravel()[0]
-
-
-def _matlab_str(value: Any) -> str:
-    arr = np.asarray(value)
-    return "" if arr.size == 0 else str(arr.ravel()[0])
-
-
 def read_flic_gt(path: str | Path) -> FlicGroundTruth:
     """Read FLIC's ``examples.mat`` (struct array ``examples`` with ``coords`` 2x29, ``istest``, ``filepath``).
 
     Args:
-        path: ``examples.mat``.
+        path: ``examples.mat`` (v5/v7 or v7.3).
 
     Returns:
         The :class:`FlicGroundTruth`.
 
     Raises:
-        EvaluationInputError: Unreadable/truncated file, v7.3 file, no ``examples`` struct, or an
-            example whose ``coords`` is not 2x29 or whose ``istest`` is not one number.
+        EvaluationInputError: Unreadable/truncated file, no ``examples`` struct, or an example whose
+            ``coords`` is not 2x29 or whose ``istest`` is not one number.
     """
     p = _require_file(path, "FLIC ground-truth")
-    if mat_version(p) == "7.3":
-        raise EvaluationInputError(
-            f"{str(p)!r} is a MATLAB v7.3 file; FLIC's examples struct array must be a v5/v7 .mat",
-            hint="re-save it from MATLAB with save(file, 'examples', '-v7')",
-        )
-    data = load_mat(p, ("examples",))
-    ex = data.get("examples")
-    if ex is None or not isinstance(ex, np.ndarray) or ex.dtype.names is None:
+    examples = as_list(_read_mat(p, ("examples",), squeeze=True).get("examples"))
+    if not examples or not all(isinstance(ex, dict) for ex in examples):
         raise EvaluationInputError(
             f"FLIC ground-truth file {str(p)!r} has no struct array 'examples'",
             hint="pass FLIC's examples.mat",
         )
+    fields = tuple(examples[0])
     for field in ("coords", "istest"):
-        if field not in ex.dtype.names:
-            raise EvaluationInputError(f"'examples' in {str(p)!r} has no field {field!r}; fields: {ex.dtype.names}")
-    flat = ex.ravel()
-    coords = np.empty((flat.size, FLIC29.num_joints, 2), dtype=np.float64)
-    is_test = np.zeros(flat.size, dtype=bool)
+        if field not in fields:
+            raise EvaluationInputError(f"'examples' in {str(p)!r} has no field {field!r}; fields: {fields}")
+    coords = np.empty((len(examples), FLIC29.num_joints, 2), dtype=np.float64)
+    is_test = np.zeros(len(examples), dtype=bool)
     paths: list[str] = []
-    for i, rec in enumerate(flat):
+    for i, rec in enumerate(examples):
         try:
             c = np.asarray(rec["coords"], dtype=np.float64)
             if c.shape != (2, FLIC29.num_joints):
                 raise ValueError(f"coords has shape {c.shape}")
             coords[i] = c.T  # (2, 29): x in row 0, y in row 1 -> (29, 2); slot k (1-based) -> joint k - 1
-            is_test[i] = bool(_matlab_scalar(rec["istest"]))
+            flag = as_float(rec["istest"])
+            if flag is None:
+                raise ValueError(f"istest is {rec['istest']!r}, not one number")
+            is_test[i] = bool(flag)
         except (ValueError, TypeError) as exc:
             raise EvaluationInputError(
                 f"example {i} (1-based {i + 1}) in {str(p)!r} is malformed: {exc}; expected coords 2x29 and a scalar istest"
             ) from exc
-        paths.append(_matlab_str(rec["filepath"]) if "filepath" in ex.dtype.names else "")
+        paths.append(as_str(rec.get("filepath")) or "")
     return FlicGroundTruth(path=p, coords_xy=coords, is_test=is_test, filepaths=tuple(paths))
 
 

@@ -11,6 +11,7 @@ import scipy.io
 
 from schemas.errors import EvaluationInputError
 from schemas.skeletons import FLIC29
+from tasks.datasets._matlab import load_mat, mat_version
 from tasks.evaluation import metrics as M
 from tasks.evaluation import readers as R
 from tests.evaluation.fakes_eval import (
@@ -30,23 +31,35 @@ def test_mat_version_tells_v5_from_v73(tmp_path: Path) -> None:
     v5 = tmp_path / "a.mat"
     scipy.io.savemat(v5, {"x": np.ones(3)})
     v73 = write_mat73_numeric(tmp_path / "b.mat", {"x": np.ones((2, 3))})
-    assert R.mat_version(v5) == "5" and R.mat_version(v73) == "7.3"
+    assert mat_version(v5) == "5" and mat_version(v73) == "7.3"
     not_mat = tmp_path / "c.mat"
-    not_mat.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 200)
-    with pytest.raises(EvaluationInputError, match=r"c\.mat.*not a MATLAB \.mat file"):
-        R.mat_version(not_mat)
+    not_mat.write_bytes(b"<html>" + b"\x00" * 200)
+    with pytest.raises(EvaluationInputError, match=r"c\.mat is not a MATLAB \.mat file"):
+        R.read_mpii_gt(not_mat)
+    bare_hdf5 = tmp_path / "d.mat"  # an HDF5 signature and nothing else: read as v7.3, which fails by name
+    bare_hdf5.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 200)
+    with pytest.raises(EvaluationInputError, match=r"cannot read MATLAB v7\.3 \(HDF5\) file .*d\.mat"):
+        R.read_mpii_gt(bare_hdf5)
 
 
-def test_load_mat_reads_v73_numeric_arrays_in_matlab_axis_order(tmp_path: Path) -> None:
+def test_mat_reads_v73_numeric_arrays_in_matlab_axis_order(tmp_path: Path) -> None:
     arr = np.arange(24.0).reshape(2, 3, 4)
-    path = write_mat73_numeric(tmp_path / "p.mat", {"pos": arr})
-    np.testing.assert_array_equal(R.load_mat(path, ["pos"])["pos"], arr)
+    path = write_mat73_numeric(tmp_path / "p.mat", {"pos": arr, "one": np.ones((16, 2, 1))})
+    got = load_mat(path, optional=["pos", "one", "absent"], squeeze=False)
+    np.testing.assert_array_equal(got["pos"], arr)
+    assert got["one"].shape == (16, 2, 1) and "absent" not in got  # MATLAB's shape, N = 1 kept
 
 
-def test_v73_struct_variable_is_a_clear_error(tmp_path: Path) -> None:
-    path = write_mat73_numeric(tmp_path / "s.mat", {}, struct_name="examples")
-    with pytest.raises(EvaluationInputError, match=r"s\.mat.*v7\.3.*'examples' is a struct"):
-        R.load_mat(path, ["examples"])
+def test_flic_gt_v73_reads_like_v5(tmp_path: Path) -> None:
+    from tests.datasets.fakes_mpii import write_mat73
+
+    coords = fake_flic_coords(3, backwards=(1,))
+    fake = write_fake_flic_examples(tmp_path / "e5.mat", coords, np.array([1, 0, 1], bool))
+    raw = scipy.io.loadmat(str(fake.path), squeeze_me=True, struct_as_record=False)["examples"]
+    write_mat73(tmp_path / "e73.mat", {"examples": [{f: getattr(e, f) for f in e._fieldnames} for e in raw]})
+    a, b = R.read_flic_gt(fake.path), R.read_flic_gt(tmp_path / "e73.mat")
+    np.testing.assert_array_equal(a.coords_xy, b.coords_xy)
+    assert a.is_test.tolist() == b.is_test.tolist() == [True, False, True] and a.filepaths == b.filepaths
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
@@ -88,7 +101,7 @@ def test_mpii_gt_missing_top_level_key(tmp_path: Path) -> None:
 def test_mpii_gt_truncated(tmp_path: Path) -> None:
     fake = write_fake_mpii_gt(tmp_path / "gt.mat", n=50)
     cut = truncate(fake.path, tmp_path / "cut.mat", 0.6)
-    with pytest.raises(EvaluationInputError, match=r"cannot read \.mat file .*cut\.mat"):
+    with pytest.raises(EvaluationInputError, match=r"cannot read MATLAB file .*cut\.mat"):
         R.read_mpii_gt(cut)
 
 
@@ -193,10 +206,10 @@ def test_flic_gt_bad_files(tmp_path: Path) -> None:
     with pytest.raises(EvaluationInputError, match="has no field 'istest'"):
         R.read_flic_gt(fake.path)
     full = write_fake_flic_examples(tmp_path / "ok.mat", fake_flic_coords(40), np.ones(40, bool))
-    with pytest.raises(EvaluationInputError, match=r"cannot read \.mat file .*cut\.mat"):
+    with pytest.raises(EvaluationInputError, match=r"cannot read MATLAB file .*cut\.mat"):
         R.read_flic_gt(truncate(full.path, tmp_path / "cut.mat", 0.5))
-    v73 = write_mat73_numeric(tmp_path / "v73.mat", {}, struct_name="examples")
-    with pytest.raises(EvaluationInputError, match=r"v73\.mat' is a MATLAB v7\.3 file"):
+    v73 = write_mat73_numeric(tmp_path / "v73.mat", {}, struct_name="examples")  # a struct with no fields
+    with pytest.raises(EvaluationInputError, match=r"'examples' in .*v73\.mat' has no field 'coords'"):
         R.read_flic_gt(v73)
 
 
