@@ -1,12 +1,6 @@
 """Dataset versions: manifest (written last), ``LATEST`` pointer, listing and the rebuild lock.
 
-Layout (DESIGN.md)::
-
-    {root}/datasets/{dataset}/{version}/{split}/part-{i:05d}.parquet | .h5
-    {root}/datasets/{dataset}/{version}/_manifest.json, _rejects.parquet, _validation.{json,html}
-    {root}/datasets/{dataset}/LATEST
-
-Readers trust only versions with a manifest. The manifest holds no timestamps, host names or
+Every path comes from :mod:`storage.layout`. Readers trust only versions with a manifest. The manifest holds no timestamps, host names or
 worker counts (those go to ``_run.json``), so equal inputs give byte-identical manifests.
 """
 
@@ -25,19 +19,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from schemas.errors import LockError, StorageError, VersionNotFoundError
 from storage.fs import atomic_open, join
-
-MANIFEST = "_manifest.json"
-LATEST = "LATEST"
-
-
-def dataset_dir(root: str, dataset: str) -> str:
-    """``{root}/datasets/{dataset}``."""
-    return join(root, "datasets", dataset)
-
-
-def version_dir(root: str, dataset: str, version: str) -> str:
-    """``{root}/datasets/{dataset}/{version}``."""
-    return join(dataset_dir(root, dataset), version)
+from storage.layout import MANIFEST, VersionPaths, dataset_dir, datasets_dir, latest_path, lock_path
 
 
 def compute_version(inputs: dict[str, str], params: dict[str, Any], schema_version: str, code_version: str) -> str:
@@ -85,7 +67,7 @@ def read_json(fs: fsspec.AbstractFileSystem, path: str) -> Any:
 
 def write_manifest(fs: fsspec.AbstractFileSystem, root: str, dataset: str, version: str, manifest: dict[str, Any]) -> str:
     """Write the manifest last; returns its path."""
-    path = join(version_dir(root, dataset, version), MANIFEST)
+    path = VersionPaths(root, dataset, version).manifest
     write_json(fs, path, manifest)
     return path
 
@@ -93,7 +75,7 @@ def write_manifest(fs: fsspec.AbstractFileSystem, root: str, dataset: str, versi
 def read_manifest(fs: fsspec.AbstractFileSystem, root: str, dataset: str, version: str) -> dict[str, Any]:
     """The manifest of a committed version (raises if the version was never committed)."""
     try:
-        return read_json(fs, join(version_dir(root, dataset, version), MANIFEST))
+        return read_json(fs, VersionPaths(root, dataset, version).manifest)
     except VersionNotFoundError:
         raise VersionNotFoundError(
             f"dataset {dataset!r} has no committed version {version!r} under {root}",
@@ -103,14 +85,14 @@ def read_manifest(fs: fsspec.AbstractFileSystem, root: str, dataset: str, versio
 
 def set_latest(fs: fsspec.AbstractFileSystem, root: str, dataset: str, version: str) -> None:
     """Point ``LATEST`` at ``version`` (atomic rename)."""
-    with atomic_open(fs, join(dataset_dir(root, dataset), LATEST), "wb") as fh:
+    with atomic_open(fs, latest_path(root, dataset), "wb") as fh:
         fh.write(f"{version}\n".encode())
 
 
 def read_latest(fs: fsspec.AbstractFileSystem, root: str, dataset: str) -> str | None:
     """The version ``LATEST`` points at, or None."""
     try:
-        with fs.open(join(dataset_dir(root, dataset), LATEST), "rb") as fh:
+        with fs.open(latest_path(root, dataset), "rb") as fh:
             return fh.read().decode().strip() or None
     except FileNotFoundError:
         return None
@@ -118,7 +100,7 @@ def read_latest(fs: fsspec.AbstractFileSystem, root: str, dataset: str) -> str |
 
 def list_datasets(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
     """Datasets that have a folder under ``{root}/datasets``."""
-    base = join(root, "datasets")
+    base = datasets_dir(root)
     if not fs.exists(base):
         return []
     return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False) if fs.isdir(p))
@@ -134,7 +116,7 @@ def list_versions(fs: fsspec.AbstractFileSystem, root: str, dataset: str) -> lis
         name = p.rstrip("/").rsplit("/", 1)[-1]
         if name.startswith((".", "_")) or not fs.isdir(p):
             continue
-        manifest_path = join(p, MANIFEST)
+        manifest_path = join(p, MANIFEST)  # p is a version folder
         if fs.exists(manifest_path):
             out.append(read_json(fs, manifest_path))
     return out
@@ -154,9 +136,8 @@ def dataset_lock(fs: fsspec.AbstractFileSystem, root: str, dataset: str) -> Iter
     if not isinstance(fs, LocalFileSystem):
         yield
         return
-    base = dataset_dir(root, dataset)
-    os.makedirs(base, exist_ok=True)
-    path = os.path.join(base, ".lock")
+    os.makedirs(dataset_dir(root, dataset), exist_ok=True)
+    path = lock_path(root, dataset)
     lock = FileLock(path, timeout=0)
     try:
         lock.acquire()
