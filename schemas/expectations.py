@@ -14,8 +14,8 @@ from typing import Any
 import pyarrow as pa
 
 _INTEGER_BOUNDS: dict[str, tuple[int | None, int | None]] = {
-    "image_width": (1, None),
-    "image_height": (1, None),
+    "image_width_px": (1, None),
+    "image_height_px": (1, None),
     "person_index": (0, None),
     "pixels_row": (0, None),
 }
@@ -68,9 +68,9 @@ def suite_for(schema: pa.Schema, *, dataset: str, splits: tuple[str, ...], skele
         specs.append(ExpectationSpec("ExpectColumnValuesToBeInSet", {"column": "split", "value_set": list(splits)}))
     if skeleton and "skeleton" in schema.names:
         specs.append(ExpectationSpec("ExpectColumnValuesToBeInSet", {"column": "skeleton", "value_set": [skeleton]}))
-    if out_hw and "crop_height" in schema.names:
-        specs.append(ExpectationSpec("ExpectColumnValuesToBeInSet", {"column": "crop_height", "value_set": [out_hw[0]]}))
-        specs.append(ExpectationSpec("ExpectColumnValuesToBeInSet", {"column": "crop_width", "value_set": [out_hw[1]]}))
+    if out_hw and "crop_height_px" in schema.names:
+        specs.append(ExpectationSpec("ExpectColumnValuesToBeInSet", {"column": "crop_height_px", "value_set": [out_hw[0]]}))
+        specs.append(ExpectationSpec("ExpectColumnValuesToBeInSet", {"column": "crop_width_px", "value_set": [out_hw[1]]}))
     return specs
 
 

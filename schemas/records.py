@@ -15,7 +15,17 @@ import pyarrow as pa
 
 from schemas.errors import SchemaError
 
-SCHEMA_VERSION = "1.0.0"
+#: 1.1.0: pixel sizes carry their unit (``image_width_px``, ``image_height_px``, ``crop_width_px``,
+#: ``crop_height_px``); 1.0.0 shards are still read (:func:`upgrade_legacy_columns`).
+SCHEMA_VERSION = "1.1.0"
+
+#: Column names of earlier schema versions → today's (readers accept both).
+LEGACY_COLUMNS = {
+    "image_width": "image_width_px",
+    "image_height": "image_height_px",
+    "crop_width": "crop_width_px",
+    "crop_height": "crop_height_px",
+}
 
 _XY = pa.list_(pa.float32(), 2)
 _BOX = pa.list_(pa.float32(), 4)
@@ -27,8 +37,8 @@ SAMPLES_SCHEMA = pa.schema(
         pa.field("dataset", pa.string(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
         pa.field("image_path", pa.string(), nullable=False, metadata={"doc": "relative to the raw root"}),
-        pa.field("image_width", pa.int32(), nullable=True),
-        pa.field("image_height", pa.int32(), nullable=True),
+        pa.field("image_width_px", pa.int32(), nullable=True),
+        pa.field("image_height_px", pa.int32(), nullable=True),
         pa.field("person_index", pa.int32(), nullable=False),
         pa.field("source_key", pa.string(), nullable=False, metadata={"doc": "annotation id in the source"}),
         pa.field("activity", pa.string(), nullable=True),
@@ -53,8 +63,8 @@ PROCESSED_SAMPLES_SCHEMA = pa.schema(
     list(SAMPLES_SCHEMA)
     + [
         pa.field("crop_xyxy_px", _BOX, nullable=False, metadata={"doc": "crop box in source pixels"}),
-        pa.field("crop_width", pa.int32(), nullable=False),
-        pa.field("crop_height", pa.int32(), nullable=False),
+        pa.field("crop_width_px", pa.int32(), nullable=False),
+        pa.field("crop_height_px", pa.int32(), nullable=False),
         pa.field("keypoints_crop_xy_px", pa.list_(_XY), nullable=False, metadata={"doc": "(J, 2) in crop pixels"}),
         pa.field("pixels_file", pa.string(), nullable=False, metadata={"doc": "HDF5 shard, relative to version"}),
         pa.field("pixels_row", pa.int32(), nullable=False),
@@ -171,6 +181,18 @@ def to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
         return pa.Table.from_arrays(arrays, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
         raise SchemaError(f"records do not conform to the schema: {exc}") from exc
+
+
+def upgrade_legacy_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Rename columns of an earlier schema version that ``schema`` knows under today's name.
+
+    Example:
+        a 1.0.0 shard's ``crop_width`` column comes back as ``crop_width_px``.
+    """
+    renames = {old: new for old, new in LEGACY_COLUMNS.items() if old in table.column_names and new in schema.names and new not in table.column_names}
+    if not renames:
+        return table
+    return table.rename_columns([renames.get(name, name) for name in table.column_names])
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.errors import SchemaError, StorageError
-from schemas.records import conform
+from schemas.records import conform, upgrade_legacy_columns
 from storage.fs import atomic_open
 
 ROW_GROUP_SIZE = 4096
@@ -71,7 +71,7 @@ def read_parquet(fs: fsspec.AbstractFileSystem, path: str, schema: pa.Schema | N
         raise StorageError(f"cannot read Parquet file {path}: {exc}", hint="the file is corrupt; rebuild the version") from exc
     if schema is not None:
         try:
-            table = conform(table, schema)
+            table = conform(upgrade_legacy_columns(table, schema), schema)
         except SchemaError as exc:
             raise SchemaError(f"{path}: {exc.message}", hint="the shard was written by another schema version") from exc
     return table

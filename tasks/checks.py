@@ -33,7 +33,7 @@ def geometry_rejects(records: pa.Table) -> tuple[np.ndarray, list[Reject]]:
     """Which ``samples`` rows are geometrically usable, and a reject for each one that is not.
 
     Args:
-        records: Canonical ``samples`` table (``image_width``, ``image_height``, ``bbox_xyxy_px``,
+        records: Canonical ``samples`` table (``image_width_px``, ``image_height_px``, ``bbox_xyxy_px``,
             ``keypoints_xy_px`` ``(J, 2)``, ``keypoints_visibility`` ``(J,)`` per row).
 
     Returns:
@@ -48,8 +48,8 @@ def geometry_rejects(records: pa.Table) -> tuple[np.ndarray, list[Reject]]:
     rejects: list[Reject] = []
     if n == 0:
         return keep, rejects
-    widths = records.column("image_width").to_pylist()
-    heights = records.column("image_height").to_pylist()
+    widths = records.column("image_width_px").to_pylist()
+    heights = records.column("image_height_px").to_pylist()
     boxes = records.column("bbox_xyxy_px").to_pylist()
     points = records.column("keypoints_xy_px").to_pylist()
     vis = records.column("keypoints_visibility").to_pylist()

@@ -142,7 +142,7 @@ class _ShardColumns:
             table=t,
             sample_id=t.column("sample_id").to_pylist(),
             image_path=t.column("image_path").to_pylist(),
-            image_size=list(zip(t.column("image_width").to_pylist(), t.column("image_height").to_pylist(), strict=True)),
+            image_size=list(zip(t.column("image_width_px").to_pylist(), t.column("image_height_px").to_pylist(), strict=True)),
             source_key=t.column("source_key").to_pylist(),
             split=t.column("split").to_pylist(),
             skeleton=t.column("skeleton").to_pylist(),
@@ -212,8 +212,8 @@ def _processed_table(
     xy_type = PROCESSED_SAMPLES_SCHEMA.field("keypoints_crop_xy_px").type
     table = (
         table.append_column("crop_xyxy_px", pa.FixedSizeListArray.from_arrays(pa.array(crop_boxes[kept].ravel(), pa.float32()), 4))
-        .append_column("crop_width", pa.array(np.full(k, cfg.out_width_px, np.int32)))
-        .append_column("crop_height", pa.array(np.full(k, cfg.out_height_px, np.int32)))
+        .append_column("crop_width_px", pa.array(np.full(k, cfg.out_width_px, np.int32)))
+        .append_column("crop_height_px", pa.array(np.full(k, cfg.out_height_px, np.int32)))
         .append_column(
             "keypoints_crop_xy_px",
             pa.ListArray.from_arrays(pa.array(offsets), pa.FixedSizeListArray.from_arrays(pa.array(xy.ravel(), pa.float32()), 2)).cast(xy_type),

@@ -89,7 +89,7 @@ def semantic_checks(df: pd.DataFrame, pixel_ids: list[str], pixels: np.ndarray) 
         xy = np.asarray([list(p) for p in row.keypoints_crop_xy_px], dtype=np.float32).reshape(-1, 2)
         vis = np.asarray(row.keypoints_visibility, dtype=np.int16)
         box = np.asarray(row.crop_xyxy_px, dtype=np.float64)
-        w, h = row.image_width, row.image_height
+        w, h = row.image_width_px, row.image_height_px
         if not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1] or (
             w is not None and h is not None and (box[2] <= 0 or box[3] <= 0 or box[0] >= w or box[1] >= h)
         ):
@@ -104,7 +104,7 @@ def semantic_checks(df: pd.DataFrame, pixel_ids: list[str], pixels: np.ndarray) 
             bad_finite.append(row.sample_id)
         pts = xy[(vis > 0) & finite]
         lo = -0.5 - CROP_TOLERANCE_PX
-        if len(pts) and ((pts[:, 0] < lo) | (pts[:, 1] < lo) | (pts[:, 0] > row.crop_width - 0.5 + CROP_TOLERANCE_PX) | (pts[:, 1] > row.crop_height - 0.5 + CROP_TOLERANCE_PX)).any():
+        if len(pts) and ((pts[:, 0] < lo) | (pts[:, 1] < lo) | (pts[:, 0] > row.crop_width_px - 0.5 + CROP_TOLERANCE_PX) | (pts[:, 1] > row.crop_height_px - 0.5 + CROP_TOLERANCE_PX)).any():
             bad_crop.append(row.sample_id)
     add("joint_count_matches_skeleton", bad_count)
     add("visibility_in_domain", bad_vis)

@@ -14,8 +14,8 @@ NAN = math.nan
 
 def _row(key: str, box, points, vis, width=640, height=480) -> dict:
     return {
-        "sample_id": f"s-{key}", "dataset": "coco", "split": "val", "image_path": f"{key}.jpg", "image_width": width,
-        "image_height": height, "person_index": 0, "source_key": key, "bbox_xyxy_px": box, "center_xy_px": None,
+        "sample_id": f"s-{key}", "dataset": "coco", "split": "val", "image_path": f"{key}.jpg", "image_width_px": width,
+        "image_height_px": height, "person_index": 0, "source_key": key, "bbox_xyxy_px": box, "center_xy_px": None,
         "scale": None, "skeleton": "coco17", "keypoints_xy_px": points, "keypoints_visibility": vis, "extra": None,
     }  # fmt: skip
 

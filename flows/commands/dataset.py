@@ -219,10 +219,10 @@ def show(
     settings = Settings(**({"root": root} if root else {}))
     version_id = resolve_version(settings.root, dataset, version)["version"]
     row, pixels = load_sample(settings.root, dataset, sample, version_id)
-    caption = f"{dataset} {version_id} | {row['split']} | crop {row['crop_width']}x{row['crop_height']}, scale {scale:g}"
+    caption = f"{dataset} {version_id} | {row['split']} | crop {row['crop_width_px']}x{row['crop_height_px']}, scale {scale:g}"
     card = render_sample_card(row, pixels, scale=scale, caption=caption)
     write_png(str(out), card)
-    typer.echo(f"wrote {out} ({row['sample_id']}, {row['split']}, crop {row['crop_width']}x{row['crop_height']}, picture {card.shape[1]}x{card.shape[0]})")
+    typer.echo(f"wrote {out} ({row['sample_id']}, {row['split']}, crop {row['crop_width_px']}x{row['crop_height_px']}, picture {card.shape[1]}x{card.shape[0]})")
 
 
 def demo(

@@ -27,7 +27,7 @@ def test_real_coco_mini_counts(coco, shared_data):
     labelled = sum(int((np.asarray(v) > 0).sum()) for v in r.records.column("keypoints_visibility").to_pylist())
     assert labelled == 652  # the README's published total of labelled keypoints
     row = next(x for x in r.records.to_pylist() if x["source_key"] == "200887")
-    assert row["image_path"] == "images/000000397133.jpg" and row["image_width"] == 640
+    assert row["image_path"] == "images/000000397133.jpg" and row["image_width_px"] == 640
     np.testing.assert_allclose(row["keypoints_xy_px"][0], [433, 94])
     assert np.isnan(row["keypoints_xy_px"][2]).all() and row["keypoints_visibility"][2] == 0
     np.testing.assert_allclose(row["bbox_xyxy_px"], [388.66, 69.92, 388.66 + 109.41, 69.92 + 277.62], rtol=1e-5)

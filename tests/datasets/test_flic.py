@@ -83,7 +83,7 @@ def test_fake_flic_official_split(tmp_path: Path) -> None:
     assert vis[fake.off_image] == 1 and result.stats["labelled_off_image"] == 1
     assert [i for i, r in enumerate(recs) if r["is_backwards_facing"]] == fake.backwards
     np.testing.assert_allclose(recs[0]["torso_box_xyxy_px"], [199.5, 209.25, 309.0, 359.75])
-    assert (recs[0]["image_width"], recs[0]["image_height"]) == (720, 480)
+    assert (recs[0]["image_width_px"], recs[0]["image_height_px"]) == (720, 480)
     labelled = xy[0][vis[0] > 0]
     np.testing.assert_allclose(recs[0]["bbox_xyxy_px"], [*labelled.min(0), *labelled.max(0)], atol=1e-4)
     assert json.loads(recs[2]["extra"])["example_index"] == 3

@@ -170,7 +170,7 @@ def test_real_cpm_json_168_entries(shared_data: Path) -> None:
     # 015601864.jpg person 1: joint 3 is (647, 188, vis 0) -> occluded; image 1280x720.
     r = recs["mpii-015601864-p0"]
     assert r["keypoints_xy_px"][3] == [646.0, 187.0] and r["keypoints_visibility"][3] == 1
-    assert (r["image_width"], r["image_height"]) == (1280, 720)
+    assert (r["image_width_px"], r["image_height_px"]) == (1280, 720)
     # 015599452.jpg: joints 0, 1, 4, 5 are (0, 0, 0) padding -> not labelled.
     assert [recs["mpii-015599452-p0"]["keypoints_visibility"][j] for j in (0, 1, 4, 5)] == [0, 0, 0, 0]
 

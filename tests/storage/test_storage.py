@@ -190,3 +190,30 @@ def test_hdf5_shard_on_a_remote_filesystem_matches_local(tmp_path):
     assert mem.cat_file("/pp-test/a.h5") == (tmp_path / "a.h5").read_bytes()
     assert mem.ls("/pp-test", detail=False) == ["/pp-test/a.h5"]
     mem.rm("/pp-test", recursive=True)
+
+
+def test_a_shard_of_schema_1_0_0_reads_with_todays_column_names(tmp_path):
+    """Schema 1.1.0 renamed the pixel sizes to *_px; shards written before still read."""
+    import pyarrow as pa
+
+    from schemas.records import LEGACY_COLUMNS, PROCESSED_SAMPLES_SCHEMA
+    from storage.fs import filesystem
+    from storage.parquet import read_parquet
+
+    old_names = {new: old for old, new in LEGACY_COLUMNS.items()}
+    fields = [pa.field(old_names.get(f.name, f.name), f.type, f.nullable) for f in PROCESSED_SAMPLES_SCHEMA]
+    row = {
+        "sample_id": "coco-000000000001-1", "dataset": "coco", "split": "val", "image_path": "a.jpg", "image_width": 640,
+        "image_height": 480, "person_index": 0, "source_key": "1", "bbox_xyxy_px": [1.0, 2.0, 3.0, 4.0], "center_xy_px": [2.0, 3.0],
+        "scale": 0.01, "skeleton": "coco17", "keypoints_xy_px": [[1.0, 2.0]] * 17, "keypoints_visibility": [2] * 17, "extra": None,
+        "head_box_xyxy_px": None, "crop_xyxy_px": [0.0, 0.0, 10.0, 10.0], "crop_width": 192, "crop_height": 256,
+        "keypoints_crop_xy_px": [[1.0, 2.0]] * 17, "pixels_file": "val/part-00000.h5", "pixels_row": 0,
+    }  # fmt: skip
+    row = {f.name: row.get(f.name) for f in fields}
+    path = tmp_path / "old.parquet"
+    pa.parquet.write_table(pa.Table.from_pylist([row], pa.schema(fields)), path)
+    fs, _ = filesystem(str(tmp_path))
+    t = read_parquet(fs, str(path), PROCESSED_SAMPLES_SCHEMA)
+    got = t.to_pylist()[0]
+    assert (got["crop_width_px"], got["crop_height_px"], got["image_width_px"], got["image_height_px"]) == (192, 256, 640, 480)
+    assert t.schema.names == PROCESSED_SAMPLES_SCHEMA.names
