@@ -13,7 +13,7 @@ import hashlib
 import mmap
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -54,6 +54,17 @@ def _no_room(exc: BaseException, path: str) -> DiskFullError | None:
     return no_room_error(exc, Path(path), f"writing {path.rpartition('/')[2]}", kept="nothing half-written was left and LATEST is unchanged")
 
 
+def _discard_and_reraise(exc: BaseException, path: str, discard: Callable[[], object]) -> None:
+    """After a failed atomic write: delete the temporary file; a no-room error becomes a
+    :class:`DiskFullError` naming ``path`` (free space as it was when the write failed). Returns
+    when ``exc`` is any other error, for the caller to re-raise it unchanged."""
+    full = _no_room(exc, path)
+    with contextlib.suppress(Exception):
+        discard()
+    if full is not None:
+        raise full from exc
+
+
 def _tmp_name(path: str) -> str:
     head, _, tail = path.rpartition("/")
     return f"{head}/.{tail}.tmp-{uuid.uuid4().hex[:12]}" if head else f".{tail}.tmp-{uuid.uuid4().hex[:12]}"
@@ -92,11 +103,7 @@ def atomic_open(fs: fsspec.AbstractFileSystem, path: str, mode: str = "wb", dura
         else:
             fs.mv(tmp, path)
     except BaseException as exc:
-        full = _no_room(exc, path)  # free space as it was when the write failed
-        with contextlib.suppress(Exception):
-            fs.rm(tmp)
-        if full is not None:
-            raise full from exc
+        _discard_and_reraise(exc, path, lambda: fs.rm(tmp))
         raise
 
 
@@ -116,11 +123,7 @@ def atomic_local_path(path: str, durable: bool = True) -> Iterator[str]:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        full = _no_room(exc, path)  # free space as it was when the write failed
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        if full is not None:
-            raise full from exc
+        _discard_and_reraise(exc, path, lambda: os.remove(tmp))
         raise
 
 
