@@ -1,4 +1,5 @@
-"""Small helpers many task modules share: a stable hash, safe relative paths, required files, storable text.
+"""Small helpers many task modules share: a stable hash, safe relative paths, required files, storable text,
+the box of labelled joints.
 
 They import nothing above ``schemas`` (no Prefect, Dask or TensorFlow), so adapters, fetch,
 video sampling, shard building and extraction can all use them. File digests are
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path, PurePosixPath
+
+import numpy as np
 
 from schemas.errors import SourceError
 
@@ -63,3 +66,44 @@ def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise SourceError(f"{what} not found: {path}", hint="check --source points at the dataset's folder")
     return path
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """``path`` as a POSIX path relative to ``root``, or its bare file name when it lies outside ``root``.
+
+    Adapters key their input checksums by it (``relative_name(Path("/d/a/x.mat"), Path("/d"))`` is
+    ``"a/x.mat"``; ``relative_name(Path("/e/x.mat"), Path("/d"))`` is ``"x.mat"``).
+    """
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+
+
+def joint_box(xy: np.ndarray, labelled: np.ndarray) -> tuple[list[float], list[float]]:
+    """The min/max box of the labelled joints and its centre, in the joints' own precision.
+
+    Args:
+        xy: ``(J, 2)`` joint coordinates (NaN allowed where not labelled).
+        labelled: ``(J,)`` bool, True for the joints the box spans; at least one must be True.
+
+    Returns:
+        ``[x1, y1, x2, y2]`` and ``[cx, cy]`` as Python floats; the centre is computed in the dtype
+        of ``xy`` (float32 for keypoints) before conversion.
+    """
+    pts = xy[labelled]
+    x1, y1 = pts.min(axis=0)
+    x2, y2 = pts.max(axis=0)
+    return [float(x1), float(y1), float(x2), float(y2)], [float((x1 + x2) / 2), float((y1 + y2) / 2)]
+
+
+def zero_based_xy(xy_one_based: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """MATLAB 1-based pixel coordinates as 0-based pixel centres (x-1, y-1), float32, NaN where not labelled.
+
+    Args:
+        xy_one_based: ``(..., 2)`` coordinates as the MATLAB-era file stores them (pixel 1 covers [0.5, 1.5)).
+        labelled: Bool mask over the leading axes, True where the position is to be kept.
+
+    Returns:
+        A new float32 array of the same shape (``[[1.0, 2.0]]`` with ``[True]`` gives ``[[0.0, 1.0]]``).
+    """
+    xy = (np.asarray(xy_one_based) - 1.0).astype(np.float32)  # MATLAB 1-based -> 0-based pixel centres
+    xy[~np.asarray(labelled, dtype=bool)] = np.nan
+    return xy

@@ -30,7 +30,7 @@ import numpy as np
 from schemas.errors import AnnotationFormatError, ConfigError, RejectReason
 from schemas.skeletons import get_skeleton
 from storage.fs import file_sha256
-from tasks.common import require_file, safe_relative_path
+from tasks.common import joint_box, relative_name, require_file, safe_relative_path
 from tasks.datasets._matlab import as_int, as_list, as_str, load_mat
 from tasks.datasets.base import AdapterParams, DatasetAdapter, ParseResult, Reject, Source, rejects_table
 
@@ -38,6 +38,15 @@ NUM_SLOTS = 29
 # MODEC lookupPart indices (0-based) of the left/right arm joints compared for backwards facing.
 _LEFT_ARM = (0, 1, 2)  # lsho, lelb, lwri
 _RIGHT_ARM = (3, 4, 5)  # rsho, relb, rwri
+# Tompson et al.'s FLIC-plus training list: one file for both adapters (it indexes FLIC-full).
+PLUS_TRAIN_INDICES = Source(
+    name="plus_train_indices",
+    url="https://cims.nyu.edu/~tompson/data/tr_plus_indices.mat",
+    filename="tr_plus_indices.mat",
+    size_bytes=34960,
+    required=False,
+    description="FLIC-plus training indices (Tompson et al. 2014), 1-based into FLIC-full",
+)
 
 
 class FlicParams(AdapterParams):
@@ -97,7 +106,7 @@ def decode_coords(coords: Any, width_px: int | None, height_px: int | None) -> t
     if arr.dtype.kind not in "biuf" or arr.shape != (2, NUM_SLOTS):
         raise ValueError(f"coords has shape {arr.shape} and dtype {arr.dtype}; expected a 2×29 numeric array")
     xy = (arr.T.astype(np.float64) - 1.0).astype(np.float32)  # MATLAB 1-based -> 0-based pixel centres
-    labelled = np.isfinite(xy).all(axis=1)
+    labelled = np.isfinite(xy).all(axis=1)  # a value too large for float32 becomes inf: not a position
     xy[~labelled] = np.nan
     vis = np.where(labelled, 2, 0).astype(np.int8)
     if width_px is not None and height_px is not None:
@@ -157,14 +166,7 @@ class FlicAdapter(DatasetAdapter):
             extract="zip",
             description="FLIC/examples.mat and FLIC/images/*.jpg (720×480 frames)",
         ),
-        Source(
-            name="plus_train_indices",
-            url="https://cims.nyu.edu/~tompson/data/tr_plus_indices.mat",
-            filename="tr_plus_indices.mat",
-            size_bytes=34960,
-            required=False,
-            description="FLIC-plus training indices (Tompson et al. 2014), 1-based into FLIC-full",
-        ),
+        PLUS_TRAIN_INDICES,
     )
     Params: ClassVar[type[AdapterParams]] = FlicParams
 
@@ -199,7 +201,7 @@ class FlicAdapter(DatasetAdapter):
                 f"{ann_path}: 'examples' lacks the field(s) {sorted(missing)}; fields: {sorted(examples[0])}"
             )
         count = len(examples)
-        checksums = {self._rel(ann_path, root): file_sha256(ann_path)}
+        checksums = {relative_name(ann_path, root): file_sha256(ann_path)}
         split_by_index = self._plus_splits(Path(source), root, params, examples, checksums)
 
         skeleton = get_skeleton("flic29")
@@ -247,9 +249,7 @@ class FlicAdapter(DatasetAdapter):
                 rejects.append(Reject(key, RejectReason.ZERO_KEYPOINTS, f"example {i + 1}: no labelled joint", split=split))
                 continue
             off_image += int((vis == 1).sum())
-            pts = xy[labelled]
-            x1, y1 = pts.min(axis=0)
-            x2, y2 = pts.max(axis=0)
+            bbox, center = joint_box(xy, labelled)
             torso = self._torso_box(ex.get("torsobox"))
             movie = as_str(ex.get("moviename"))
             if movie:
@@ -265,8 +265,8 @@ class FlicAdapter(DatasetAdapter):
                     "image_height_px": height_px,
                     "person_index": k,
                     "source_key": key,
-                    "bbox_xyxy_px": [float(x1), float(y1), float(x2), float(y2)],
-                    "center_xy_px": [float((x1 + x2) / 2), float((y1 + y2) / 2)],
+                    "bbox_xyxy_px": bbox,
+                    "center_xy_px": center,
                     "torso_box_xyxy_px": torso,
                     "is_backwards_facing": backwards_facing(xy),
                     "skeleton": skeleton.name,
@@ -296,10 +296,6 @@ class FlicAdapter(DatasetAdapter):
         return ParseResult(records=records, rejects=rejects_table(rejects), input_checksums=checksums, stats=stats)
 
     # --- helpers -------------------------------------------------------------------------------
-    @staticmethod
-    def _rel(path: Path, root: Path) -> str:
-        return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
-
     @staticmethod
     def _official_split(ex: dict[str, Any]) -> str | None:
         is_train, is_test = as_int(ex.get("istrain")), as_int(ex.get("istest"))
@@ -335,11 +331,11 @@ class FlicAdapter(DatasetAdapter):
                 folder = (source if source.is_dir() else root) / folder
         train_path = require_file(folder / "tr_plus_indices.mat", "FLIC-plus training indices (tr_plus_indices.mat)")
         train = read_plus_indices(train_path, "tr_plus_indices", count)
-        checksums[self._rel(train_path, root)] = file_sha256(train_path)
+        checksums[relative_name(train_path, root)] = file_sha256(train_path)
         test_path = folder / "ts_plus_indices.mat"
         if test_path.is_file():
             test = read_plus_indices(test_path, "ts_plus_indices", count)
-            checksums[self._rel(test_path, root)] = file_sha256(test_path)
+            checksums[relative_name(test_path, root)] = file_sha256(test_path)
         else:
             test = None
         out = {int(i): "train" for i in train}
@@ -372,14 +368,7 @@ class FlicFullAdapter(FlicAdapter):
             extract="zip",
             description="FLIC-full/examples.mat and FLIC-full/images/*.jpg",
         ),
-        Source(
-            name="plus_train_indices",
-            url="https://cims.nyu.edu/~tompson/data/tr_plus_indices.mat",
-            filename="tr_plus_indices.mat",
-            size_bytes=34960,
-            required=False,
-            description="FLIC-plus training indices (Tompson et al. 2014), 1-based into FLIC-full",
-        ),
+        PLUS_TRAIN_INDICES,
     )
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from schemas.errors import AnnotationFormatError, ConfigError, RejectReason
 from schemas.skeletons import get_skeleton
 from storage.fs import file_sha256
-from tasks.common import require_file
+from tasks.common import joint_box, relative_name, require_file, zero_based_xy
 from tasks.datasets._matlab import load_mat
 from tasks.datasets.base import AdapterParams, DatasetAdapter, ParseResult, Reject, Source, rejects_table
 
@@ -103,8 +103,7 @@ def decode_joints(joints: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.nd
     # and is how LSPET encodes hidden joints. Never use it as a position.
     bad_position = (~finite | np.any(raw_xy <= 0, axis=-1)) & (vis > 0)
     vis = np.where(bad_position | ~finite, 0, vis).astype(np.int8)
-    xy = (raw_xy - 1.0).astype(np.float32)  # MATLAB 1-based -> 0-based pixel centres
-    xy[vis == 0] = np.nan
+    xy = zero_based_xy(raw_xy, vis > 0)
     return xy, vis, bad_position
 
 
@@ -162,9 +161,7 @@ class _LeedsAdapter(DatasetAdapter):
             if not labelled.any():
                 rejects.append(Reject(key, RejectReason.ZERO_KEYPOINTS, f"{image_path}: no labelled joint", split=split))
                 continue
-            pts = xy[i][labelled]
-            x1, y1 = pts.min(axis=0)
-            x2, y2 = pts.max(axis=0)
+            bbox, center = joint_box(xy[i], labelled)
             rows.append(
                 {
                     "sample_id": f"{self.name}-{key}",
@@ -175,8 +172,8 @@ class _LeedsAdapter(DatasetAdapter):
                     "image_height_px": None,
                     "person_index": 0,
                     "source_key": key,
-                    "bbox_xyxy_px": [float(x1), float(y1), float(x2), float(y2)],
-                    "center_xy_px": [float((x1 + x2) / 2), float((y1 + y2) / 2)],
+                    "bbox_xyxy_px": bbox,
+                    "center_xy_px": center,
                     "skeleton": skeleton.name,
                     "keypoints_xy_px": xy[i].tolist(),
                     "keypoints_visibility": vis[i].tolist(),
@@ -191,11 +188,10 @@ class _LeedsAdapter(DatasetAdapter):
             "labelled_joints": int((vis > 0).sum()),
             "dropped_positions": int(dropped.sum()),
         }
-        rel = ann_path.relative_to(root).as_posix() if ann_path.is_relative_to(root) else ann_path.name
         return ParseResult(
             records=self.table(rows),
             rejects=rejects_table(rejects),
-            input_checksums={rel: file_sha256(ann_path)},
+            input_checksums={relative_name(ann_path, root): file_sha256(ann_path)},
             stats=stats,
         )
 

@@ -50,7 +50,7 @@ import numpy as np
 
 from schemas.errors import AnnotationFormatError, ConfigError, RejectReason, SourceError
 from storage.fs import file_sha256
-from tasks.common import safe_relative_path
+from tasks.common import joint_box, relative_name, safe_relative_path, zero_based_xy
 from tasks.datasets._matlab import as_float, as_int, as_list, as_str, load_mat
 from tasks.datasets.base import AdapterParams, DatasetAdapter, ParseResult, Reject, Source, rejects_table
 
@@ -204,7 +204,7 @@ class MpiiAdapter(DatasetAdapter):
         source = Path(source)
         ann_path, root = self._find_annotations(source, params)
         fmt = params.annotation_format if params.annotation_format != "auto" else self._detect_format(ann_path)
-        checksums = {self._rel(ann_path, root): file_sha256(ann_path)}
+        checksums = {relative_name(ann_path, root): file_sha256(ann_path)}
         if fmt == "release":
             rows, rejects, stats = self._parse_release(ann_path, root, params, checksums)
         else:
@@ -226,10 +226,6 @@ class MpiiAdapter(DatasetAdapter):
         return ParseResult(records=records, rejects=rejects_table(rejects), input_checksums=checksums, stats=stats)
 
     # --- locating and reading --------------------------------------------------------------------
-    @staticmethod
-    def _rel(path: Path, root: Path) -> str:
-        return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
-
     def _find_annotations(self, source: Path, params: MpiiParams) -> tuple[Path, Path]:
         if source.is_file():
             return source, source.parent
@@ -302,8 +298,7 @@ class MpiiAdapter(DatasetAdapter):
         if center is not None and scale is not None and scale > 0:
             box = center_scale_box(center, scale)
         elif (vis > 0).any():
-            pts = xy[vis > 0]
-            box = [float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())]
+            box, _ = joint_box(xy, vis > 0)
         else:
             return Reject(key, RejectReason.INVALID_BOX, "no objpos/scale and no labelled joint", split=split)
         category, activity, activity_id = act
@@ -347,7 +342,7 @@ class MpiiAdapter(DatasetAdapter):
                 f"{path}: RELEASE_img_index/RELEASE_person_index must be equally long lists of 1-based indices "
                 f"(got {img.size} and {person.size})"
             )
-        checksums[self._rel(path, root)] = file_sha256(path)
+        checksums[relative_name(path, root)] = file_sha256(path)
         return set(zip(img.tolist(), person.tolist(), strict=True))
 
     def _parse_release(
@@ -463,8 +458,7 @@ class MpiiAdapter(DatasetAdapter):
                 rejects.append(Reject(key, RejectReason.PATH_ESCAPES_SOURCE, f"image name {name!r}", split=split))
                 continue
             labelled = (jvis > 0) & np.isfinite(joints).all(axis=1)
-            xy = (joints - 1.0).astype(np.float32)  # MATLAB 1-based -> 0-based (HRNet does the same on load)
-            xy[~labelled] = np.nan
+            xy = zero_based_xy(joints, labelled)  # HRNet subtracts 1 on load too
             vis = np.where(labelled, 2, 0).astype(np.int8)  # the format keeps no occlusion flag
             has_center = bool(np.isfinite(center).all() and center[0] != -1)
             row = self._row(
@@ -524,8 +518,7 @@ class MpiiAdapter(DatasetAdapter):
             # genJSON.m pads absent joints with (0, 0, 0); vis 0 with a position = is_visible 0.
             absent = (joints[:, 0] == 0) & (joints[:, 1] == 0) & (joints[:, 2] == 0)
             labelled = ~absent & np.isfinite(joints[:, :2]).all(axis=1)
-            xy = (joints[:, :2] - 1.0).astype(np.float32)  # MATLAB 1-based -> 0-based
-            xy[~labelled] = np.nan
+            xy = zero_based_xy(joints[:, :2], labelled)
             vis = np.where(labelled, np.where(joints[:, 2] > 0, 2, 1), 0).astype(np.int8)
             objpos = entry.get("objpos")
             center = np.asarray(objpos, dtype=np.float64).ravel() - 1.0 if objpos is not None else None  # 0-based
