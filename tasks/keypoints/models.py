@@ -172,6 +172,46 @@ class ModelEntry:
 _OPENPOSE_RAW = "https://raw.githubusercontent.com/CMU-Perceptual-Computing-Lab/openpose/5c5d96523ef917bd30301245fdc8343937cae48d"
 _OPENPOSE_MODELS = "http://posefs1.perception.cs.cmu.edu/OpenPose/models/pose"
 
+
+def _openpose_caffe(
+    name: str, folder: str, weights: str, prototxt: str, prototxt_sha256: str, layout: PafLayout, description: str
+) -> ModelEntry:
+    """One of OpenPose's own Caffe models (backend ``opencv-openpose``), as OpenPose ships them.
+
+    The weights come from CMU's model server (``{folder}/{weights}``; no published sha256), the
+    prototxt from the pinned OpenPose commit (``models/pose/{folder}/{prototxt}``, stored as
+    ``{folder}_{prototxt}``). OpenPose feeds ``(pixel - 128) / 256`` at 368x368, stride 8.
+
+    Args:
+        name: Registry key.
+        folder: The model's folder under OpenPose's ``models/pose`` (``coco``, ``mpi``, ``body_25``).
+        weights: File name of the ``.caffemodel``.
+        prototxt: File name of the prototxt in that folder.
+        prototxt_sha256: sha256 of the prototxt at the pinned commit.
+        layout: Heatmap/PAF channel layout.
+        description: Free text (provenance, stages, outputs).
+
+    Returns:
+        The registry entry.
+    """
+    return ModelEntry(
+        name=name,
+        backend="opencv-openpose",
+        filename=weights,
+        url=f"{_OPENPOSE_MODELS}/{folder}/{weights}",
+        sha256=None,
+        input_wh=(368, 368),
+        stride=8,
+        layout=layout,
+        input_scale=1.0 / 256.0,
+        input_mean=(128.0, 128.0, 128.0),
+        config_filename=f"{folder}_{prototxt}",
+        config_url=f"{_OPENPOSE_RAW}/models/pose/{folder}/{prototxt}",
+        config_sha256=prototxt_sha256,
+        description=description,
+    )
+
+
 MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in (
@@ -192,69 +232,25 @@ MODELS: dict[str, ModelEntry] = {
                 "batch statistics, so outputs depend on the batch (detected, not assumed)."
             ),
         ),
-        ModelEntry(
-            name="openpose_coco",
-            backend="opencv-openpose",
-            filename="pose_iter_440000.caffemodel",
-            url=f"{_OPENPOSE_MODELS}/coco/pose_iter_440000.caffemodel",
-            sha256=None,
-            input_wh=(368, 368),
-            stride=8,
-            layout=COCO18_LAYOUT,
-            input_scale=1.0 / 256.0,  # OpenPose feeds (pixel - 128) / 256
-            input_mean=(128.0, 128.0, 128.0),
-            config_filename="coco_pose_deploy_linevec.prototxt",
-            config_url=f"{_OPENPOSE_RAW}/models/pose/coco/pose_deploy_linevec.prototxt",
-            config_sha256="17051b87f709aa094e09c5da7b78e9016a1f37b2b452ed1f190fe74cce70b1ad",
-            description="OpenPose COCO-18 Caffe model (VGG-19 + 6 stages); output 19 heatmaps + 38 PAFs.",
+        _openpose_caffe(
+            "openpose_coco", "coco", "pose_iter_440000.caffemodel", "pose_deploy_linevec.prototxt",
+            "17051b87f709aa094e09c5da7b78e9016a1f37b2b452ed1f190fe74cce70b1ad", COCO18_LAYOUT,
+            "OpenPose COCO-18 Caffe model (VGG-19 + 6 stages); output 19 heatmaps + 38 PAFs.",
         ),
-        ModelEntry(
-            name="openpose_mpi",
-            backend="opencv-openpose",
-            filename="pose_iter_160000.caffemodel",
-            url=f"{_OPENPOSE_MODELS}/mpi/pose_iter_160000.caffemodel",
-            sha256=None,
-            input_wh=(368, 368),
-            stride=8,
-            layout=MPI15_LAYOUT,
-            input_scale=1.0 / 256.0,
-            input_mean=(128.0, 128.0, 128.0),
-            config_filename="mpi_pose_deploy_linevec.prototxt",
-            config_url=f"{_OPENPOSE_RAW}/models/pose/mpi/pose_deploy_linevec.prototxt",
-            config_sha256="92b89236213d5473289c37b90cbacd73169c97a2dba53f5d0511c930c4e42d0c",
-            description="OpenPose MPI-15 Caffe model (6 stages); output 16 heatmaps + 28 PAFs.",
+        _openpose_caffe(
+            "openpose_mpi", "mpi", "pose_iter_160000.caffemodel", "pose_deploy_linevec.prototxt",
+            "92b89236213d5473289c37b90cbacd73169c97a2dba53f5d0511c930c4e42d0c", MPI15_LAYOUT,
+            "OpenPose MPI-15 Caffe model (6 stages); output 16 heatmaps + 28 PAFs.",
         ),
-        ModelEntry(
-            name="openpose_mpi_faster",
-            backend="opencv-openpose",
-            filename="pose_iter_160000.caffemodel",
-            url=f"{_OPENPOSE_MODELS}/mpi/pose_iter_160000.caffemodel",
-            sha256=None,
-            input_wh=(368, 368),
-            stride=8,
-            layout=MPI15_LAYOUT,
-            input_scale=1.0 / 256.0,
-            input_mean=(128.0, 128.0, 128.0),
-            config_filename="mpi_pose_deploy_linevec_faster_4_stages.prototxt",
-            config_url=f"{_OPENPOSE_RAW}/models/pose/mpi/pose_deploy_linevec_faster_4_stages.prototxt",
-            config_sha256="80f9778dd8ca4f72e1f4f961736e8593ba7b433aa1bd0279d4f0f83f710d6679",
-            description="OpenPose MPI-15 weights run through the first 4 stages only (faster, less accurate).",
+        _openpose_caffe(
+            "openpose_mpi_faster", "mpi", "pose_iter_160000.caffemodel", "pose_deploy_linevec_faster_4_stages.prototxt",
+            "80f9778dd8ca4f72e1f4f961736e8593ba7b433aa1bd0279d4f0f83f710d6679", MPI15_LAYOUT,
+            "OpenPose MPI-15 weights run through the first 4 stages only (faster, less accurate).",
         ),
-        ModelEntry(
-            name="openpose_body25",
-            backend="opencv-openpose",
-            filename="pose_iter_584000.caffemodel",
-            url=f"{_OPENPOSE_MODELS}/body_25/pose_iter_584000.caffemodel",
-            sha256=None,
-            input_wh=(368, 368),
-            stride=8,
-            layout=BODY25_LAYOUT,
-            input_scale=1.0 / 256.0,
-            input_mean=(128.0, 128.0, 128.0),
-            config_filename="body_25_pose_deploy.prototxt",
-            config_url=f"{_OPENPOSE_RAW}/models/pose/body_25/pose_deploy.prototxt",
-            config_sha256="44d6ed3a5268d8d41ca59b3a040491277d876975c3234d82cf7ec0539b4b1f61",
-            description="OpenPose BODY_25 Caffe model; output 26 heatmaps + 52 PAFs.",
+        _openpose_caffe(
+            "openpose_body25", "body_25", "pose_iter_584000.caffemodel", "pose_deploy.prototxt",
+            "44d6ed3a5268d8d41ca59b3a040491277d876975c3234d82cf7ec0539b4b1f61", BODY25_LAYOUT,
+            "OpenPose BODY_25 Caffe model; output 26 heatmaps + 52 PAFs.",
         ),
     )
 }

@@ -22,12 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from schemas.errors import ConfigError, ExtractionError, ModelError
+from schemas.errors import ExtractionError, ModelError
 from storage.fs import file_sha256
-from tasks.keypoints.api import FramePoses, PoseEstimator, RawOutput
 from tasks.keypoints.batching import cached_batch_invariance
 from tasks.keypoints.models import ModelEntry, PafLayout
-from tasks.keypoints.paf import DecodeParams, decode_raw
+from tasks.keypoints.openpose_net import OpenPoseNet, channel_indices, check_input_wh
+from tasks.keypoints.paf import DecodeParams
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _require_caffe_importer() -> None:
         )
 
 
-class OpenCvOpenPose(PoseEstimator):
+class OpenCvOpenPose(OpenPoseNet):
     """OpenPose Caffe model run by OpenCV DNN.
 
     Args:
@@ -78,9 +78,7 @@ class OpenCvOpenPose(PoseEstimator):
         if entry.sha256 is not None and self.model_sha256 != entry.sha256:
             log.warning("%s: sha256 %s differs from the registered %s", self.weights_path, self.model_sha256, entry.sha256)
         self.input_wh = tuple(input_wh or entry.input_wh)
-        w, h = self.input_wh
-        if w <= 0 or h <= 0 or w % entry.stride or h % entry.stride:
-            raise ConfigError(f"input size {w}x{h} must be positive multiples of the stride {entry.stride}")
+        check_input_wh(self.input_wh, entry.stride)
         self.decode_params = decode_params or DecodeParams()
         if threads is not None:
             cv2.setNumThreads(int(threads))
@@ -96,12 +94,7 @@ class OpenCvOpenPose(PoseEstimator):
         self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         self._lock = threading.Lock()
-        perm = np.asarray([c for xy in self.layout.paf_channels for c in xy], np.int64)
-        nh = self.layout.num_heatmaps
-        if self.layout.heatmaps_first:
-            self._heat_idx, self._paf_idx = np.arange(nh), nh + perm
-        else:
-            self._heat_idx, self._paf_idx = np.arange(perm.size, perm.size + nh), perm
+        self._heat_idx, self._paf_idx = channel_indices(self.layout)
         if batch_invariant is None:
             pw, ph = probe_wh
             try:
@@ -146,27 +139,6 @@ class OpenCvOpenPose(PoseEstimator):
             )
         return np.ascontiguousarray(out.transpose(0, 2, 3, 1), dtype=np.float32)
 
-    def infer(self, frames_bgr: Sequence[np.ndarray]) -> list[RawOutput]:
-        """Run the network on up to ``max_batch`` frames (one blob)."""
-        if len(frames_bgr) == 0:
-            return []
-        if len(frames_bgr) > self.max_batch:
-            raise ExtractionError(
-                f"{len(frames_bgr)} frames given to {self.entry.name}, whose max_batch is {self.max_batch}",
-                hint="send at most max_batch frames per infer() call",
-            )
-        out = self.run_frames(frames_bgr)
-        w, h = self.input_wh
-        return [
-            RawOutput(
-                heatmaps=np.ascontiguousarray(o[..., self._heat_idx]),
-                pafs=np.ascontiguousarray(o[..., self._paf_idx]),
-                image_hw=(int(f.shape[0]), int(f.shape[1])),
-                input_hw=(h, w),
-            )
-            for o, f in zip(out, frames_bgr, strict=True)
-        ]
-
-    def group(self, raw: RawOutput) -> FramePoses:
-        """Decode one frame (see :func:`tasks.keypoints.paf.decode`)."""
-        return decode_raw(raw, self.layout, self.decode_params)
+    def forward(self, frames_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        """Run up to ``max_batch`` frames as one blob (see :meth:`run_frames`)."""
+        return self.run_frames(frames_bgr)

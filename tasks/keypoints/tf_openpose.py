@@ -27,10 +27,10 @@ import numpy as np
 
 from schemas.errors import ConfigError, ExtractionError, ModelError
 from storage.fs import file_sha256
-from tasks.keypoints.api import FramePoses, PoseEstimator, RawOutput
 from tasks.keypoints.batching import cached_batch_invariance
 from tasks.keypoints.models import ModelEntry, PafLayout
-from tasks.keypoints.paf import DecodeParams, decode_raw
+from tasks.keypoints.openpose_net import OpenPoseNet, channel_indices, check_input_wh
+from tasks.keypoints.paf import DecodeParams
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def load_frozen_graph(path: Path, input_name: str, output_name: str) -> Callable
     return run
 
 
-class TfOpenPose(PoseEstimator):
+class TfOpenPose(OpenPoseNet):
     """OpenPose-style multi-person estimator on a frozen tf-pose-estimation graph.
 
     Args:
@@ -98,6 +98,7 @@ class TfOpenPose(PoseEstimator):
     """
 
     name = "tf-openpose"
+    batch_hint = "send at most max_batch frames per infer() call (this model's outputs depend on the batch)"
 
     def __init__(
         self,
@@ -123,18 +124,13 @@ class TfOpenPose(PoseEstimator):
                 self.model_path, self.model_sha256, entry.sha256, entry.name,
             )  # fmt: skip
         self.input_wh = tuple(input_wh or entry.input_wh)
-        w, h = self.input_wh
-        if w % entry.stride or h % entry.stride or w <= 0 or h <= 0:
-            raise ConfigError(f"input size {w}x{h} must be positive multiples of the stride {entry.stride}")
+        check_input_wh(self.input_wh, entry.stride)
         self.decode_params = decode_params or DecodeParams()
         self._interp = _INTERPOLATIONS[interpolation]
         configure_threads(intra_op_threads, inter_op_threads)
         self._fn = load_frozen_graph(self.model_path, entry.input_name, entry.output_name)
         self._lock = threading.Lock()
-        perm = np.asarray([c for xy in self.layout.paf_channels for c in xy], np.int64)
-        nh = self.layout.num_heatmaps
-        self._heat_idx = np.arange(nh) if self.layout.heatmaps_first else np.arange(self.layout.num_pafs, nh + perm.size)
-        self._paf_idx = (nh + perm) if self.layout.heatmaps_first else perm
+        self._heat_idx, self._paf_idx = channel_indices(self.layout)
         if batch_invariant is None:
             batch_invariant = self._detect_batch_invariance()
         self.batch_invariant = bool(batch_invariant)
@@ -150,7 +146,7 @@ class TfOpenPose(PoseEstimator):
             )
         return out
 
-    def run_frames(self, frames_bgr: np.ndarray) -> np.ndarray:
+    def run_frames(self, frames_bgr: Sequence[np.ndarray]) -> np.ndarray:
         """Preprocess and run ``(N, H, W, 3) uint8`` frames as ONE batch: ``(N, h, w, C) float32`` raw output."""
         return self._run(np.stack([self.preprocess(f) for f in frames_bgr]))
 
@@ -177,33 +173,10 @@ class TfOpenPose(PoseEstimator):
             img = (img - np.asarray(self.entry.input_mean, np.float32)) * self.entry.input_scale
         return np.ascontiguousarray(img)
 
-    def infer(self, frames_bgr: Sequence[np.ndarray]) -> list[RawOutput]:
-        """Run the network on up to ``max_batch`` frames.
+    def forward(self, frames_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        """Preprocess and run up to ``max_batch`` frames as one batch (see :meth:`run_frames`).
 
         Raises:
-            ExtractionError: If more frames than ``max_batch`` are given (batch composition would
-                change the outputs of a batch-dependent model) or a frame is not ``(H, W, 3)``.
+            ExtractionError: A frame is not ``(H, W, 3)``.
         """
-        if len(frames_bgr) == 0:
-            return []
-        if len(frames_bgr) > self.max_batch:
-            raise ExtractionError(
-                f"{len(frames_bgr)} frames given to {self.entry.name}, whose max_batch is {self.max_batch}",
-                hint="send at most max_batch frames per infer() call (this model's outputs depend on the batch)",
-            )
-        batch = np.stack([self.preprocess(f) for f in frames_bgr])
-        out = self._run(batch)
-        h_in, w_in = self.input_wh[1], self.input_wh[0]
-        return [
-            RawOutput(
-                heatmaps=np.ascontiguousarray(o[..., self._heat_idx]),
-                pafs=np.ascontiguousarray(o[..., self._paf_idx]),
-                image_hw=(int(f.shape[0]), int(f.shape[1])),
-                input_hw=(h_in, w_in),
-            )
-            for o, f in zip(out, frames_bgr, strict=True)
-        ]
-
-    def group(self, raw: RawOutput) -> FramePoses:
-        """Decode one frame (see :func:`tasks.keypoints.paf.decode`)."""
-        return decode_raw(raw, self.layout, self.decode_params)
+        return self.run_frames(frames_bgr)
