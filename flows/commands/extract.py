@@ -97,12 +97,10 @@ def extract_clips(
     threads_per_worker: Threads = None,
 ) -> None:
     """Extract keypoints for the clips of any clip dataset on Dask (resumable: rerun to continue)."""
-    from tasks.extract.plan import sampling_from_options
-
     settings = _settings(root=root, workers=workers, dask_address=dask_address, threads_per_worker=threads_per_worker)
     _extract_dataset(
         settings, dataset, source, fold, part, parse_kv(param), backend, model,
-        sampling_from_options(sample, k, fps, num_frames, seed), shard_size, chunk_frames,
+        sample, k, fps, num_frames, seed, shard_size, chunk_frames,
     )  # fmt: skip
 
 
@@ -126,12 +124,10 @@ def extract_ucf101(
     threads_per_worker: Threads = None,
 ) -> None:
     """Extract keypoints for one official UCF101 split on Dask (``extract clips ucf101 --fold splitN``)."""
-    from tasks.extract.plan import sampling_from_options
-
     settings = _settings(root=root, workers=workers, dask_address=dask_address, threads_per_worker=threads_per_worker)
     _extract_dataset(
         settings, "ucf101", source, f"split{split}", part, {"require_videos": True}, backend, model,
-        sampling_from_options(sample, k, fps, num_frames, seed), shard_size, chunk_frames,
+        sample, k, fps, num_frames, seed, shard_size, chunk_frames,
     )  # fmt: skip
 
 
@@ -144,13 +140,22 @@ def _extract_dataset(
     adapter_params: dict[str, Any],
     backend: str,
     model: str | None,
-    sampling: Any,
+    sample: str,
+    k: int,
+    fps: float | None,
+    num_frames: int | None,
+    seed: int,
     shard_size: int,
     chunk_frames: int,
 ) -> None:
-    """Plan (before Prefect starts: mistakes are reported at once), run on Dask, print a summary."""
-    from tasks.extract.plan import BackendSpec, plan_dataset
+    """What ``extract clips`` and ``extract ucf101`` both do, from their options on.
 
+    Frame sampling is built from ``sample``/``k``/``fps``/``num_frames``/``seed``; the plan is made
+    before Prefect starts (mistakes are reported at once), then run on Dask, then summarised.
+    """
+    from tasks.extract.plan import BackendSpec, plan_dataset, sampling_from_options
+
+    sampling = sampling_from_options(sample, k, fps, num_frames, seed)
     plan = plan_dataset(dataset, source, settings.root, BackendSpec.create(backend, model), sampling, fold, part, adapter_params, shard_size, chunk_frames)  # fmt: skip
     from flows.extract import run_extract  # Prefect only once there is work to run
 
