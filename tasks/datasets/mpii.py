@@ -136,6 +136,14 @@ def _head_box(rect: dict[str, Any]) -> list[float] | None:
     return [float(v) - 1.0 for v in vals]  # type: ignore[operator]  # 1-based -> 0-based
 
 
+def _file(row: dict[str, Any] | Reject, rows: list[dict[str, Any]], rejects: list[Reject]) -> None:
+    """Append what :meth:`MpiiAdapter._row` built to ``rows``, or to ``rejects`` when it is a reject."""
+    if isinstance(row, Reject):
+        rejects.append(row)
+    else:
+        rows.append(row)
+
+
 def _jsonlab(value: Any) -> Any:
     """Undo jsonlab's encoding of empty/typed arrays (``{"_ArrayType_":..., "_ArrayData_": ...}``)."""
     if isinstance(value, dict) and "_ArrayType_" in value:
@@ -426,7 +434,7 @@ class MpiiAdapter(DatasetAdapter):
                     extra={"annolist_index": idx1, "ridx": ridx, "frame_sec": as_int(entry.get("frame_sec")),
                            "video_id": video, "single_person": ridx in singles},
                 )  # fmt: skip
-                (rejects if isinstance(row, Reject) else rows).append(row)  # type: ignore[arg-type]
+                _file(row, rows, rejects)
         stats = {"images": len(annolist), "points_without_is_visible": no_flag, "videos": len(videos)}
         return rows, rejects, stats
 
@@ -473,7 +481,7 @@ class MpiiAdapter(DatasetAdapter):
                 scale=scale if np.isfinite(scale) else None,
                 extra={"entry": n},
             )
-            (rejects if isinstance(row, Reject) else rows).append(row)  # type: ignore[arg-type]
+            _file(row, rows, rejects)
         return rows, rejects, {"entries": len(entries)}
 
     @staticmethod
@@ -537,7 +545,7 @@ class MpiiAdapter(DatasetAdapter):
                 extra={"annolist_index": as_int(entry.get("annolist_index")), "ridx": people,
                        "num_other_people": as_int(entry.get("numOtherPeople"))},
             )  # fmt: skip
-            (rejects if isinstance(row, Reject) else rows).append(row)  # type: ignore[arg-type]
+            _file(row, rows, rejects)
         return rows, rejects, {"entries": len(entries), "jsonlab_empty_fields": jsonlab_empty}
 
 
