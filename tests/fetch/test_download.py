@@ -11,6 +11,7 @@ import pytest
 
 from schemas.errors import ChecksumMismatchError, DownloadRefusedError, FetchError, TransientFetchError
 from tasks.fetch.download import RetryPolicy, download, part_path, validator_path
+from tests.ports import free_port
 
 from .conftest import Server
 
@@ -195,11 +196,7 @@ def test_4xx_is_refused_at_once_without_retry(server: Server, tmp_path: Path, mo
 
 
 def test_connection_refused_is_transient(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens on it
     policy, sleeps = fast_retry(attempts=2)
     with pytest.raises(TransientFetchError, match="failed 2 times"):
         download(f"http://127.0.0.1:{port}/x.bin", tmp_path / "x.bin", retry=policy)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from tasks.datasets.base import Source
 from tasks.fetch.archive import ExtractionLimits
 from tasks.fetch.download import RetryPolicy
 from tasks.fetch.resolve import fetch_dataset
+from tests.ports import free_port
 
 from .archives import write_tar, write_zip
 from .conftest import Server
@@ -36,12 +36,6 @@ NO_WAIT = RetryPolicy(attempts=2, backoff_initial_s=0.0)
 def index_filenames(root: Path, dataset: str = "_t") -> list[str]:
     data = json.loads((root / "raw" / dataset / "index.json").read_text())
     return sorted(e["filename"] for e in data["by_sha256"].values())
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- #54: a download that cannot be extracted is not reused forever -----------------------------
@@ -101,7 +95,7 @@ def test_unsafe_archive_is_set_aside_too(server: Server, tmp_path: Path) -> None
 
 
 def test_mirror_404_and_unreachable_owner_are_both_named(server: Server, tmp_path: Path) -> None:
-    owner = f"http://127.0.0.1:{closed_port()}/zips/val2017.zip"
+    owner = f"http://127.0.0.1:{free_port()}/zips/val2017.zip"
     src = Source("images_val", owner, "val2017.zip", extract="zip")
     mirror = f"{server.base}/gone/{tmp_path.name}"
     with pytest.raises(TransientFetchError) as err:

@@ -17,15 +17,10 @@ import pytest
 
 from tasks.synthetic import write_synthetic_coco
 from tests.helpers import build_version
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict[str, str]:
@@ -45,7 +40,7 @@ def _wait_port(port: int, timeout_s: float = 60) -> None:
 
 
 def test_rebuild_on_an_existing_dask_scheduler(shared_data, tmp_path):
-    port = _free_port()
+    port = free_port()
     logs = tmp_path / "scheduler.log"
     with open(logs, "w") as log, open(tmp_path / "worker.log", "w") as worker_log:
         scheduler = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT, env=_env())
