@@ -127,6 +127,9 @@ def main() -> None:
     """Entry point: run the CLI and turn domain errors into one clear message and exit code 2."""
     _quiet_environment()
     _register_commands()
+    from flows.runtime import quiet_domain_tracebacks
+
+    quiet_domain_tracebacks()  # any flow a command runs: Prefect logs a domain error's message, not its traceback
     try:
         app()
     except Exception as exc:  # noqa: BLE001 - only domain errors are handled; anything else is re-raised

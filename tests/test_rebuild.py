@@ -231,12 +231,15 @@ def test_commit_killed_late_then_retried_ends_with_the_same_bytes(tmp_path, hook
 
 # --- memory is never sized from the annotation ---------------------------------------------------
 
-_BUILD_AND_REPORT_RSS = """
-import json, resource, sys
+# VmHWM is this process image's own peak RSS (getrusage's ru_maxrss survives exec, so it can report
+# the forking parent's size: pytest after the TensorFlow tests is ~1.8 GB)
+_BUILD_AND_REPORT_RSS = r"""
+import json, re, sys
 from tasks.transforms.geometry import CropConfig
-from tests.helpers import build_shards, build_version
+from tests.helpers import build_version
 s = build_version(sys.argv[1], sys.argv[2], crop=CropConfig(out_height_px=32, out_width_px=24), max_reject_ratio=1.0)
-print(json.dumps({"summary": s, "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+peak_kb = int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read()).group(1))
+print(json.dumps({"summary": s, "max_rss_kb": peak_kb}))
 """
 
 

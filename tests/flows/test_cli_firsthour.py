@@ -195,9 +195,9 @@ def test_domain_error_raised_in_a_prefect_task_reaches_main(prefect_harness: Non
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
     assert lines[-2:] == ["error: no annotations in /nowhere", "hint: pass --source DIR"]
-    # whatever Prefect's own loggers print, the entry point adds no traceback of its own after them
-    tail = lines[max(i for i, line in enumerate(lines) if "Finished in state" in line) + 1 :]
-    assert tail == lines[-2:]
+    # Prefect's engine still logs the failure (one line, with the message), but no traceback, and
+    # the entry point adds none of its own
+    assert "Traceback" not in proc.stderr and any("no annotations in /nowhere" in line for line in lines[:-2])
 
 
 # --- rows 2l and 2m: ls and show -------------------------------------------------------------------
