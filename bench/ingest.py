@@ -83,7 +83,7 @@ def main() -> None:
         tmpd = Path(tmp)
         source = Path(args.source) if args.source else write_synthetic_coco(tmpd / "src", {"train": args.images}, seed=0, size_wh=(640, 480))
         root = str(tmpd / "root")
-        prepared = stages.prepare("coco", str(source), root, shard_size=args.shard_size)
+        prepared = stages.prepare(stages.RebuildRequest("coco", root, str(source), shard_size=args.shard_size))
         fs, _ = filesystem(root)
         rows = [r for spec in prepared.specs for r in read_parquet(fs, spec.records_path).to_pylist()]
         n = len(rows)
@@ -99,7 +99,7 @@ def main() -> None:
         nb_runs, pp_runs = [], []
         for i in range(args.repeat):
             nb_runs.append(_cpu_timed(lambda: notebook_loop(rows, source, tmpd / f"notebook{i}")))  # noqa: B023
-            fresh = stages.prepare("coco", str(source), str(tmpd / f"run{i}"), shard_size=args.shard_size)
+            fresh = stages.prepare(stages.RebuildRequest("coco", str(tmpd / f"run{i}"), str(source), shard_size=args.shard_size))
             pp_runs.append(_cpu_timed(lambda: [process_shard(s) for s in fresh.specs]))  # noqa: B023
         t_nb, t_pp = min(w for w, _ in nb_runs), min(w for w, _ in pp_runs)
         cpu_nb, cpu_pp = min(c for _, c in nb_runs), min(c for _, c in pp_runs)
@@ -119,7 +119,7 @@ def main() -> None:
                     client.run(lambda: __import__("tasks.shards"))  # imports are start-up, not throughput
                     t = float("inf")
                     for i in range(args.repeat):  # best of --repeat, each into a fresh version folder
-                        again = stages.prepare("coco", str(source), str(tmpd / f"dask{workers}-{i}"), shard_size=args.shard_size)
+                        again = stages.prepare(stages.RebuildRequest("coco", str(tmpd / f"dask{workers}-{i}"), str(source), shard_size=args.shard_size))
                         t = min(t, _cpu_timed(lambda: client.gather(client.map(process_shard, again.specs, pure=False)))[0])  # noqa: B023
                 results.append((f"posepipe on Dask, {workers} worker(s)", t))
         print(f"{'pipeline':40s} {'seconds':>8s} {'samples/s':>10s} {'vs notebook':>12s}")

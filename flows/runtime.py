@@ -93,9 +93,7 @@ def reuse_before_orchestration(request: Any) -> dict[str, Any] | None:
         return None
     from tasks import rebuild as stages
 
-    prepared = stages.plan_version(
-        request.dataset, str(request.source), request.root, request.adapter_params, request.crop, request.seed, request.shard_size
-    )
+    prepared = stages.plan_version(request)
     if prepared.reused:
         return stages.reused_summary(request.root, prepared)
     if _HELD_LOCKS.get():

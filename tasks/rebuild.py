@@ -209,20 +209,8 @@ def _plan(request: RebuildRequest, source: str) -> _Plan:
     return _Plan(prepared, records, rejects, source_root, digests)
 
 
-def _request(dataset: str, source: str, root: str, adapter_params: dict[str, Any] | None, crop: CropConfig | None, seed: int, shard_size: int) -> RebuildRequest:
-    return RebuildRequest(dataset, root, source, dict(adapter_params or {}), crop or CropConfig(), seed, shard_size)
-
-
-def plan_version(
-    dataset: str,
-    source: str,
-    root: str,
-    adapter_params: dict[str, Any] | None = None,
-    crop: CropConfig | None = None,
-    seed: int = DEFAULT_SEED,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-) -> Prepared:
-    """Parse the source and name its version without writing anything under the version folder.
+def plan_version(request: RebuildRequest) -> Prepared:
+    """Parse ``request.source`` and name its version without writing anything under the version folder.
 
     Cheap enough to run before an orchestrator starts: a validated version with this id means the
     rebuild has nothing to do (``reused`` is True). The only write is the digest cache.
@@ -230,19 +218,11 @@ def plan_version(
     Returns:
         :class:`Prepared` with ``specs`` empty.
     """
-    return _plan(_request(dataset, source, root, adapter_params, crop, seed, shard_size), source).prepared
+    return _plan(request, _local_source(request)).prepared
 
 
-def prepare(
-    dataset: str,
-    source: str,
-    root: str,
-    adapter_params: dict[str, Any] | None = None,
-    crop: CropConfig | None = None,
-    seed: int = DEFAULT_SEED,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-) -> Prepared:
-    """Parse the source, name the version, and stage records + shard specs unless it already exists.
+def prepare(request: RebuildRequest) -> Prepared:
+    """Parse ``request.source``, name the version, and stage records + shard specs unless it exists.
 
     Returns:
         :class:`Prepared`; ``reused`` is True when a validated manifest for the version exists.
@@ -251,7 +231,13 @@ def prepare(
         SourceError: When nothing could be written: every parsed input was rejected at parse, or
             none of the referenced images exists under the source (nothing is staged).
     """
-    return _prepare(_request(dataset, source, root, adapter_params, crop, seed, shard_size), source)
+    return _prepare(request, _local_source(request))
+
+
+def _local_source(request: RebuildRequest) -> str:
+    if request.source is None:
+        raise SourceError(f"no source for {request.dataset}", hint="pass --source DIR (or let run() fetch it)")
+    return str(request.source)
 
 
 def _prepare(request: RebuildRequest, source: str) -> Prepared:

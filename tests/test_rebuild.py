@@ -204,7 +204,7 @@ def test_commit_killed_late_then_retried_ends_with_the_same_bytes(tmp_path, hook
     src = write_synthetic_coco(tmp_path / "syn", {"train": 3, "val": 2}, seed=5)
     clean = build_version(str(tmp_path / "clean"), str(src), crop=SMALL)
     root = str(tmp_path / "root")
-    prepared = stages.prepare("coco", str(src), root, crop=SMALL)
+    prepared = stages.prepare(stages.RebuildRequest("coco", root, str(src), crop=SMALL))
     results = build_shards(prepared)
     args = tmp_path / "args.pkl"
     args.write_bytes(pickle.dumps((root, prepared, results, 0.5, {})))

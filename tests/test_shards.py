@@ -84,7 +84,7 @@ def test_failing_expectation_leaves_latest_untouched(tmp_path, source):
     good = build_version(root, str(source), shard_size=3)
     # a second version whose shard is corrupted after processing: a keypoint far outside the crop
     crop = CropConfig(out_height_px=128, out_width_px=96)
-    prepared = stages.prepare("coco", str(source), root, crop=crop, shard_size=3)
+    prepared = stages.prepare(stages.RebuildRequest("coco", root, str(source), crop=crop, shard_size=3))
     shards = [process_shard(s) for s in prepared.specs]
     fs, path = filesystem(root)
     target = f"{path}/datasets/coco/{prepared.version}/{shards[1].parquet}"
@@ -106,7 +106,7 @@ def test_failing_expectation_leaves_latest_untouched(tmp_path, source):
 
 def test_gx_suite_catches_schema_level_problems(tmp_path, source):
     root = str(tmp_path / "root")
-    prepared = stages.prepare("coco", str(source), root, shard_size=50)
+    prepared = stages.prepare(stages.RebuildRequest("coco", root, str(source), shard_size=50))
     shard = process_shard(prepared.specs[0])
     fs, path = filesystem(root)
     target = f"{path}/datasets/coco/{prepared.version}/{shard.parquet}"
@@ -126,7 +126,7 @@ def test_gate_catches_absurd_crops_that_slipped_past_parse(tmp_path, source):
     from storage.hdf5 import write_hdf5_shard
 
     root = str(tmp_path / "root")
-    prepared = stages.prepare("coco", str(source), root, shard_size=50)
+    prepared = stages.prepare(stages.RebuildRequest("coco", root, str(source), shard_size=50))
     shard = process_shard(prepared.specs[0])
     fs, path = filesystem(root)
     vdir = f"{path}/datasets/coco/{prepared.version}"
@@ -174,7 +174,7 @@ def test_clip_dataset_rebuild_from_real_ucf101_lists(tmp_path, shared_data):
 
 def test_clip_gate_catches_a_group_cut_by_a_fold(tmp_path, shared_data):
     root = str(tmp_path / "root")
-    prepared = stages.prepare("ucf101", str(shared_data / "ucf101"), root, shard_size=20000, adapter_params={"require_videos": "false"})
+    prepared = stages.prepare(stages.RebuildRequest("ucf101", root, str(shared_data / "ucf101"), shard_size=20000, adapter_params={"require_videos": "false"}))
     (spec,) = prepared.specs
     clips = get_kind("clips")
     shard = clips.build(spec)
@@ -249,7 +249,7 @@ def test_batched_shard_equals_the_per_sample_kernels(tmp_path):
 
     src = write_synthetic_coco(tmp_path / "src", {"train": 12}, seed=5, size_wh=(320, 240))
     cfg = CropConfig(out_height_px=64, out_width_px=48, flip_prob=0.5)
-    prepared = stages.prepare("coco", str(src), str(tmp_path / "root"), crop=cfg, shard_size=64, seed=11)
+    prepared = stages.prepare(stages.RebuildRequest("coco", str(tmp_path / "root"), str(src), crop=cfg, shard_size=64, seed=11))
     fs, _ = filesystem(str(tmp_path / "root"))
     (spec,) = prepared.specs
     summary = process_shard(spec)

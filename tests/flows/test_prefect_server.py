@@ -126,9 +126,9 @@ def test_deploy_all_worker_run_and_artifact_on_a_real_server(tmp_path):
         # the deployment ran on Dask, sized by the worker's POSEPIPE_WORKERS, like the CLI
         assert "| executed on | Dask tcp://127.0.0.1:" in table and ", 1 worker |" in table, table
         # same version id as the plain functions name for the same request
-        from tasks.rebuild import plan_version
+        from tasks.rebuild import RebuildRequest, plan_version
 
-        version = plan_version("coco", str(source), str(tmp_path / "plan_root")).version
+        version = plan_version(RebuildRequest("coco", str(tmp_path / "plan_root"), str(source))).version
         assert table.startswith(f"# coco {version}"), table
         assert (root / "datasets/coco/LATEST").read_text().strip() == version
     finally:
