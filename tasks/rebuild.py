@@ -184,7 +184,7 @@ def _plan(request: RebuildRequest, source: str) -> _Plan:
     if cache != snapshot:
         write_digest_cache(fs, cache_path, cache)
     inputs = dict(result.input_checksums)
-    inputs["videos" if kind.media_column == "video_path" else "images"] = images_fingerprint(digests)
+    inputs[kind.inputs_key] = images_fingerprint(digests)
     params = {"adapter": p.model_dump(mode="json"), "seed": request.seed, "shard_size": request.shard_size, **kind.version_params(request.crop)}
     code = code_version(type(adapter).__module__, type(kind).__module__)
     version = compute_version(inputs, params, SCHEMA_VERSION, code)

@@ -23,7 +23,8 @@ from schemas.errors import ConfigError, RejectReason
 from schemas.records import CLIPS_SCHEMA, REJECTS_SCHEMA, SAMPLES_SCHEMA, to_table
 from tasks.common import text_of
 
-RecordKind = Literal["samples", "clips"]
+#: Name of a record kind registered in ``tasks/kinds/`` (``samples``, ``clips``...).
+RecordKind = str
 
 _REGISTRY: dict[str, type[DatasetAdapter]] = {}
 

@@ -186,6 +186,7 @@ class RecordKind(ABC):
         output_schema: Schema of the committed shards.
         id_column: Stable id column (sorting it decides shard membership).
         media_column: Column naming the image/video each row was read from.
+        inputs_key: Name of the media fingerprint among the version's input checksums.
         refuses_missing_media: Whether a source whose every referenced file is absent is an error
             at parse (False where the adapter has its own policy, e.g. clips' ``require_videos``).
     """
@@ -196,6 +197,7 @@ class RecordKind(ABC):
     output_schema: ClassVar[pa.Schema]
     id_column: ClassVar[str] = ""
     media_column: ClassVar[str] = ""
+    inputs_key: ClassVar[str] = "media"
     refuses_missing_media: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

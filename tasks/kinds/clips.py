@@ -24,6 +24,7 @@ class Clips(RecordKind):
     output_schema = CLIPS_SCHEMA
     id_column = "clip_id"
     media_column = "video_path"
+    inputs_key = "videos"
 
     def plan(self, records: Any, shard_size: int) -> list[tuple[str, int, int, int]]:
         n = records.num_rows

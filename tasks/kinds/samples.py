@@ -30,6 +30,7 @@ class Samples(RecordKind):
     output_schema = PROCESSED_SAMPLES_SCHEMA
     id_column = "sample_id"
     media_column = "image_path"
+    inputs_key = "images"
     refuses_missing_media = True
 
     def sort(self, records: pa.Table) -> pa.Table:
