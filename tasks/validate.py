@@ -38,7 +38,10 @@ def run_gx_suite(df: pd.DataFrame, specs: list[ExpectationSpec], suite_name: str
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    # GX sets INFO on some of its own child loggers ("Created temporary directory ... docs site"):
+    # quiet the whole tree, children with a level of their own included
+    for name in ("great_expectations", *(n for n in logging.root.manager.loggerDict if n.startswith("great_expectations."))):
+        logging.getLogger(name).setLevel(logging.ERROR)
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     ctx = gx.get_context(mode="ephemeral")
