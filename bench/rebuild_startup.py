@@ -4,7 +4,7 @@ Both sides are fresh processes in a shell without ``PREFECT_API_URL`` (what a us
 schedule pays), on the same already-built root, interleaved ``--repeats`` times:
 
 * early: ``posepipe rebuild ... --json``, which names the version before Prefect or Dask start
-  (``flows.rebuild.run_rebuild``) and returns the existing version;
+  (``flows.runtime.rebuild_unless_built``) and returns the existing version;
 * orchestrated: the same request through a temporary Prefect server, a one-worker LocalCluster and
   ``rebuild_flow`` (what every unchanged rebuild cost before: ~15 s in the first-hour trial).
 

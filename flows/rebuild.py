@@ -5,13 +5,15 @@ only specs, paths and small summaries cross tasks. The dataset lock is held by t
 for the whole run.
 
 Every entry point (the CLI, ``posepipe demo``, the deployments in prefect.yaml) goes through
-:func:`run_rebuild`: it checks the request, takes the dataset lock and names the version *before*
-Prefect or a cluster starts, so a mistake or an unchanged rebuild costs a parse, not an
-orchestrator start; only then does it run :func:`rebuild_flow` on Dask.
+:func:`flows.runtime.rebuild_unless_built` (the CLI directly, the others via :func:`run_rebuild`):
+it checks the request, takes the dataset lock and names the version *before* Prefect or a cluster
+starts, so a mistake or an unchanged rebuild costs a parse, not an orchestrator start; only then
+does :func:`start_rebuild_flow` run :func:`rebuild_flow` on Dask.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -23,11 +25,10 @@ from flows.runtime import (
     dask_task_runner,
     held_dataset_lock,
     quiet_domain_tracebacks,
-    reuse_before_orchestration,
+    rebuild_unless_built,
     workers_share_prefect_api,
 )
 from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED, DEFAULT_SHARD_SIZE, Settings
-from storage.fs import filesystem
 from tasks import rebuild as stages
 from tasks.kinds import ShardResult, ShardSpec
 from tasks.transforms.geometry import CropConfig
@@ -88,9 +89,7 @@ def rebuild_flow(
         The summary: version, reused, counts per split, rejects by reason, validation, location.
     """
     quiet_domain_tracebacks()
-    request = stages.RebuildRequest(
-        dataset, root, source, dict(adapter_params or {}), CropConfig(**(crop or {})), seed, shard_size, max_reject_ratio, mirror, manual_dir
-    )
+    request = _request(dataset, root, source, adapter_params, crop, seed, shard_size, max_reject_ratio, mirror, manual_dir)
     summary = stages.run(request, map_on_prefect, fetch=_fetch, lock=held_dataset_lock)
     executed_on = _executed_on()
     print(f"{dataset}: {summary['version']} {'reused' if summary['reused'] else 'built'} on {executed_on}")
@@ -123,33 +122,49 @@ def _report_artifact(summary: dict[str, Any], executed_on: str) -> None:
     create_markdown_artifact("\n".join(lines), key=f"rebuild-{summary['dataset']}", description="rebuild summary")
 
 
-def _flow_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` bound to :func:`rebuild_flow`'s signature, defaults filled in (a wrong name fails here)."""
-    bound = inspect.signature(rebuild_flow.fn).bind(**kwargs)
-    bound.apply_defaults()
-    return dict(bound.arguments)
+def _request(
+    dataset: str,
+    root: str,
+    source: str | None,
+    adapter_params: dict[str, Any] | None,
+    crop: dict[str, Any] | None,
+    seed: int,
+    shard_size: int,
+    max_reject_ratio: float,
+    mirror: str | None,
+    manual_dir: str | None,
+) -> stages.RebuildRequest:
+    """:func:`rebuild_flow`'s parameters (JSON-able, as Prefect passes them) as one request."""
+    return stages.RebuildRequest(dataset, root, source, dict(adapter_params or {}), CropConfig(**(crop or {})), seed, shard_size, max_reject_ratio, mirror, manual_dir)
+
+
+def _flow_parameters(request: stages.RebuildRequest) -> dict[str, Any]:
+    """The inverse of :func:`_request`: the request as :func:`rebuild_flow`'s parameters."""
+    params = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+    return {**params, "crop": dataclasses.asdict(request.crop)}
+
+
+def start_rebuild_flow(request: stages.RebuildRequest, workers: int | None = None, dask_address: str | None = None, threads_per_worker: int = 1) -> dict[str, Any]:
+    """Start the orchestrator and run :func:`rebuild_flow` on a LocalCluster (``workers``) or an
+    existing scheduler (no pre-checks: see :func:`run_rebuild`)."""
+    runner = dask_task_runner(workers=workers, dask_address=dask_address, threads_per_worker=threads_per_worker)
+    with workers_share_prefect_api(dask_address):
+        return rebuild_flow.with_options(task_runner=runner)(**_flow_parameters(request))
 
 
 def run_rebuild(workers: int | None = None, dask_address: str | None = None, threads_per_worker: int = 1, **kwargs: Any) -> dict[str, Any]:
-    """Run :func:`rebuild_flow` on a LocalCluster (``workers``) or an existing scheduler.
+    """Rebuild on a LocalCluster (``workers``) or an existing scheduler.
 
-    Before anything starts: the request is checked (:func:`tasks.rebuild.check`), the dataset lock is
-    taken (held for the whole run) and, when ``source`` is given, the version is named; an existing
-    validated version is returned (and LATEST moved to it) without starting Prefect or Dask.
-    ``kwargs`` are :func:`rebuild_flow`'s parameters.
+    Before anything starts (:func:`flows.runtime.rebuild_unless_built`): the request is checked, the
+    dataset lock is taken (held for the whole run) and, when ``source`` is given, the version is
+    named; an existing validated version is returned (and LATEST moved to it) without starting
+    Prefect or Dask. ``kwargs`` are :func:`rebuild_flow`'s parameters (a wrong name fails here).
     """
     quiet_domain_tracebacks()
-    args = _flow_arguments(kwargs)
-    request = stages.RebuildRequest(args["dataset"], args["root"], args["source"], dict(args["adapter_params"] or {}), CropConfig(**(args["crop"] or {})), args["seed"], args["shard_size"])
-    stages.check(request)
-    fs, path = filesystem(args["root"])
-    with held_dataset_lock(fs, path, args["dataset"]):
-        reused = reuse_before_orchestration(request)
-        if reused is not None:
-            return reused
-        runner = dask_task_runner(workers=workers, dask_address=dask_address, threads_per_worker=threads_per_worker)
-        with workers_share_prefect_api(dask_address):
-            return rebuild_flow.with_options(task_runner=runner)(**args)
+    bound = inspect.signature(rebuild_flow.fn).bind(**kwargs)
+    bound.apply_defaults()
+    request = _request(**bound.arguments)
+    return rebuild_unless_built(request, lambda: start_rebuild_flow(request, workers, dask_address, threads_per_worker))
 
 
 def rebuild_with_settings(settings: Settings, **kwargs: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import contextlib
 import contextvars
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from schemas.errors import PosepipeError
@@ -39,8 +39,6 @@ runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
 # same context, keeps it instead of trying to take it a second time. A context variable, so another
 # thread or process rebuilding the same dataset still meets the lock.
 _HELD_LOCKS: contextvars.ContextVar[frozenset[tuple[str, str, str]]] = contextvars.ContextVar("posepipe_held_dataset_locks", default=frozenset())
-# Requests already named (and found not built) while the current lock is held: not parsed again.
-_DECIDED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("posepipe_decided_requests", default=frozenset())
 
 
 @contextlib.contextmanager
@@ -63,42 +61,37 @@ def held_dataset_lock(fs: Any, path: str, dataset: str) -> Iterator[None]:
         yield
         return
     with dataset_lock(fs, path, dataset):
-        token, decided = _HELD_LOCKS.set(held | {key}), _DECIDED.set(frozenset())
+        token = _HELD_LOCKS.set(held | {key})
         try:
             yield
         finally:
-            _DECIDED.reset(decided)
             _HELD_LOCKS.reset(token)
 
 
-def _request_key(request: Any) -> str:
-    return repr((request.dataset, request.root, request.source, sorted(request.adapter_params.items()), request.crop, request.seed, request.shard_size))
+def rebuild_unless_built(request: Any, start: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Check ``request`` (a ``tasks.rebuild.RebuildRequest``), hold the dataset lock, and call
+    ``start`` (which starts the orchestrator and runs the flow) only when there is something to build.
 
-
-def reuse_before_orchestration(request: Any) -> dict[str, Any] | None:
-    """Name the version of ``request`` (a ``tasks.rebuild.RebuildRequest``) without starting anything.
-
-    Call it holding :func:`held_dataset_lock`, before Prefect or a cluster starts: an unchanged
-    rebuild then costs a parse (about 2 s for COCO mini from a fresh process) instead of an
-    orchestrator start (about 11-15 s). Imports neither Prefect nor Dask.
+    Everything before ``start`` imports neither Prefect nor Dask: a mistake in the request, a held
+    lock or an unchanged version (named from a local ``source``) costs a parse, about 1-2 s, instead
+    of an orchestrator start (about 11-15 s). The lock stays held while ``start`` runs; the flow,
+    in the same context, keeps it (:func:`held_dataset_lock`).
 
     Returns:
-        The summary of the existing validated version (``reused`` True; LATEST moved to it), or None
-        when there is something to build, or no local ``source`` to name the version from.
+        The summary of the existing validated version (``reused`` True; LATEST moved to it), or
+        what ``start`` returns.
     """
-    if request.source is None:
-        return None
-    key = _request_key(request)
-    if key in _DECIDED.get():
-        return None
+    from storage.fs import filesystem
     from tasks import rebuild as stages
 
-    prepared = stages.plan_version(request)
-    if prepared.reused:
-        return stages.reused_summary(request.root, prepared)
-    if _HELD_LOCKS.get():
-        _DECIDED.set(_DECIDED.get() | {key})
-    return None
+    stages.check(request)
+    fs, path = filesystem(request.root)
+    with held_dataset_lock(fs, path, request.dataset):
+        if request.source is not None:
+            prepared = stages.plan_version(request)
+            if prepared.reused:
+                return stages.reused_summary(request.root, prepared)
+        return start()
 
 
 def tune_worker_environment() -> None:

@@ -61,28 +61,23 @@ def rebuild(
     """Build a validated dataset version (or reuse an identical one) and move LATEST to it."""
     # Prefect is not imported until there is something to build (its import alone costs ~2 s):
     # a mistake in the request, a held lock or an unchanged version is answered before that.
-    from flows.runtime import held_dataset_lock, reuse_before_orchestration
-    from storage.fs import filesystem
-    from tasks.rebuild import RebuildRequest, check
+    from flows.runtime import rebuild_unless_built
+    from tasks.rebuild import RebuildRequest
     from tasks.transforms.geometry import CropConfig
 
     overrides = {"root": root, "seed": seed, "shard_size": shard_size, "workers": workers, "dask_address": dask_address, "max_reject_ratio": max_reject_ratio}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     h, w = parse_size(size)
-    adapter_params = parse_kv(param)
-    crop = {"out_height_px": h, "out_width_px": w}
-    request = RebuildRequest(dataset, settings.root, source, adapter_params, CropConfig(**crop), settings.seed, settings.shard_size)
-    check(request)
-    fs, path = filesystem(settings.root)
-    with held_dataset_lock(fs, path, dataset):
-        summary = reuse_before_orchestration(request)
-        if summary is None:
-            from flows.rebuild import rebuild_with_settings
+    crop = CropConfig(out_height_px=h, out_width_px=w)
+    request = RebuildRequest(dataset, settings.root, source, parse_kv(param), crop, settings.seed, settings.shard_size, settings.max_reject_ratio, mirror, manual_dir)
 
-            with console.status(f"rebuilding {dataset} ..."):
-                summary = rebuild_with_settings(
-                    settings, dataset=dataset, source=source, adapter_params=adapter_params, crop=crop, mirror=mirror, manual_dir=manual_dir
-                )
+    def start() -> dict[str, Any]:
+        from flows.rebuild import start_rebuild_flow
+
+        with console.status(f"rebuilding {dataset} ..."):
+            return start_rebuild_flow(request, settings.workers, settings.dask_address, settings.threads_per_worker)
+
+    summary = rebuild_unless_built(request, start)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
