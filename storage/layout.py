@@ -43,18 +43,13 @@ LOCK = ".lock"
 EXTRACTION_CACHE = "_cache"
 
 
-def shard_stem(split: str, index: int) -> str:
-    """``{split}/part-{index:05d}``: a shard's name in reports, relative to the version folder."""
-    return f"{split}/part-{index:05d}"
-
-
 def shard_relpath(split: str, index: int, suffix: str) -> str:
     """``{split}/part-{index:05d}.{suffix}``, relative to the version folder (``suffix``: parquet, h5).
 
     Example:
         ``shard_relpath("val", 3, "h5")`` → ``"val/part-00003.h5"``.
     """
-    return f"{shard_stem(split, index)}.{suffix}"
+    return f"{split}/part-{index:05d}.{suffix}"
 
 
 def staging_relpath(name: str) -> str:

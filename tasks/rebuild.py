@@ -236,7 +236,7 @@ def prepare(request: RebuildRequest) -> Prepared:
 
 def _local_source(request: RebuildRequest) -> str:
     if request.source is None:
-        raise SourceError(f"no source for {request.dataset}", hint="pass --source DIR (or let run() fetch it)")
+        raise SourceError(f"no --source given for {request.dataset}", hint="pass --source DIR, or run through the CLI or the flow, which fetch the dataset")
     return str(request.source)
 
 
@@ -306,11 +306,7 @@ def run(
     check(request)
     fs, rpath = filesystem(request.root)
     with lock(fs, rpath, request.dataset):
-        source = request.source
-        if source is None:
-            if fetch is None:
-                raise SourceError(f"no --source given for {request.dataset}", hint="pass --source DIR, or run through the CLI/flow, which fetch the dataset")
-            source = fetch(request)
+        source = fetch(request) if request.source is None and fetch is not None else _local_source(request)
         prepared = _prepare(request, str(source))
         if prepared.reused:
             return reused_summary(request.root, prepared)

@@ -70,6 +70,19 @@ def run_gx_suite(df: pd.DataFrame, specs: list[ExpectationSpec], suite_name: str
     return out
 
 
+def shard_suite(df: pd.DataFrame, specs: list[ExpectationSpec], dataset: str, shard_parquet: str) -> list[CheckResult]:
+    """The GX suite on one shard's rows, named after the shard (an empty shard has nothing to check).
+
+    Args:
+        df: The shard's rows.
+        specs: Its expectation specs.
+        dataset: Dataset name.
+        shard_parquet: The shard's Parquet path relative to the version (``val/part-00000.parquet``).
+    """
+    name = shard_parquet.removesuffix(".parquet").replace("/", "-")
+    return run_gx_suite(df, specs, f"{dataset}-{name}") if len(df) else []
+
+
 def semantic_checks(df: pd.DataFrame, pixel_ids: list[str], pixels: np.ndarray) -> list[CheckResult]:
     """Checks GX cannot express on nested columns and pixels.
 

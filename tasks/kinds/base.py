@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from schemas.errors import ConfigError
 from storage.fs import filesystem
-from storage.layout import VersionPaths, shard_stem, staging_relpath
+from storage.layout import VersionPaths, staging_relpath
 from storage.parquet import write_parquet
 from tasks.datasets.base import Reject
 from tasks.transforms.geometry import CropConfig
@@ -141,11 +141,6 @@ class ShardSpec:
     seed: int = 0
     splits: tuple[str, ...] = ()
     skeleton: str | None = None
-
-    @property
-    def stem(self) -> str:
-        """``{split}/part-{index:05d}`` relative to the version folder."""
-        return shard_stem(self.split, self.index)
 
     def paths_fs(self) -> tuple[Any, VersionPaths]:
         """The root's filesystem and this version's paths on it."""

@@ -9,7 +9,7 @@ from schemas.records import CLIPS_SCHEMA
 from storage.layout import VersionPaths, shard_relpath
 from storage.parquet import read_parquet, write_parquet
 from tasks.kinds.base import CheckResult, RecordKind, ShardSpec, ShardSummary
-from tasks.validate import clip_checks, run_gx_suite
+from tasks.validate import clip_checks, shard_suite
 
 #: Clip shards have no split of their own (folds are columns): they live under ``clips/``.
 CLIP_SHARD_FOLDER = "clips"
@@ -43,9 +43,7 @@ class Clips(RecordKind):
         df = read_parquet(fs, paths.file(summary.parquet), CLIPS_SCHEMA).to_pandas()
         specs = suite_for(CLIPS_SCHEMA, dataset=spec.dataset, splits=(), skeleton=None, out_hw=None)
         specs.append(ExpectationSpec("ExpectColumnValuesToBeUnique", {"column": "clip_id"}))
-        name = summary.parquet.removesuffix(".parquet")
-        results = run_gx_suite(df, specs, f"{spec.dataset}-{name.replace('/', '-')}") if len(df) else []
-        return results + clip_checks(df)
+        return shard_suite(df, specs, spec.dataset, summary.parquet) + clip_checks(df)
 
     def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:
         """Clip ids unique across shards."""

@@ -18,7 +18,7 @@ from tasks.datasets.base import Reject
 from tasks.kinds.base import CheckResult, RecordKind, ShardSpec, ShardSummary
 from tasks.shards import plan_shards, process_shard
 from tasks.transforms.geometry import CropConfig
-from tasks.validate import run_gx_suite, semantic_checks
+from tasks.validate import semantic_checks, shard_suite
 
 
 class Samples(RecordKind):
@@ -55,10 +55,8 @@ class Samples(RecordKind):
         df = read_parquet(fs, paths.file(summary.parquet), PROCESSED_SAMPLES_SCHEMA).to_pandas()
         crop = spec.crop or CropConfig()
         specs = suite_for(PROCESSED_SAMPLES_SCHEMA, dataset=spec.dataset, splits=spec.splits, skeleton=spec.skeleton, out_hw=(crop.out_height_px, crop.out_width_px))
-        name = summary.parquet.removesuffix(".parquet")
-        results = run_gx_suite(df, specs, f"{spec.dataset}-{name.replace('/', '-')}") if len(df) else []
         ids, pixels = read_hdf5_rows(fs, paths.file(summary.hdf5 or ""))
-        return results + semantic_checks(df, ids, pixels)
+        return shard_suite(df, specs, spec.dataset, summary.parquet) + semantic_checks(df, ids, pixels)
 
     def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:
         """Sample ids unique across shards; no image in two splits."""
