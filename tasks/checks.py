@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from schemas.errors import RejectReason
 from tasks.datasets.base import Reject
+from tasks.shards import SampleColumns
 from tasks.transforms.image_io import MAX_IMAGE_PIXELS
 
 #: How far a person box or a labelled joint may lie outside the image, as a fraction of the
@@ -32,9 +33,12 @@ OVERHANG_TOLERANCE = 0.5
 def geometry_rejects(records: pa.Table) -> tuple[np.ndarray, list[Reject]]:
     """Which ``samples`` rows are geometrically usable, and a reject for each one that is not.
 
+    The rules are evaluated for all rows at once (:func:`_suspects`); only the rows that break one
+    go through the per-row rules (:func:`_row_problem`), which name the reason and the detail.
+
     Args:
-        records: Canonical ``samples`` table (``image_width_px``, ``image_height_px``, ``bbox_xyxy_px``,
-            ``keypoints_xy_px`` ``(J, 2)``, ``keypoints_visibility`` ``(J,)`` per row).
+        records: Canonical ``samples`` table (``image_width_px``, ``image_height_px``,
+            ``bbox_xyxy_px``, ``keypoints_xy_px`` ``(J, 2)``, ``keypoints_visibility`` ``(J,)`` per row).
 
     Returns:
         ``keep``: ``(N,) bool``; and one :class:`Reject` (stage ``parse``) per dropped row, with the
@@ -48,19 +52,36 @@ def geometry_rejects(records: pa.Table) -> tuple[np.ndarray, list[Reject]]:
     rejects: list[Reject] = []
     if n == 0:
         return keep, rejects
-    widths = records.column("image_width_px").to_pylist()
-    heights = records.column("image_height_px").to_pylist()
-    boxes = records.column("bbox_xyxy_px").to_pylist()
-    points = records.column("keypoints_xy_px").to_pylist()
-    vis = records.column("keypoints_visibility").to_pylist()
-    keys = records.column("source_key").to_pylist()
-    splits = records.column("split").to_pylist()
-    for i in range(n):
-        problem = _row_problem(widths[i], heights[i], boxes[i], points[i], vis[i])
+    for i in np.flatnonzero(_suspects(SampleColumns.from_table(records))).tolist():
+        row = records.slice(i, 1).to_pylist()[0]
+        problem = _row_problem(row["image_width_px"], row["image_height_px"], row["bbox_xyxy_px"], row["keypoints_xy_px"], row["keypoints_visibility"])
         if problem is not None:
             keep[i] = False
-            rejects.append(Reject(keys[i], problem[0], problem[1], stage="parse", split=splits[i]))
+            rejects.append(Reject(row["source_key"], problem[0], problem[1], stage="parse", split=row["split"]))
     return keep, rejects
+
+
+def _suspects(cols: SampleColumns) -> np.ndarray:
+    """``(N,) bool``: rows that may break a rule (a superset of what :func:`_row_problem` refuses)."""
+    n = len(cols.sample_id)
+    wh = np.array([[np.nan if v is None else v for v in size] for size in cols.image_size], dtype=np.float64).reshape(n, 2)
+    w, h = wh[:, 0], wh[:, 1]
+    sized = np.isfinite(w) & np.isfinite(h)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = sized & ((w <= 0) | (h <= 0) | (w * h > MAX_IMAGE_PIXELS))
+        tx, ty = OVERHANG_TOLERANCE * w, OVERHANG_TOLERANCE * h  # NaN for unsized rows: no comparison holds
+        b = cols.bbox
+        bad |= cols.has_box & (~np.isfinite(b).all(axis=1) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))
+        misses = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= w) | (b[:, 1] >= h)
+        overhang = (b[:, 0] < -tx) | (b[:, 1] < -ty) | (b[:, 2] > w + tx) | (b[:, 3] > h + ty)
+        bad |= cols.has_box & sized & (misses | overhang)
+        counts = np.diff(cols.starts)
+        row_of = np.repeat(np.arange(n), counts)
+        xy = cols.xy.astype(np.float64)
+        labelled = cols.vis > 0
+        far = (xy[:, 0] < -tx[row_of]) | (xy[:, 1] < -ty[row_of]) | (xy[:, 0] > (w + tx)[row_of]) | (xy[:, 1] > (h + ty)[row_of])
+        point_bad = labelled & (~np.isfinite(xy).all(axis=1) | far)
+    return bad | (np.bincount(row_of, weights=point_bad, minlength=n) > 0)
 
 
 def _row_problem(

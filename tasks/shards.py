@@ -103,8 +103,9 @@ def keypoint_boxes_xyxy(bboxes_xyxy_px: np.ndarray, keypoints_xy_px: np.ndarray,
 
 
 @dataclass
-class _ShardColumns:
-    """One shard's input records as columns: numpy for the geometry, Python lists for the rest."""
+class SampleColumns:
+    """``samples`` records as columns: numpy for the geometry, Python lists for the rest (one
+    shard's inputs here; the parse-time geometry checks read whole datasets the same way)."""
 
     table: pa.Table
     sample_id: list[str]
@@ -120,7 +121,7 @@ class _ShardColumns:
     starts: np.ndarray  # (N + 1,) int64 keypoint offsets
 
     @classmethod
-    def from_table(cls, table: pa.Table) -> _ShardColumns:
+    def from_table(cls, table: pa.Table) -> SampleColumns:
         t = table.combine_chunks()
         n = t.num_rows
         boxes = t.column("bbox_xyxy_px").to_pylist()
@@ -174,7 +175,7 @@ def _scratch(name: str, nbytes: int) -> np.ndarray:
 
 
 def _processed_table(
-    cols: _ShardColumns, kept: np.ndarray, crop_boxes: np.ndarray, kp_crop: np.ndarray, flip: np.ndarray, cfg: CropConfig, pixels_file: str
+    cols: SampleColumns, kept: np.ndarray, crop_boxes: np.ndarray, kp_crop: np.ndarray, flip: np.ndarray, cfg: CropConfig, pixels_file: str
 ) -> pa.Table:
     """The processed-samples table of the kept rows, built column-wise from the input table.
 
@@ -236,7 +237,7 @@ def process_shard(spec: ShardSpec) -> ShardSummary:
     """
     fs, paths = spec.paths_fs()
     cfg = spec.crop or CropConfig()
-    cols = _ShardColumns.from_table(read_parquet(fs, spec.records_path, SAMPLES_SCHEMA))
+    cols = SampleColumns.from_table(read_parquet(fs, spec.records_path, SAMPLES_SCHEMA))
     n = cols.table.num_rows
     source_root = Path(spec.source_root)
     # randomness first, once per sample (pad, shift, flip), then every box and affine at once
