@@ -23,7 +23,7 @@ import pyarrow as pa
 from schemas.errors import ConfigError
 from storage.fs import filesystem
 from storage.layout import VersionPaths, staging_relpath
-from storage.parquet import write_parquet
+from storage.parquet import read_parquet, write_parquet
 from tasks.datasets.base import Reject
 from tasks.transforms.geometry import CropConfig
 
@@ -244,8 +244,19 @@ class RecordKind(ABC):
         return ShardReport(summary.parquet.removesuffix(".parquet"), tuple(self.checks(spec, summary)))
 
     def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:
-        """Checks across all shards of the version, run at commit."""
-        return []
+        """Checks across all shards of the version, run at commit: ids unique across shards."""
+        ids = [i for shard in summaries for i in read_parquet(fs, paths.file(shard.parquet)).column(self.id_column).to_pylist()]
+        return [self.ids_unique(ids)]
+
+    def ids_unique(self, ids: list[str]) -> CheckResult:
+        """``{id_column}s_unique_across_shards``: every id that appears again is named."""
+        seen: set[str] = set()
+        dup: list[str] = []
+        for i in ids:
+            if i in seen:
+                dup.append(i)
+            seen.add(i)
+        return CheckResult.of(f"{self.id_column}s_unique_across_shards", dup)
 
 
 def _discover() -> None:

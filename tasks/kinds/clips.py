@@ -6,7 +6,7 @@ from typing import Any
 
 from schemas.expectations import ExpectationSpec, suite_for
 from schemas.records import CLIPS_SCHEMA
-from storage.layout import VersionPaths, shard_relpath
+from storage.layout import shard_relpath
 from storage.parquet import read_parquet, write_parquet
 from tasks.kinds.base import CheckResult, RecordKind, ShardSpec, ShardSummary
 from tasks.validate import clip_checks, shard_suite
@@ -44,14 +44,3 @@ class Clips(RecordKind):
         specs = suite_for(CLIPS_SCHEMA, dataset=spec.dataset, splits=(), skeleton=None, out_hw=None)
         specs.append(ExpectationSpec("ExpectColumnValuesToBeUnique", {"column": "clip_id"}))
         return shard_suite(df, specs, spec.dataset, summary.parquet) + clip_checks(df)
-
-    def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:
-        """Clip ids unique across shards."""
-        seen: set[str] = set()
-        dup: list[str] = []
-        for shard in summaries:
-            for cid in read_parquet(fs, paths.file(shard.parquet)).column("clip_id").to_pylist():
-                if cid in seen:
-                    dup.append(cid)
-                seen.add(cid)
-        return [CheckResult.of("clip_ids_unique_across_shards", dup)]

@@ -60,16 +60,12 @@ class Samples(RecordKind):
 
     def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:
         """Sample ids unique across shards; no image in two splits."""
-        seen: set[str] = set()
-        dup: list[str] = []
+        ids: list[str] = []
         images: dict[str, set[str]] = {}
         for shard in summaries:
             t = read_parquet(fs, paths.file(shard.parquet))
-            for sid in t.column("sample_id").to_pylist():
-                if sid in seen:
-                    dup.append(sid)
-                seen.add(sid)
+            ids += t.column("sample_id").to_pylist()
             for split, image in zip(t.column("split").to_pylist(), t.column("image_path").to_pylist(), strict=True):
                 images.setdefault(image, set()).add(split)
         overlap = sorted(img for img, sp in images.items() if len(sp) > 1)
-        return [CheckResult.of("sample_ids_unique_across_shards", dup), CheckResult.of("splits_disjoint", overlap)]
+        return [self.ids_unique(ids), CheckResult.of("splits_disjoint", overlap)]
