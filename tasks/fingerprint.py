@@ -180,13 +180,15 @@ def write_digest_cache(fs: Any, path: str, cache: dict[str, list[Any]]) -> None:
     write_bytes_atomic(fs, path, json.dumps(cache, sort_keys=True, separators=(",", ":")).encode())
 
 
-def inputs_table(digests: dict[str, str | None], source_root: Path) -> pa.Table:
-    """The content digest of every referenced media file, for ``_inputs.parquet``."""
+def inputs_table(digests: dict[str, str | None], source_root: Path, cache: dict[str, list[Any]]) -> pa.Table:
+    """The content digest of every referenced media file, for ``_inputs.parquet``.
+
+    Args:
+        digests: :func:`media_digests`' result.
+        source_root: Folder the paths are relative to.
+        cache: The cache :func:`media_digests` filled: each size is the one its digest was keyed
+            by (no second ``stat``).
+    """
     paths = sorted(digests)
-    sizes = []
-    for rel in paths:
-        try:
-            sizes.append((source_root / rel).stat().st_size if digests[rel] else None)
-        except OSError:
-            sizes.append(None)
+    sizes = [cache[str(source_root / rel)][0] if digests[rel] else None for rel in paths]
     return pa.table({"path": paths, "size_bytes": sizes, "sha256": [digests[r] for r in paths]}, schema=INPUTS_SCHEMA)

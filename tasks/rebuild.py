@@ -145,6 +145,7 @@ class _Plan:
     rejects: pa.Table
     source_root: Path
     digests: dict[str, str | None]
+    digest_cache: dict[str, list[Any]]
 
 
 def check(request: RebuildRequest) -> None:
@@ -206,7 +207,7 @@ def _plan(request: RebuildRequest, source: str) -> _Plan:
     manifest_path = VersionPaths(rpath, request.dataset, version).manifest
     if fs.exists(manifest_path) and read_json(fs, manifest_path).get("validation", {}).get("success"):
         prepared.reused = True
-    return _Plan(prepared, records, rejects, source_root, digests)
+    return _Plan(prepared, records, rejects, source_root, digests, cache)
 
 
 def plan_version(request: RebuildRequest) -> Prepared:
@@ -252,7 +253,7 @@ def _prepare(request: RebuildRequest, source: str) -> Prepared:
     if fs.exists(paths.dir):  # an earlier attempt that never committed: start clean (content-addressed)
         fs.rm(paths.dir, recursive=True)
     write_parquet(fs, paths.staged("rejects-parse.parquet"), plan.rejects, REJECTS_SCHEMA)
-    write_parquet(fs, paths.staged("inputs.parquet"), inputs_table(plan.digests, plan.source_root), INPUTS_SCHEMA)
+    write_parquet(fs, paths.staged("inputs.parquet"), inputs_table(plan.digests, plan.source_root, plan.digest_cache), INPUTS_SCHEMA)
     ctx = StageContext(request.dataset, prepared.version, request.root, request.shard_size, str(plan.source_root), request.crop, request.seed, prepared.splits, prepared.skeleton)
     prepared.specs = kind.stage(plan.records, ctx)
     return prepared
