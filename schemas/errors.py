@@ -63,6 +63,14 @@ class ValidationFailedError(PosepipeError):
     """The validation gate refused a dataset version; ``LATEST`` was left untouched."""
 
 
+class VersionNotValidatedError(ValidationFailedError):
+    """A reader or a training run was pointed at a version whose gate failed (or never ran)."""
+
+
+class ShardChecksumError(StorageError):
+    """A shard's bytes (Parquet) or contents (HDF5) do not match the sha256 its manifest recorded."""
+
+
 class RejectRatioExceededError(PosepipeError):
     """More samples were rejected than the configured ``max_reject_ratio`` allows."""
 
@@ -89,6 +97,27 @@ class ExtractionError(PosepipeError):
 
 class ModelError(ExtractionError):
     """A pose model file is missing, has the wrong checksum or cannot be loaded."""
+
+
+class TrainingError(PosepipeError):
+    """Training could not start or had to stop (bad configuration, NaN loss, no checkpoint to resume)."""
+
+
+class TaskDataError(TrainingError):
+    """The dataset lacks what the training task needs (FLIC joints on COCO, no activity labels...)."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite; ``epoch`` and ``step`` say where. Nothing is registered."""
+
+    def __init__(self, message: str, hint: str = "", epoch: int = -1, step: int = -1) -> None:
+        self.epoch = epoch
+        self.step = step
+        super().__init__(message, hint)
+
+
+class ModelNotFoundError(TrainingError):
+    """The requested registered model (task, version or alias) does not exist."""
 
 
 class EvaluationInputError(PosepipeError):

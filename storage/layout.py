@@ -5,7 +5,7 @@
     {root}/datasets/{dataset}/LATEST                               the validated version readers get
     {root}/datasets/{dataset}/.lock, .lock.pid                     one rebuild of a dataset at a time
     {root}/datasets/{dataset}/{version}/{split}/part-{i:05d}.parquet   records of one shard
-    {root}/datasets/{dataset}/{version}/{split}/part-{i:05d}.h5        pixels of the same shard
+    {root}/datasets/{dataset}/{version}/_pixels/{split}/part-{i:05d}.h5   pixels of the same shard
     {root}/datasets/{dataset}/{version}/_manifest.json             written last; readers trust nothing else
     {root}/datasets/{dataset}/{version}/_rejects.parquet           every parsed input not written, with a reason
     {root}/datasets/{dataset}/{version}/_inputs.parquet            content sha256 of every referenced image/video
@@ -16,7 +16,14 @@
     {root}/raw/{dataset}/...                                       downloads and extracted trees (:class:`RawPaths`)
     {root}/keypoints/{dataset}/{run_key}/                          an extraction run (:class:`ExtractionPaths`)
     {root}/keypoints/_cache/                                       per-clip results every run shares (:func:`extraction_cache_dir`)
-    {root}/models/{task}/{model_version}/                          registered models
+    {root}/models/{task}/{model_version}/                          a registered model (:class:`ModelPaths`)
+    {root}/models/{task}/_staging/{model_version}/                 a model being trained (checkpoints survive kills)
+    {root}/models/{task}/champion, champion.history.jsonl          the promoted model and how the alias moved
+
+The records of a version are exactly ``{version}/{split}/part-*.parquet``: pixels sit under
+``_pixels/`` and every other file starts with ``_``, so ``pyarrow.dataset.dataset(version_dir)``
+and ``pandas.read_parquet(version_dir)`` (which skip ``_``/``.`` names) and the glob
+``{version_dir}/*/part-*.parquet`` (duckdb) read the records and nothing else.
 
 Paths are fsspec paths (POSIX separators, no protocol): pair them with the filesystem from
 :func:`storage.fs.filesystem`. Shard and report paths stored *inside* a version (the manifest's
@@ -41,15 +48,23 @@ RUN_RECORD = "_run.json"
 STAGING = "_staging"
 LOCK = ".lock"
 EXTRACTION_CACHE = "_cache"
+PIXELS = "_pixels"
+RECORDS_GLOB = "*/part-*.parquet"
+CHAMPION = "champion"
 
 
 def shard_relpath(split: str, index: int, suffix: str) -> str:
-    """``{split}/part-{index:05d}.{suffix}``, relative to the version folder (``suffix``: parquet, h5).
+    """A shard file relative to the version folder (``suffix``: parquet, h5).
+
+    Records are ``{split}/part-{index:05d}.parquet``; pixels go under ``_pixels/`` so that the
+    version folder reads as one Parquet dataset.
 
     Example:
-        ``shard_relpath("val", 3, "h5")`` → ``"val/part-00003.h5"``.
+        ``shard_relpath("val", 3, "parquet")`` → ``"val/part-00003.parquet"``;
+        ``shard_relpath("val", 3, "h5")`` → ``"_pixels/val/part-00003.h5"``.
     """
-    return f"{split}/part-{index:05d}.{suffix}"
+    name = f"{split}/part-{index:05d}.{suffix}"
+    return f"{PIXELS}/{name}" if suffix == "h5" else name
 
 
 def staging_relpath(name: str) -> str:
@@ -248,3 +263,56 @@ class ExtractionPaths:
     def clip_marker(self, clip_key: str) -> str:
         """``{run or cache dir}/_done/{clip_key}.json``."""
         return join(self.dir, "_done", f"{clip_key}.json")
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Every path of one registered model, ``{root}/models/{task}/{model_version}``::
+
+        model.keras           the trained Keras model (architecture + weights)
+        metrics.json          the evaluation metrics (fractions in [0, 1] unless a name says ``_px``)
+        predictions.parquet   one row per evaluated sample (sample id, predicted keypoints or scores)
+        history.json          per-epoch loss, metrics, steps/s
+        lineage.json          dataset, version, manifest sha256, code version, params, seed, libraries, times
+        plots/                loss curves, per-joint bars, confusion matrix, worst predictions
+        _manifest.json        written last: files and their sha256; the registry trusts nothing else
+
+    A model is trained in :attr:`staging` (``{root}/models/{task}/_staging/{model_version}``, with its
+    per-epoch checkpoints in ``checkpoints/``) and renamed to :attr:`dir` in one step.
+
+    Attributes:
+        root: Root path on its filesystem (no protocol).
+        task: Training task name.
+        model_version: Content-addressed model version (``m-`` + 12 hex).
+    """
+
+    root: str
+    task: str
+    model_version: str
+
+    @property
+    def dir(self) -> str:
+        return model_dir(self.root, self.task, self.model_version)
+
+    @property
+    def staging(self) -> str:
+        return join(model_dir(self.root, self.task), STAGING, self.model_version)
+
+    @property
+    def checkpoints(self) -> str:
+        """``{staging}/checkpoints``: one checkpoint per finished epoch."""
+        return join(self.staging, "checkpoints")
+
+    def file(self, name: str, staged: bool = False) -> str:
+        """``{dir}/{name}`` (or inside :attr:`staging` while training)."""
+        return join(self.staging if staged else self.dir, name)
+
+
+def champion_path(root: str, task: str) -> str:
+    """``{root}/models/{task}/champion``: the promoted model version (one line, moved atomically)."""
+    return join(model_dir(root, task), CHAMPION)
+
+
+def champion_history_path(root: str, task: str) -> str:
+    """``{root}/models/{task}/champion.history.jsonl``: every move of the alias, appended."""
+    return join(model_dir(root, task), f"{CHAMPION}.history.jsonl")
