@@ -28,6 +28,9 @@ def _quiet_environment() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # the first ephemeral server on a fresh machine creates and migrates its database before it
+    # answers (~25-40 s on 2 busy cores): Prefect's 20 s default made a fresh `make demo` fail
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     # the LocalCluster's scheduler and nannies live in this process: their INFO chatter (worker
     # registered, nanny closing...) buried the summary; warnings and errors still show
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")

@@ -61,3 +61,17 @@ def test_command_modules_use_annotated_options_only() -> None:
                     assert not (isinstance(call, ast.Attribute) and call.attr in ("Option", "Argument")), (
                         f"{path.relative_to(REPO)}:{default.lineno} declares an option as a default; use Annotated"
                     )
+
+
+def test_the_cli_gives_a_fresh_machines_first_prefect_server_time_to_migrate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's 20 s default startup timeout made the first `make demo` on a fresh machine fail."""
+    from flows.cli import _quiet_environment
+
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
+    _quiet_environment()
+    import os
+
+    assert int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]) >= 120
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "33")
+    _quiet_environment()
+    assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "33"  # a user's own setting wins
