@@ -120,6 +120,18 @@ class ModelNotFoundError(TrainingError):
     """The requested registered model (task, version or alias) does not exist."""
 
 
+class ChampionMovedError(TrainingError):
+    """The ``champion`` alias changed between reading it and moving it (another retrain promoted first).
+
+    ``expected`` is what this run compared against, ``current`` what the alias holds now.
+    """
+
+    def __init__(self, message: str, hint: str = "", expected: str | None = None, current: str | None = None) -> None:
+        self.expected = expected
+        self.current = current
+        super().__init__(message, hint)
+
+
 class EvaluationInputError(PosepipeError):
     """Ground-truth or prediction files for an evaluation are missing or have the wrong shape."""
 
