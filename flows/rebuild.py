@@ -94,7 +94,43 @@ def rebuild_flow(
     executed_on = _executed_on()
     print(f"{dataset}: {summary['version']} {'reused' if summary['reused'] else 'built'} on {executed_on}")
     _report_artifact(summary, executed_on)
+    if not summary["reused"]:
+        from prefect.events import emit_event
+
+        emit_event(**committed_event(summary, root))
     return summary
+
+
+COMMITTED_EVENT = "posepipe.dataset.committed"
+"""The Prefect event a newly committed dataset version emits (a reused version emits nothing)."""
+
+
+def committed_event(summary: dict[str, Any], root: str) -> dict[str, Any]:
+    """The :func:`prefect.events.emit_event` arguments announcing a newly committed version.
+
+    The resource is the dataset (``posepipe.dataset.{name}``) with the version as a label, so a
+    deployment trigger can match every new version of one dataset (``prefect.yaml``'s retrain
+    deployments) and pass the version on as ``{{ event.resource['posepipe.version'] }}``.
+
+    Args:
+        summary: The rebuild summary (:func:`tasks.rebuild.summary`).
+        root: The storage root the version was committed under.
+
+    Returns:
+        ``{"event", "resource", "payload"}`` (resource labels are strings, as Prefect requires).
+    """
+    dataset, version = summary["dataset"], summary["version"]
+    return {
+        "event": COMMITTED_EVENT,
+        "resource": {
+            "prefect.resource.id": f"posepipe.dataset.{dataset}",
+            "prefect.resource.name": dataset,
+            "posepipe.dataset": dataset,
+            "posepipe.version": version,
+            "posepipe.root": str(root),
+        },
+        "payload": {k: summary[k] for k in ("counts", "parsed", "written", "rejected", "validation", "location") if k in summary},
+    }
 
 
 def _executed_on() -> str:
