@@ -34,7 +34,6 @@ class AugmentConfig:
         rotation_deg: Rotation drawn uniformly in ``[-rotation_deg, rotation_deg]`` degrees...
         rotation_prob: ...with this probability (else no rotation), as in SimpleBaseline/MMPose.
         translate_frac: Maximum shift per axis as a fraction of the output width/height.
-        fill_value: Grey level of output pixels that come from outside the input.
     """
 
     flip_prob: float = 0.5
@@ -42,7 +41,6 @@ class AugmentConfig:
     rotation_deg: float = 30.0
     rotation_prob: float = 0.6
     translate_frac: float = 0.05
-    fill_value: int = 0
 
     def __post_init__(self) -> None:
         lo, hi = self.scale_range
