@@ -8,7 +8,11 @@ The project's work lives in the top-level packages ``schemas``, ``storage``, ``t
     summary = posepipe.rebuild("coco", root="/data/pp", source="/data/coco_mini")  # in this process
     posepipe.versions("/data/pp", "coco")          # manifests of the committed versions
     m = posepipe.manifest("/data/pp", "coco")      # LATEST's manifest (counts, shards, checksums)
-    posepipe.version_dir("/data/pp", "coco")       # its folder: {split}/part-*.parquet | .h5
+    posepipe.version_dir("/data/pp", "coco")       # its folder: {split}/part-*.parquet, _pixels/{split}/part-*.h5
+
+    v = posepipe.open_version("/data/pp", "coco")  # read it back (LATEST; refuses unvalidated or tampered versions)
+    v.records("val"), v.crops("val", [0, 1]), v.keypoints("val"), v.batches("train", 64)
+    posepipe.parse_dataset_ref("coco@v-0123456789ab")   # ("coco", "v-0123456789ab")
 
 ``rebuild`` runs the whole sequence in the calling process with the builtin ``map`` (no Prefect,
 no Dask); ``posepipe rebuild`` on the command line and the Prefect deployments run the same
@@ -21,6 +25,7 @@ import importlib.metadata
 from typing import Any
 
 from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED, DEFAULT_SHARD_SIZE
+from storage.reader import Batch, DatasetVersion, ShardRef, open_version, parse_dataset_ref
 from tasks.rebuild import RebuildRequest, run
 from tasks.transforms.geometry import CropConfig
 
@@ -83,4 +88,17 @@ def version_dir(root: str, dataset: str, version: str | None = None) -> str:
     return VersionPaths(filesystem(root)[1], dataset, m["version"]).dir
 
 
-__all__ = ["CropConfig", "RebuildRequest", "__version__", "manifest", "rebuild", "version_dir", "versions"]
+__all__ = [
+    "Batch",
+    "CropConfig",
+    "DatasetVersion",
+    "RebuildRequest",
+    "ShardRef",
+    "__version__",
+    "manifest",
+    "open_version",
+    "parse_dataset_ref",
+    "rebuild",
+    "version_dir",
+    "versions",
+]

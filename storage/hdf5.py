@@ -8,6 +8,11 @@ The checksum recorded for a shard is a *content* hash (sample ids, array shape a
 a file hash: libhdf5 may write uninitialised memory into the unused tail of its metadata blocks, so
 two files with identical contents are not always byte-identical (seen once in 1-vs-2-worker runs). On non-local roots the file is built locally and then
 uploaded to a temporary name and moved.
+
+Reading (:mod:`storage.reader` uses these): :func:`open_hdf5` opens a shard for reading,
+:func:`read_rows_into` copies rows into a caller's buffer one raw chunk per sample (no chunk cache,
+no filter pipeline, no per-row allocation) and :func:`stream_content_sha256` recomputes
+:func:`content_sha256` from the file chunk by chunk, never holding more than one sample.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import mmap
 import threading
 from collections.abc import Sequence
 
+import cv2
 import fsspec
 import h5py
 import numpy as np
@@ -28,6 +34,10 @@ from storage.fs import DIRECT_IO_ALIGN, _tmp_name, atomic_local_path, prefaulted
 
 IMAGES = "images"
 SAMPLE_IDS = "sample_id"
+#: File attribute naming the channel order of :data:`IMAGES` (shards are written by OpenCV: ``"BGR"``).
+COLOR_ORDER = "color_order"
+#: What files without :data:`COLOR_ORDER` hold (every shard written before the attribute existed).
+DEFAULT_COLOR_ORDER = "BGR"
 
 
 class MemoryFile(io.RawIOBase):
@@ -242,3 +252,117 @@ def read_hdf5_rows(fs: fsspec.AbstractFileSystem, path: str, rows: Sequence[int]
         raise StorageError(f"HDF5 shard not found: {path}") from exc
     except (OSError, KeyError) as exc:
         raise StorageError(f"cannot read HDF5 shard {path}: {exc}", hint="the file is corrupt; rebuild the version") from exc
+
+
+def open_hdf5(fs: fsspec.AbstractFileSystem, path: str) -> h5py.File:
+    """Open a shard for reading (local files by name, other filesystems through a file object).
+
+    The chunk cache is off: readers copy raw chunks straight into their own buffers.
+
+    Raises:
+        StorageError: Missing or unreadable file.
+    """
+    try:
+        if isinstance(fs, LocalFileSystem):
+            return h5py.File(path, "r", rdcc_nbytes=0)
+        return h5py.File(fs.open(path, "rb"), "r", rdcc_nbytes=0)
+    except FileNotFoundError as exc:
+        raise StorageError(f"HDF5 shard not found: {path}", hint="the version is incomplete; rebuild it") from exc
+    except OSError as exc:
+        raise StorageError(f"cannot read HDF5 shard {path}: {exc}", hint="the file is corrupt; rebuild the version") from exc
+
+
+def color_order(h5: h5py.File) -> str:
+    """The channel order of a shard's pixels: its :data:`COLOR_ORDER` attribute, else ``"BGR"``."""
+    value = h5.attrs.get(COLOR_ORDER, DEFAULT_COLOR_ORDER)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def one_raw_chunk_per_row(dset: h5py.Dataset) -> bool:
+    """Whether each row of ``dset`` is one unfiltered chunk (what :func:`write_hdf5_shard` writes),
+    so that a chunk's raw bytes are the row's pixels."""
+    return (
+        dset.chunks is not None
+        and dset.chunks == (1, *dset.shape[1:])
+        and dset.dtype == np.uint8
+        and dset.id.get_create_plist().get_nfilters() == 0
+    )
+
+
+def _row_scratch(nbytes: int) -> np.ndarray:
+    """This thread's reusable 1-D ``uint8`` buffer of one row (no fresh pages per call)."""
+    buf = getattr(_local, "row", None)
+    if buf is None or buf.size != nbytes:
+        buf = _local.row = np.empty(nbytes, np.uint8)
+    return buf
+
+
+def read_rows_into(dset: h5py.Dataset, rows: Sequence[int] | np.ndarray, out: np.ndarray, swap_rb: bool = False) -> np.ndarray:
+    """Copy rows of an ``(N, H, W, C) uint8`` dataset into ``out`` (``(len(rows), H, W, C) uint8``, C-contiguous).
+
+    One ``read_direct_chunk`` per row when each row is one unfiltered chunk; otherwise (other
+    writers' files) a read through libhdf5's selection machinery, one row at a time.
+
+    Args:
+        dset: The pixels dataset.
+        rows: Row indices, any order, repeats allowed.
+        out: Destination.
+        swap_rb: Swap the first and third channels (BGR ↔ RGB; ``C`` must be 3): each raw chunk is
+            read into a one-row scratch buffer and converted from there into ``out`` (one pass over
+            ``out``; converting ``out`` in place afterwards costs about twice as much).
+
+    Raises:
+        StorageError: ``out`` has the wrong shape or layout, or a row is out of range.
+    """
+    n = len(rows)
+    if out.shape != (n, *dset.shape[1:]) or out.dtype != np.uint8 or not out.flags.c_contiguous or not out.flags.writeable:
+        raise StorageError(f"output buffer {out.shape} {out.dtype} does not fit {n} rows of {dset.shape[1:]} uint8 (C-contiguous, writable)")
+    if swap_rb and (dset.ndim != 4 or dset.shape[3] != 3):
+        raise StorageError(f"cannot swap colour channels of a {dset.shape} dataset (want (N, H, W, 3))")
+    size = dset.shape[0]
+    idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if n and (idx.min() < 0 or idx.max() >= size):
+        raise StorageError(f"row out of range: shard has {size} rows, asked for {int(idx.min())}..{int(idx.max())}")
+    if one_raw_chunk_per_row(dset):
+        tail = (0,) * (dset.ndim - 1)
+        read = dset.id.read_direct_chunk
+        if swap_rb:
+            flat_row = _row_scratch(int(np.prod(dset.shape[1:])))
+            row_img = flat_row.reshape(dset.shape[1:])
+            for k, row in enumerate(idx.tolist()):
+                read((row, *tail), out=flat_row)
+                cv2.cvtColor(row_img, cv2.COLOR_BGR2RGB, dst=out[k])
+        else:
+            flat = out.reshape(n, -1)
+            for k, row in enumerate(idx.tolist()):
+                read((row, *tail), out=flat[k])
+    else:
+        for k, row in enumerate(idx.tolist()):
+            dset.read_direct(out, np.s_[row : row + 1], np.s_[k : k + 1])
+            if swap_rb:
+                cv2.cvtColor(out[k], cv2.COLOR_BGR2RGB, dst=out[k])
+    return out
+
+
+def read_sample_ids(h5: h5py.File) -> list[str]:
+    """The shard's sample ids, in row order."""
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in h5[SAMPLE_IDS][()]]
+
+
+def stream_content_sha256(h5: h5py.File, block_bytes: int = 4 << 20) -> str:
+    """:func:`content_sha256` of an open shard, read a block of rows at a time (memory: ``block_bytes``, at least one row)."""
+    dset = h5[IMAGES]
+    h = hashlib.sha256()
+    h.update("\0".join(read_sample_ids(h5)).encode())
+    h.update(repr(tuple(dset.shape)).encode())
+    n = dset.shape[0]
+    if n:
+        row_bytes = max(1, int(np.prod(dset.shape[1:])))
+        rows = max(1, min(n, block_bytes // row_bytes))
+        block = np.empty((rows, *dset.shape[1:]), np.uint8)
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            part = block[: stop - start]
+            read_rows_into(dset, np.arange(start, stop), part)
+            h.update(part.data)
+    return h.hexdigest()

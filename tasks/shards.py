@@ -20,7 +20,7 @@ from schemas.errors import RejectReason, SchemaError
 from schemas.records import PROCESSED_SAMPLES_SCHEMA, REJECTS_SCHEMA, SAMPLES_SCHEMA, conform
 from schemas.skeletons import get_skeleton
 from storage.fs import prefaulted_memory
-from storage.hdf5 import write_hdf5_shard
+from storage.hdf5 import COLOR_ORDER, write_hdf5_shard
 from storage.layout import shard_relpath, staging_relpath
 from storage.parquet import read_parquet, write_parquet
 from tasks.common import stable_hash
@@ -319,7 +319,8 @@ def process_shard(spec: ShardSpec) -> ShardSummary:
     h5_rel, pq_rel = shard_relpath(spec.split, spec.index, "h5"), shard_relpath(spec.split, spec.index, "parquet")
     out_table = _processed_table(cols, np.array(kept, dtype=np.int64), crop_boxes, kp_crop, flip, cfg, h5_rel)
     sample_ids = out_table.column("sample_id").to_pylist()
-    h5_sha = write_hdf5_shard(fs, paths.file(h5_rel), sample_ids, pixels, {"dataset": spec.dataset, "version": spec.version}, durable=False)
+    attrs = {"dataset": spec.dataset, "version": spec.version, COLOR_ORDER: "BGR"}  # decode_bgr/warp_image keep OpenCV's order
+    h5_sha = write_hdf5_shard(fs, paths.file(h5_rel), sample_ids, pixels, attrs, durable=False)  # creates _pixels/{split}/
     written, pq_sha = write_parquet(fs, paths.file(pq_rel), out_table, PROCESSED_SAMPLES_SCHEMA, durable=False)
     rejects_rel = staging_relpath(f"rejects-{spec.split}-{spec.index:05d}.parquet") if rejects else None
     if rejects_rel:
