@@ -166,6 +166,7 @@ class RejectReason(StrEnum):
     IMAGE_SIZE_INVALID = "image_size_invalid"  # annotated image width/height not positive
     IMAGE_TOO_LARGE = "image_too_large"  # annotated or real image over the per-image pixel cap
     PATH_NOT_UTF8 = "path_not_utf8"  # a file name that is not valid UTF-8 (cannot be stored or named)
+    NO_PERSON = "no_person"  # a clip of an extraction run with nobody detected in any frame (never zeros)
 
 
 class DownloadRefusedError(FetchError):

@@ -90,3 +90,43 @@ VERSION_CHECKS = ("sample_ids_unique_across_shards", "splits_disjoint")
 
 #: Semantic checks of clip shards (video datasets).
 CLIP_CHECKS = ("folds_never_cut_a_group", "one_label_index_per_label")
+
+#: Semantic checks of sequence shards (``{dataset}-keypoints``), per shard.
+SEQUENCE_CHECKS = (
+    "sequence_shape_matches",
+    "scores_in_unit_interval",
+    "found_keypoints_finite",
+    "keypoints_inside_frame",
+    "frame_indices_strictly_increasing",
+    "frame_indices_within_frames_decoded",
+    "labels_known",
+    "skeleton_images_present",
+)
+
+#: Checks across all shards of a sequence version, run at commit.
+SEQUENCE_VERSION_CHECKS = (
+    "clip_ids_unique_across_shards",
+    "one_side_per_fold",
+    "folds_never_cut_a_group",
+    "folds_never_cut_a_subject",
+    "one_label_index_per_label",
+    "one_label_per_label_index",
+    "one_skeleton_backend_model",
+)
+
+
+def sequence_expectations(schema: pa.Schema, dataset: str) -> list[ExpectationSpec]:
+    """The GX suite of a sequence shard: :func:`suite_for` plus unique ids, known labels and positive sizes.
+
+    Args:
+        schema: ``SEQUENCES_SCHEMA``.
+        dataset: Dataset name every row must carry.
+    """
+    specs = suite_for(schema, dataset=dataset, splits=(), skeleton=None, out_hw=None)
+    specs.append(ExpectationSpec("ExpectColumnValuesToBeUnique", {"column": "clip_id"}))
+    specs.append(ExpectationSpec("ExpectColumnValueLengthsToBeBetween", {"column": "label", "min_value": 1}))
+    for column in ("label_index", "pixels_row"):
+        specs.append(ExpectationSpec("ExpectColumnValuesToBeBetween", {"column": column, "min_value": 0}))
+    for column in ("num_frames", "num_people", "num_joints", "frame_width_px", "frame_height_px", "frames_decoded"):
+        specs.append(ExpectationSpec("ExpectColumnValuesToBeBetween", {"column": column, "min_value": 1}))
+    return specs

@@ -107,6 +107,61 @@ KEYPOINTS_SCHEMA = pa.schema(
     metadata={"posepipe.record": "keypoints", "posepipe.schema_version": SCHEMA_VERSION},
 )
 
+#: A clip of a finished extraction run, as the ``{dataset}-keypoints`` adapters parse it: the clip's
+#: record from the run plus where its keypoint rows are (what a sequence shard is built from).
+SEQUENCE_SOURCES_SCHEMA = pa.schema(
+    list(CLIPS_SCHEMA)
+    + [
+        pa.field("frame_width_px", pa.int32(), nullable=True, metadata={"doc": "decoded frame size (the run's shard summary)"}),
+        pa.field("frame_height_px", pa.int32(), nullable=True),
+        pa.field("frame_indices", pa.list_(pa.int32()), nullable=False, metadata={"doc": "(T,) frames of the sequence, as the run sampled them"}),
+        pa.field("keypoints_file", pa.string(), nullable=False, metadata={"doc": "the run's part file holding the clip's rows, relative to the run"}),
+        pa.field("keypoints_rows", pa.int32(), nullable=False, metadata={"doc": "rows of the clip in keypoints_file"}),
+        pa.field("clip_key", pa.string(), nullable=True, metadata={"doc": "the extraction's per-clip key (video content + model + params)"}),
+        pa.field("skeleton", pa.string(), nullable=True),
+        pa.field("backend", pa.string(), nullable=True),
+        pa.field("model_sha256", pa.string(), nullable=True),
+        pa.field("build_params", pa.string(), nullable=False, metadata={"doc": "JSON: the adapter's sequence parameters (same on every row)"}),
+    ],
+    metadata={"posepipe.record": "sequence_sources", "posepipe.schema_version": SCHEMA_VERSION},
+)
+
+#: One row per clip of a sequence dataset (``posepipe rebuild NAME-keypoints --from-extract RUN``).
+SEQUENCES_SCHEMA = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("label_index", pa.int32(), nullable=False),
+        pa.field("group", pa.string(), nullable=True, metadata={"doc": "what splits must not cut across"}),
+        pa.field("subject", pa.string(), nullable=True),
+        pa.field("folds", pa.map_(pa.string(), pa.string()), nullable=True, metadata={"doc": "fold name -> train/test"}),
+        pa.field("video_path", pa.string(), nullable=False),
+        pa.field("fps", pa.float32(), nullable=True),
+        pa.field("frames_decoded", pa.int32(), nullable=True),
+        pa.field("frame_width_px", pa.int32(), nullable=False),
+        pa.field("frame_height_px", pa.int32(), nullable=False),
+        pa.field("frame_indices", pa.list_(pa.int32()), nullable=False, metadata={"doc": "(T,) source frame of each time step"}),
+        pa.field("num_frames", pa.int32(), nullable=False, metadata={"doc": "T"}),
+        pa.field("num_people", pa.int32(), nullable=False, metadata={"doc": "M: tracks kept (<= max_people)"}),
+        pa.field("num_joints", pa.int32(), nullable=False, metadata={"doc": "J"}),
+        pa.field(
+            "sequence", pa.list_(pa.float32()), nullable=False,
+            metadata={"doc": "(T, M, J, 3) x_px, y_px, score, flat in C order; NaN x/y and score 0 where unknown"},
+        ),
+        pa.field("track_scores", pa.list_(pa.float32()), nullable=False, metadata={"doc": "(M,) summed joint score of each kept track"}),
+        pa.field("people_max", pa.int32(), nullable=False, metadata={"doc": "most people detected in one frame"}),
+        pa.field("frames_with_person", pa.int32(), nullable=False),
+        pa.field("skeleton", pa.string(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),
+        pa.field("model_sha256", pa.string(), nullable=False),
+        pa.field("pixels_file", pa.string(), nullable=False, metadata={"doc": "HDF5 of the skeleton images, relative to the version"}),
+        pa.field("pixels_row", pa.int32(), nullable=False, metadata={"doc": "row of the composite skeleton image in images"}),
+        pa.field("frames_offset", pa.int64(), nullable=True, metadata={"doc": "first row of the clip's T per-frame images in frames"}),
+    ],
+    metadata={"posepipe.record": "sequences", "posepipe.schema_version": SCHEMA_VERSION},
+)
+
 #: Every parsed input that did not reach a shard.
 REJECTS_SCHEMA = pa.schema(
     [
@@ -134,6 +189,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "processed_samples": PROCESSED_SAMPLES_SCHEMA,
     "clips": CLIPS_SCHEMA,
     "keypoints": KEYPOINTS_SCHEMA,
+    "sequence_sources": SEQUENCE_SOURCES_SCHEMA,
+    "sequences": SEQUENCES_SCHEMA,
     "rejects": REJECTS_SCHEMA,
 }
 

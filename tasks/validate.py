@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from schemas.expectations import ExpectationSpec
+from schemas.expectations import SEQUENCE_CHECKS, ExpectationSpec
 from schemas.skeletons import get_skeleton
 from tasks.kinds.base import CheckResult
 
@@ -191,3 +192,120 @@ def render_html(report: dict[str, Any], title: str) -> str:
         + "".join(rows)
         + "</table></body></html>\n"
     )
+
+
+#: Keypoints of a sequence may lie this far outside the frame (pixel centres run from -0.5 to W - 0.5).
+FRAME_TOLERANCE_PX = 2.0
+
+
+class SequenceShardChecks:
+    """Semantic checks of a sequence shard, fed one row group at a time (memory: one row group).
+
+    Feed every :class:`pyarrow.Table` of the shard's rows (``SEQUENCES_SCHEMA``) to :meth:`add`, then
+    :meth:`results` gives :data:`schemas.expectations.SEQUENCE_CHECKS`, in that order. A failing
+    clip is named by its id.
+    """
+
+    def __init__(self, pixel_ids: list[str], tolerance_px: float = FRAME_TOLERANCE_PX) -> None:
+        self.pixel_ids = pixel_ids
+        self.tolerance_px = tolerance_px
+        self.bad: dict[str, list[str]] = {name: [] for name in ("shape", "scores", "finite", "inside", "increasing", "within", "labels", "pixels")}
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        """Check one batch of rows."""
+        for row in table.to_pylist():
+            self._row(row)
+            self.rows += 1
+
+    def _row(self, row: dict[str, Any]) -> None:
+        cid = row["clip_id"]
+        t, m, j = row["num_frames"], row["num_people"], row["num_joints"]
+        frames = np.asarray(row["frame_indices"], np.int64)
+        seq = np.asarray(row["sequence"], np.float32)
+        sk_joints = None
+        try:
+            sk_joints = get_skeleton(row["skeleton"]).num_joints
+        except Exception:  # noqa: BLE001 - an unknown skeleton fails the shape check
+            sk_joints = -1
+        if seq.size != t * m * j * 3 or len(frames) != t or j != sk_joints:
+            self.bad["shape"].append(cid)
+            return
+        seq = seq.reshape(t, m, j, 3)
+        score = seq[..., 2]
+        if not (np.isfinite(score).all() and (score >= 0).all() and (score <= 1).all()):
+            self.bad["scores"].append(cid)
+        xy = seq[..., :2]
+        finite = np.isfinite(xy).all(axis=-1)
+        if ((np.nan_to_num(score) > 0) & ~finite).any():
+            self.bad["finite"].append(cid)
+        pts = xy[finite]
+        w, h, tol = row["frame_width_px"], row["frame_height_px"], self.tolerance_px
+        if len(pts) and (w is None or h is None or (pts[:, 0] < -0.5 - tol).any() or (pts[:, 1] < -0.5 - tol).any()
+                         or (pts[:, 0] > w - 0.5 + tol).any() or (pts[:, 1] > h - 0.5 + tol).any()):  # fmt: skip
+            self.bad["inside"].append(cid)
+        if len(frames) > 1 and not (np.diff(frames) > 0).all():
+            self.bad["increasing"].append(cid)
+        decoded = row["frames_decoded"]
+        if len(frames) and (frames.min() < 0 or decoded is None or frames.max() >= decoded):
+            self.bad["within"].append(cid)
+        if not row["label"] or row["label_index"] is None or row["label_index"] < 0:
+            self.bad["labels"].append(cid)
+        r = row["pixels_row"]
+        if r is None or not 0 <= r < len(self.pixel_ids) or self.pixel_ids[r] != cid:
+            self.bad["pixels"].append(cid)
+
+    def results(self) -> list[CheckResult]:
+        """One result per :data:`schemas.expectations.SEQUENCE_CHECKS`."""
+        pixels = self.bad["pixels"] or ([f"{self.rows} rows but {len(self.pixel_ids)} skeleton images"] if len(self.pixel_ids) != self.rows else [])
+        names = ("shape", "scores", "finite", "inside", "increasing", "within", "labels")
+        return [CheckResult.of(n, self.bad[k]) for n, k in zip(SEQUENCE_CHECKS[:-1], names, strict=True)] + [CheckResult.of(SEQUENCE_CHECKS[-1], pixels)]
+
+
+class SequenceVersionChecks:
+    """Checks across every shard of a sequence version, fed the small columns shard by shard.
+
+    Columns needed: ``clip_id``, ``group``, ``subject``, ``folds``, ``label``, ``label_index``,
+    ``skeleton``, ``backend``, ``model_sha256``. Gives :data:`schemas.expectations.SEQUENCE_VERSION_CHECKS`.
+    Memory: a few small values per clip (ids and folds), never a sequence.
+    """
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.dup: list[str] = []
+        self.sides: dict[tuple[str, str], set[str]] = {}
+        self.group_sides: dict[tuple[str, str, str], set[str]] = {}
+        self.labels: dict[str, set[int]] = {}
+        self.indices: dict[int, set[str]] = {}
+        self.models: set[tuple[str, str, str]] = set()
+
+    def add(self, table: pa.Table) -> None:
+        """Account one shard's rows."""
+        for row in table.to_pylist():
+            cid = row["clip_id"]
+            if cid in self.ids:
+                self.dup.append(cid)
+            self.ids.add(cid)
+            for fold, side in row["folds"] or []:
+                self.sides.setdefault((cid, fold), set()).add(side)
+                for what in ("group", "subject"):
+                    if row[what] is not None:
+                        self.group_sides.setdefault((what, fold, row[what]), set()).add(side)
+            self.labels.setdefault(row["label"], set()).add(row["label_index"])
+            self.indices.setdefault(row["label_index"], set()).add(row["label"])
+            self.models.add((row["skeleton"], row["backend"], row["model_sha256"]))
+
+    def results(self) -> list[CheckResult]:
+        """One result per :data:`schemas.expectations.SEQUENCE_VERSION_CHECKS`."""
+        two_sides = sorted(f"{cid}:{fold}" for (cid, fold), s in self.sides.items() if len(s) > 1)
+        cut = {what: sorted(f"{fold}:{g}" for (w, fold, g), s in self.group_sides.items() if w == what and len(s) > 1) for what in ("group", "subject")}
+        models = [] if len(self.models) <= 1 else [f"{sk}/{be}/{ms[:12]}" for sk, be, ms in sorted(self.models)]
+        return [
+            CheckResult.of("clip_ids_unique_across_shards", self.dup),
+            CheckResult.of("one_side_per_fold", two_sides),
+            CheckResult.of("folds_never_cut_a_group", cut["group"]),
+            CheckResult.of("folds_never_cut_a_subject", cut["subject"]),
+            CheckResult.of("one_label_index_per_label", sorted(k for k, v in self.labels.items() if len(v) > 1)),
+            CheckResult.of("one_label_per_label_index", sorted(str(k) for k, v in self.indices.items() if len(v) > 1)),
+            CheckResult.of("one_skeleton_backend_model", models),
+        ]

@@ -158,6 +158,7 @@ def extract_clip(
     chunk_frames: int = 32,
     prefetch: int = 1,
     grouper: ThreadPoolExecutor | None = None,
+    batch: int | None = None,
 ) -> ClipResult:
     """Extract one clip; a bad clip becomes a reject, never an exception.
 
@@ -169,6 +170,8 @@ def extract_clip(
             frames alive at once).
         prefetch: Chunks decoded ahead of inference.
         grouper: Thread pool for ``group`` (one is made if None).
+        batch: Frames per ``infer`` call (None: the backend's default, see
+            :meth:`~tasks.keypoints.api.PoseEstimator.choose_batch`).
 
     Returns:
         A :class:`ClipResult`.
@@ -184,7 +187,7 @@ def extract_clip(
         selector = reader.selector(sampling, clip.clip_id)
         indices: list[int] = []
         futures: list[Future[FramePoses]] = []
-        step = max(1, int(estimator.max_batch))
+        step = estimator.choose_batch(batch)
         stream = _prefetch(reader.chunks(selector), prefetch)
         while True:
             t0 = time.perf_counter()
@@ -271,6 +274,9 @@ class ExtractShardSummary:
         part_sha256: sha256 of the part file.
         seconds: Wall time of this call.
         timings_s: Summed ``decode``/``infer``/``group``/``write`` seconds of clips run now.
+        clip_frame_hw: Extracted clip id -> decoded frame ``[height, width]`` in pixels (what a
+            sequence dataset checks coordinates against and PYSKL calls ``img_shape``).
+        clip_keys: Extracted clip id -> its clip key (the content identity of its keypoints).
     """
 
     index: int
@@ -284,6 +290,8 @@ class ExtractShardSummary:
     part_sha256: str = ""
     seconds: float = 0.0
     timings_s: dict[str, float] = field(default_factory=dict)
+    clip_frame_hw: dict[str, list[int]] = field(default_factory=dict)
+    clip_keys: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -332,6 +340,7 @@ def extract_shard(
     """
     t_start = time.perf_counter()
     est = estimator or load_estimator(spec.backend)
+    est.choose_batch(spec.batch)  # a batch the model cannot run is the request's error, not every clip's reject
     store = RunStore(spec.run_dir)
     cache = RunStore(spec.cache_dir) if spec.cache_dir else store
     summary = ExtractShardSummary(index=spec.index, clips=len(spec.clips))
@@ -348,12 +357,12 @@ def extract_shard(
                 if on_clip:
                     on_clip(clip.clip_id, {"status": "rejected", "reason": str(RejectReason.VIDEO_MISSING)})
                 continue
-            key = clip_key(vsha, est.name, est.model_sha256, spec.backend, spec.sampling)
+            key = clip_key(vsha, est.name, est.model_sha256, spec.backend, spec.sampling, est.graph_revision)
             marker = cache.marker(key)
             if marker is not None:
                 summary.resumed += 1
             else:
-                result = extract_clip(est, clip, spec.sampling, spec.chunk_frames, grouper=pool)
+                result = extract_clip(est, clip, spec.sampling, spec.chunk_frames, grouper=pool, batch=spec.batch)
                 t0 = time.perf_counter()
                 marker = {"clip_key": key, "clip_id": text_of(clip.clip_id), "video_sha256": vsha, "frames": result.frames,
                           "people": result.people, "frame_hw": list(result.frame_hw), "timings_s": result.timings_s}  # fmt: skip
@@ -378,6 +387,8 @@ def extract_shard(
                 row.update({k: v for k, v in clip.record.items() if k in CLIPS_SCHEMA.names and k not in _MEASURED})
                 row["clip_id"], row["dataset"] = clip_id, row.get("dataset") or spec.dataset
                 clip_rows.append(_text_row(row))
+                summary.clip_frame_hw[clip_id] = [int(v) for v in marker.get("frame_hw") or (0, 0)]
+                summary.clip_keys[clip_id] = key
                 summary.extracted += 1
                 summary.frames += int(marker["frames"])
                 summary.people += int(marker["people"])
