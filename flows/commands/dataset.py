@@ -48,6 +48,7 @@ def rebuild(
     source: Annotated[str | None, typer.Option(help="folder in the dataset's published layout; omit to fetch")] = None,
     root: Annotated[str | None, typer.Option(help="storage root (path or fsspec URL) [env POSEPIPE_ROOT]")] = None,
     param: AdapterParamOption = None,
+    from_extract: Annotated[str | None, typer.Option(help="NAME-keypoints: the extraction run (folder or run key) to build sequences from")] = None,
     size: Annotated[str, typer.Option(help="crop size HEIGHTxWIDTH")] = "256x192",
     seed: Annotated[int | None, typer.Option(help="run seed")] = None,
     shard_size: Annotated[int | None, typer.Option(help="samples per shard")] = None,
@@ -67,6 +68,12 @@ def rebuild(
 
     overrides = {"root": root, "seed": seed, "shard_size": shard_size, "workers": workers, "dask_address": dask_address, "max_reject_ratio": max_reject_ratio}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    if from_extract is not None:
+        from tasks.datasets.keypoints import resolve_run
+
+        if source is not None:
+            raise ConfigError("give --source or --from-extract, not both", hint="--from-extract RUN is the source of a NAME-keypoints dataset")
+        source = resolve_run(dataset, settings.root, from_extract)
     h, w = parse_size(size)
     crop = CropConfig(out_height_px=h, out_width_px=w)
     request = RebuildRequest(dataset, settings.root, source, parse_kv(param), crop, settings.seed, settings.shard_size, settings.max_reject_ratio, mirror, manual_dir)

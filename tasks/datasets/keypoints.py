@@ -217,3 +217,24 @@ class MHADKeypoints(ClipKeypoints):
     clip_dataset: ClassVar[str] = "mhad"
     description: ClassVar[str] = "Berkeley MHAD keypoint sequences from a posepipe extraction run."
     fold_hint: ClassVar[str] = "subject (subjects 1-7 train, 8-12 test)"
+
+
+def resolve_run(dataset: str, root: str, run: str) -> str:
+    """The run folder ``--from-extract RUN`` names: a folder, or a run key under ``{root}/keypoints/{clip dataset}/``.
+
+    Raises:
+        ConfigError: ``dataset`` is not a ``NAME-keypoints`` dataset.
+        SourceError: Neither a folder nor a run key of that dataset.
+    """
+    from storage.layout import extraction_dir
+    from tasks.datasets import get_adapter
+
+    adapter = get_adapter(dataset)
+    if not isinstance(adapter, ClipKeypoints):
+        raise ConfigError(f"--from-extract builds a keypoint sequence dataset; {dataset} is not one", hint="use ucf101-keypoints, ucf11-keypoints or mhad-keypoints")
+    if Path(run).is_dir():
+        return str(Path(run).resolve())
+    by_key = Path(extraction_dir(root, adapter.clip_dataset, run))
+    if by_key.is_dir():
+        return str(by_key.resolve())
+    raise SourceError(f"no extraction run {run!r} (neither a folder nor a run key under {by_key.parent})", hint=f"`ls {by_key.parent}` lists the runs of {adapter.clip_dataset}")

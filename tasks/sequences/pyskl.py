@@ -67,3 +67,40 @@ def splits_of(folds: Iterable[tuple[str, Mapping[str, str] | Iterable[tuple[str,
         for fold, side in items:
             out.setdefault(split_name(str(fold), str(side)), []).append(clip_id)
     return dict(sorted(out.items()))
+
+
+def pyskl_payload(clips: Iterable[Any]) -> dict[str, Any]:
+    """``{"split": ..., "annotations": [...]}`` of :class:`tasks.sequences.read.ClipSequence` items, in their order."""
+    annotations, folds = [], []
+    for c in clips:
+        annotations.append(annotation(c.clip_id, c.label_index, c.frame_hw, c.sequence))
+        folds.append((c.clip_id, c.folds))
+    return {"split": splits_of(folds), "annotations": annotations}
+
+
+def write_pyskl(root: str, dataset: str, out_path: str, version: str | None = None) -> dict[str, Any]:
+    """Write a validated sequence version as a PYSKL/MMAction2 annotation pickle (atomically).
+
+    The pickle is one object, as PYSKL loads it (``mmcv.load`` / ``pickle.load``): it holds every
+    clip's keypoints at once (UCF101's 13,320 clips: about 2 GB at 2 people, 18 joints); the
+    version is read clip by clip while it is built.
+
+    Args:
+        root: Storage root.
+        dataset: A ``NAME-keypoints`` dataset.
+        out_path: Local ``.pkl`` to write.
+        version: Version id (default ``LATEST``).
+
+    Returns:
+        ``{"version", "clips", "splits": {name: count}, "path"}``.
+    """
+    import pickle
+
+    from storage.fs import atomic_local_path
+    from tasks.sequences.read import open_sequences
+
+    v = open_sequences(root, dataset, version)
+    payload = pyskl_payload(v.clips())
+    with atomic_local_path(out_path) as tmp, open(tmp, "wb") as fh:
+        pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return {"version": v.version, "clips": len(payload["annotations"]), "splits": {k: len(ids) for k, ids in payload["split"].items()}, "path": out_path}
