@@ -417,3 +417,84 @@ def test_pose_mlp_beats_the_majority_baseline(mpii_version: Any, tmp_path: Path)
     m = task.evaluate(preds, mpii_version, held, p, str(tmp_path))
     assert m["baseline_majority"]["macro_f1"] == pytest.approx(0.1)
     assert m["accuracy"] >= 0.75 and m["macro_f1"] >= 0.7, m
+
+
+# --------------------------------------------------------------------------------------------------
+# predict(): frames from network output back to original image pixels (an oracle "model")
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flic_version(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """FLIC's on-disk format (tests.datasets.fakes_flic) with blank 720x480 frames: 12 train, 4 test."""
+    import cv2
+
+    import posepipe
+    from storage.reader import open_version
+    from tasks.transforms.geometry import CropConfig
+    from tests.datasets.fakes_flic import write_fake_flic
+
+    base = tmp_path_factory.mktemp("flic_fake")
+    fake = write_fake_flic(base / "src", n=16)
+    for name in fake.filepaths:
+        cv2.imwrite(str(base / "src" / "images" / name), np.full((480, 720, 3), 90, np.uint8))
+    summary = posepipe.rebuild("flic", root=str(base / "root"), source=str(base / "src"), crop=CropConfig(out_height_px=64, out_width_px=64))
+    assert summary["validation"] == "passed" and summary["counts"] == {"test": 4, "train": 12}
+    return open_version(str(base / "root"), "flic")
+
+
+class OracleModel:
+    """Answers each batch with the targets the input pipeline encodes for it (what a perfect model outputs)."""
+
+    def __init__(self, version: Any, split: str, spec: Any, batch_size: int, take: Any) -> None:
+        from tasks.training.data import iterate_numpy
+
+        self.outputs = [take(y) for _ids, _x, y in iterate_numpy(version, split, spec, batch_size)]
+        self.weights = [y for _ids, _x, y in iterate_numpy(version, split, spec, batch_size)]
+
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        out = self.outputs.pop(0)
+        assert len(out) == len(x)
+        return out
+
+
+def test_flic_regression_predictions_map_back_to_image_pixels(flic_version: Any, tmp_path: Path) -> None:
+    task = get_task("flic-regression")
+    p = task.params({})
+    task.check_dataset(flic_version, p)
+    assert task.splits(flic_version, p) == ("train", "test")
+    spec = task.target_spec(flic_version, p)
+    oracle = OracleModel(flic_version, "test", spec, p["batch_size"], lambda y: y[..., :2])
+    weight = np.concatenate([y[..., 2] for y in oracle.weights]) > 0  # joints inside the crop
+    preds = task.predict(oracle, flic_version, "test", spec, p)
+    assert preds.num_rows == 4 and preds.column("skeleton").to_pylist() == ["flic7"] * 4
+    records = flic_version.records("test")
+    gt29 = np.asarray(records.column("keypoints_xy_px").to_pylist(), np.float32)
+    vis29 = np.asarray(records.column("keypoints_visibility").to_pylist(), np.int8)
+    gt7, _ = convert_keypoints(gt29, vis29, "flic29", "flic7")
+    image_xy = np.asarray(preds.column("keypoints_xy_px").to_pylist(), np.float32)
+    np.testing.assert_allclose(image_xy[weight], gt7[weight], atol=0.01)
+    crop_xy = np.asarray(preds.column("keypoints_crop_xy_px").to_pylist(), np.float32)
+    crop_gt, _ = convert_keypoints(np.asarray(records.column("keypoints_crop_xy_px").to_pylist(), np.float32), vis29, "flic29", "flic7")
+    np.testing.assert_allclose(crop_xy[weight], crop_gt[weight], atol=0.01)
+    m = task.evaluate(preds, flic_version, "test", p, str(tmp_path))
+    assert m["num_samples"] == 4 and m["pck@0.2"]["mean"] == pytest.approx(weight.sum() / weight.size)
+
+
+def test_pose_heatmap_predictions_map_back_to_image_pixels(mpii_version: Any, tmp_path: Path) -> None:
+    task = get_task("pose-heatmap")
+    p = task.params({})
+    spec = task.target_spec(mpii_version, p)
+    oracle = OracleModel(mpii_version, "valid", spec, p["batch_size"], lambda y: y[..., : y.shape[-1] // 2])
+    preds = task.predict(oracle, mpii_version, "valid", spec, p)
+    gt = np.asarray(mpii_version.records("valid").column("keypoints_xy_px").to_pylist(), np.float32)
+    image_xy = np.asarray(preds.column("keypoints_xy_px").to_pylist(), np.float32)
+    crop_gt = np.asarray(mpii_version.records("valid").column("keypoints_crop_xy_px").to_pylist(), np.float32)
+    inner = ((crop_gt > 8) & (crop_gt < 56)).all(axis=-1)  # 2+ heatmap px inside the 64x64 crop
+    err = np.abs(image_xy - gt).max(axis=-1)
+    # DARK on the exact Gaussian targets: < 0.1 px away from the border (a Gaussian cut by the border biases it)
+    assert inner.mean() > 0.6 and err[inner].max() < 0.1 and err.max() < 2.0
+    scores = np.asarray(preds.column("keypoint_scores").to_pylist(), np.float32)
+    assert scores.shape == (16, 16) and scores.min() > 0.5
+    m = task.evaluate(preds, mpii_version, "valid", p, str(tmp_path))
+    assert m["mpii_pckh"]["pckh@0.5"]["Mean"] == pytest.approx(100.0) and m["pck@0.2_torso"]["mean"] == 1.0
