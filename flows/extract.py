@@ -66,17 +66,19 @@ def scheduled_extract(
     sampling: dict[str, Any] | None = None,
     adapter_params: dict[str, Any] | None = None,
     shard_size: int = 100,
+    batch: int | None = None,
 ) -> dict[str, Any]:
     """Deployment entry point (prefect.yaml): extract a clip dataset, resuming whatever is done.
 
     Root and execution (``POSEPIPE_ROOT``, ``POSEPIPE_DASK_ADDRESS`` or ``POSEPIPE_WORKERS`` and
     ``POSEPIPE_THREADS_PER_WORKER``) come from the worker's environment at run time. ``sampling`` holds
-    :class:`~tasks.video.sampling.SamplingSpec` fields (``{"mode": "every_k", "k": 5}``).
+    :class:`~tasks.video.sampling.SamplingSpec` fields (``{"mode": "every_k", "k": 5}``); ``batch``
+    is the frames per network call (None: the backend's default; results do not depend on it).
     """
     from tasks.video.sampling import SamplingSpec
 
     settings = Settings()
-    plan = plan_dataset(dataset, Path(source), settings.root, BackendSpec.create(backend, model), SamplingSpec(**(sampling or {})), fold, part, adapter_params, shard_size)
+    plan = plan_dataset(dataset, Path(source), settings.root, BackendSpec.create(backend, model), SamplingSpec(**(sampling or {})), fold, part, adapter_params, shard_size, batch=batch)
     print(f"{dataset}: {plan.clips} clips in {len(plan.shards)} shards -> {plan.run_dir}")
     manifest = run_extract(plan.shards, plan.run_dir, plan.request, settings.workers, settings.dask_address, settings.threads_per_worker)
     print(f"{dataset}: {manifest['totals']['extracted']} of {manifest['totals']['clips']} clips extracted, rejects {manifest['totals'].get('rejected') or {}}")

@@ -39,6 +39,10 @@ DaskAddress = Annotated[
 Threads = Annotated[
     int | None, typer.Option(help="threads per LocalCluster worker (env POSEPIPE_THREADS_PER_WORKER)")
 ]
+Batch = Annotated[
+    int | None,
+    typer.Option(min=1, help="frames per network call (default: the backend's, 8 for batch-exact graphs); results do not depend on it"),
+]
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -92,6 +96,7 @@ def extract_clips(
     seed: Seed = 0,
     shard_size: ShardSize = 100,
     chunk_frames: ChunkFrames = 32,
+    batch: Batch = None,
     workers: Workers = None,
     dask_address: DaskAddress = None,
     threads_per_worker: Threads = None,
@@ -100,7 +105,7 @@ def extract_clips(
     settings = _settings(root=root, workers=workers, dask_address=dask_address, threads_per_worker=threads_per_worker)
     _extract_dataset(
         settings, dataset, source, fold, part, parse_kv(param), backend, model,
-        sample, k, fps, num_frames, seed, shard_size, chunk_frames,
+        sample, k, fps, num_frames, seed, shard_size, chunk_frames, batch,
     )  # fmt: skip
 
 
@@ -119,6 +124,7 @@ def extract_ucf101(
     seed: Seed = 0,
     shard_size: ShardSize = 100,
     chunk_frames: ChunkFrames = 32,
+    batch: Batch = None,
     workers: Workers = None,
     dask_address: DaskAddress = None,
     threads_per_worker: Threads = None,
@@ -127,7 +133,7 @@ def extract_ucf101(
     settings = _settings(root=root, workers=workers, dask_address=dask_address, threads_per_worker=threads_per_worker)
     _extract_dataset(
         settings, "ucf101", source, f"split{split}", part, {"require_videos": True}, backend, model,
-        sample, k, fps, num_frames, seed, shard_size, chunk_frames,
+        sample, k, fps, num_frames, seed, shard_size, chunk_frames, batch,
     )  # fmt: skip
 
 
@@ -147,6 +153,7 @@ def _extract_dataset(
     seed: int,
     shard_size: int,
     chunk_frames: int,
+    batch: int | None = None,
 ) -> None:
     """What ``extract clips`` and ``extract ucf101`` both do, from their options on.
 
@@ -156,7 +163,7 @@ def _extract_dataset(
     from tasks.extract.plan import BackendSpec, plan_dataset, sampling_from_options
 
     sampling = sampling_from_options(sample, k, fps, num_frames, seed)
-    plan = plan_dataset(dataset, source, settings.root, BackendSpec.create(backend, model), sampling, fold, part, adapter_params, shard_size, chunk_frames)  # fmt: skip
+    plan = plan_dataset(dataset, source, settings.root, BackendSpec.create(backend, model), sampling, fold, part, adapter_params, shard_size, chunk_frames, batch)  # fmt: skip
     from flows.extract import run_extract  # Prefect only once there is work to run
 
     typer.echo(f"{plan.clips} clips in {len(plan.shards)} shards -> {plan.run_dir} ({plan.rejected_at_parse} listed clips rejected at parse)")  # fmt: skip
@@ -177,6 +184,7 @@ def extract_video(
     num_frames: NumFrames = None,
     seed: Seed = 0,
     chunk_frames: ChunkFrames = 32,
+    batch: Batch = None,
     overlay: Annotated[Path | None, typer.Option(help="write the first video with skeletons drawn (.mp4)")] = None,
     openpose_json: Annotated[Path | None, typer.Option(help="folder for OpenPose per-frame JSON")] = None,
     skeleton_h5: Annotated[Path | None, typer.Option(help="HDF5 file of skeleton images")] = None,
@@ -189,9 +197,10 @@ def extract_video(
     from tasks.extract.worker import extract_local
 
     spec = BackendSpec.create(backend, model)
-    plan = plan_videos(files, _settings(root=root).root, spec, sampling_from_options(sample, k, fps, num_frames, seed), chunk_frames)  # fmt: skip
+    plan = plan_videos(files, _settings(root=root).root, spec, sampling_from_options(sample, k, fps, num_frames, seed), chunk_frames, batch)  # fmt: skip
     t0 = time.perf_counter()
     estimator = load_estimator(spec)
+    estimator.choose_batch(batch)  # refuse a batch the model cannot run before any clip
     t_model = time.perf_counter() - t0
     t0 = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as progress:
@@ -210,6 +219,7 @@ def extract_images(
     backend: Backend = "tf-openpose",
     model: Model = None,
     gt: Annotated[Path | None, typer.Option(help="COCO GT json: image ids by file name (default: ids from the names)")] = None,
+    batch: Batch = None,
 ) -> None:
     """Extract keypoints from images (batched as the backend allows) and write COCO results JSON."""
     from rich.progress import Progress
@@ -221,9 +231,10 @@ def extract_images(
     files = image_files(paths)
     image_ids = resolve_image_ids(files, gt)  # before inference: nothing computed is thrown away
     estimator = load_estimator(BackendSpec.create(backend, model))
+    estimator.choose_batch(batch)
     with Progress() as progress:
         bar = progress.add_task("images", total=len(files))
-        result = run_images(files, estimator, image_ids, on_batch=lambda n: progress.advance(bar, n))
+        result = run_images(files, estimator, image_ids, on_batch=lambda n: progress.advance(bar, n), batch=batch)
     results_path, sidecar, detections = write_coco_outputs(result, estimator.skeleton, coco_json)
     _images_summary(len(files), result, detections, results_path, sidecar)
 

@@ -149,8 +149,9 @@ def extract_images(
     estimator: PoseEstimator,
     image_ids: dict[str, int],
     on_batch: Callable[[int], None] | None = None,
+    batch: int | None = None,
 ) -> ImagesResult:
-    """Read images in batches of ``estimator.max_batch`` and find their people.
+    """Read images in batches (``batch``, default the backend's) and find their people.
 
     A file that cannot be read is a failure with its reason; the others go on.
 
@@ -159,6 +160,8 @@ def extract_images(
         estimator: Pose backend.
         image_ids: From :func:`resolve_image_ids` (every file has one).
         on_batch: Called with the number of files of each batch done (progress bars).
+        batch: Images per network call (see :meth:`~tasks.keypoints.api.PoseEstimator.choose_batch`);
+            results do not depend on it.
 
     Returns:
         The :class:`ImagesResult`.
@@ -167,22 +170,22 @@ def extract_images(
 
     result = ImagesResult(image_ids=dict(image_ids))
     t0 = time.perf_counter()
-    step = max(1, int(estimator.max_batch))
+    step = estimator.choose_batch(batch)
     for i in range(0, len(files), step):
-        batch = files[i : i + step]
+        chunk = files[i : i + step]
         good = []
-        for f in batch:
+        for f in chunk:
             try:
                 good.append((f.name, read_image_bgr(f)))
             except ImageReadError as exc:
                 result.failures[f.name] = str(exc.reason)
                 result.details[f.name] = text_of(exc.detail)
-        for (name, image), poses in zip(good, estimator.predict([im for _, im in good]), strict=True):
+        for (name, image), poses in zip(good, estimator.predict([im for _, im in good], batch=step), strict=True):
             result.found.append((name, poses))
             result.sizes_wh[name] = (int(image.shape[1]), int(image.shape[0]))
             result.people += poses.num_people
         if on_batch:
-            on_batch(len(batch))
+            on_batch(len(chunk))
     result.seconds = time.perf_counter() - t0
     return result
 

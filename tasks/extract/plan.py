@@ -92,7 +92,11 @@ class BackendSpec:
             if self.model_path and Path(self.model_path).is_file()
             else self.model_path
         )
-        return {"backend": self.name, "model": model, "options": dict(self.options)}
+        from tasks.keypoints import expected_graph_revision
+
+        described = {"backend": self.name, "model": model, "options": dict(self.options)}
+        revision = expected_graph_revision(self.name, dict(self.options))
+        return {**described, "graph": revision} if revision else described
 
 
 _BACKENDS: dict[str, PoseEstimator] = {}
@@ -142,19 +146,22 @@ def run_key(backend: BackendSpec, sampling: SamplingSpec, inputs: Any = None) ->
 
 
 def clip_key(
-    video_sha256: str, backend_name: str, model_sha256: str, backend: BackendSpec, sampling: SamplingSpec
+    video_sha256: str, backend_name: str, model_sha256: str, backend: BackendSpec, sampling: SamplingSpec, graph_revision: str = ""
 ) -> str:
-    """Key of one clip's result: video content + backend + model + params."""
-    text = _canonical(
-        {
-            "video": video_sha256,
-            "backend": backend_name,
-            "model_sha256": model_sha256,
-            "options": dict(backend.options),
-            "sampling": sampling.model_dump(),
-            "schema": SCHEMA_VERSION,
-        }
-    )
+    """Key of one clip's result: video content + backend + model (+ its graph rewrite) + params.
+
+    The batch a clip ran at is not part of it: results do not depend on it (batch-exact graphs, or
+    batch 1).
+    """
+    request = {
+        "video": video_sha256,
+        "backend": backend_name,
+        "model_sha256": model_sha256,
+        "options": dict(backend.options),
+        "sampling": sampling.model_dump(),
+        "schema": SCHEMA_VERSION,
+    }
+    text = _canonical({**request, "graph": graph_revision} if graph_revision else request)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -199,6 +206,8 @@ class ExtractShardSpec:
         chunk_frames: Decoded frames held at once per clip.
         cache_dir: Folder of the per-clip results and completion markers (``_clips/``,
             ``_done/``); None keeps them in ``run_dir``.
+        batch: Frames per network call (None: the backend's default; see
+            :meth:`tasks.keypoints.api.PoseEstimator.choose_batch`). Not part of any key.
     """
 
     index: int
@@ -209,6 +218,7 @@ class ExtractShardSpec:
     sampling: SamplingSpec
     chunk_frames: int = 32
     cache_dir: str | None = None
+    batch: int | None = None
 
 
 def plan_extract_shards(
@@ -221,6 +231,7 @@ def plan_extract_shards(
     chunk_frames: int = 32,
     enforce_bounds: bool = True,
     cache_dir: str | None = None,
+    batch: int | None = None,
 ) -> list[ExtractShardSpec]:
     """Cut clips (sorted by ``clip_id``) into consecutive shards of ``shard_size``.
 
@@ -235,6 +246,7 @@ def plan_extract_shards(
         enforce_bounds: Check ``shard_size`` is within 50..200 (off only for tiny local runs and tests).
         cache_dir: Shared per-clip cache folder (:func:`storage.layout.extraction_cache_dir`); None keeps it in
             ``run_dir``.
+        batch: Frames per network call (None: the backend's default); results do not depend on it.
 
     Returns:
         Shards; membership depends only on the sorted ids, not on input order.
@@ -255,7 +267,7 @@ def plan_extract_shards(
     return [
         ExtractShardSpec(
             i // shard_size, tuple(ordered[i : i + shard_size]), run_dir, dataset, backend, sampling, chunk_frames,
-            cache_dir,
+            cache_dir, batch,
         )
         for i in range(0, len(ordered), shard_size)
     ]
@@ -334,6 +346,7 @@ def plan_dataset(
     adapter_params: Mapping[str, Any] | None = None,
     shard_size: int = 100,
     chunk_frames: int = 32,
+    batch: int | None = None,
 ) -> DatasetPlan:
     """Parse a clip dataset with its adapter, keep one side of one fold, and cut it into shards.
 
@@ -349,6 +362,7 @@ def plan_dataset(
         adapter_params: Adapter policy overrides.
         shard_size: Clips per shard (50..200).
         chunk_frames: Frames decoded at once per clip.
+        batch: Frames per network call (None: the backend's default); not part of the run key.
 
     Raises:
         ConfigError: On an unknown part, a part without a fold, an image dataset, or a fold the
@@ -372,7 +386,7 @@ def plan_dataset(
     }  # fmt: skip
     run_dir = ExtractionPaths.of_run(root, dataset, run_key(backend, sampling, inputs)).dir
     shards = plan_extract_shards(
-        clips, run_dir, dataset, backend, sampling, shard_size, chunk_frames, cache_dir=extraction_cache_dir(root)
+        clips, run_dir, dataset, backend, sampling, shard_size, chunk_frames, cache_dir=extraction_cache_dir(root), batch=batch
     )
     request: dict[str, Any] = {"dataset": dataset, "fold": fold, "part": part, "backend": backend.describe(), "sampling": sampling.model_dump(),
                                "inputs": inputs}  # fmt: skip
@@ -439,6 +453,7 @@ def plan_videos(
     backend: BackendSpec,
     sampling: SamplingSpec,
     chunk_frames: int = 32,
+    batch: int | None = None,
 ) -> VideoPlan:
     """Plan ``extract video``: one shard of every file, in a run folder keyed by the videos' contents.
 
@@ -451,6 +466,7 @@ def plan_videos(
         backend: Pose backend.
         sampling: Frame sampling.
         chunk_frames: Frames decoded at once per clip.
+        batch: Frames per network call (None: the backend's default); not part of the run key.
 
     Returns:
         The :class:`VideoPlan`.
@@ -476,6 +492,6 @@ def plan_videos(
     identity = sorted((e["clip_id"], e["video_sha256"]) for e in inputs)
     run_dir = ExtractionPaths.of_run(root, "videos", run_key(backend, sampling, identity)).dir
     (shard,) = plan_extract_shards(clips, run_dir, "videos", backend, sampling, len(clips), chunk_frames,
-                                   enforce_bounds=False, cache_dir=extraction_cache_dir(root))  # fmt: skip
+                                   enforce_bounds=False, cache_dir=extraction_cache_dir(root), batch=batch)  # fmt: skip
     request = {"dataset": "videos", "inputs": inputs, "backend": backend.describe(), "sampling": sampling.model_dump()}
     return VideoPlan(shard, run_dir, request, tuple(clips))

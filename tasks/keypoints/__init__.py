@@ -10,9 +10,10 @@ Options common to the OpenPose backends:
 - ``input_wh``: network input (width, height); default: the model's training size.
 - any field of :class:`tasks.keypoints.paf.DecodeParams` (``upsample``, ``peak_threshold``, ...).
 
-``tf-openpose`` also takes ``intra_op_threads``, ``inter_op_threads``, ``interpolation`` and
-``batch_invariant`` (skip the probe); ``opencv-openpose`` takes ``config_path`` (the prototxt),
-``threads`` and ``batch_invariant``.
+``tf-openpose`` also takes ``intra_op_threads``, ``inter_op_threads``, ``interpolation``,
+``per_sample_norm`` (default True: training-mode batch norms rewritten per sample so the graph
+batches exactly), ``graph_cache_dir`` and ``batch_invariant`` (skip the probe);
+``opencv-openpose`` takes ``config_path`` (the prototxt), ``threads`` and ``batch_invariant``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,20 @@ from tasks.keypoints.api import FramePoses, PoseEstimator, RawOutput
 from tasks.keypoints.models import DEFAULT_MODEL, MODELS, ModelEntry, get_model, locate_file
 from tasks.keypoints.paf import DecodeParams
 
-__all__ = ["BACKENDS", "FramePoses", "PoseEstimator", "RawOutput", "load_backend", "MODELS", "get_model"]
+__all__ = ["BACKENDS", "FramePoses", "PoseEstimator", "RawOutput", "load_backend", "MODELS", "get_model", "expected_graph_revision"]
+
+
+def expected_graph_revision(backend: str, options: dict[str, Any]) -> str:
+    """The ``graph_revision`` a backend created with ``options`` runs (part of every extraction key).
+
+    Computed without loading the backend (the orchestrator has no TensorFlow): ``tf-openpose``
+    rewrites training-mode batch norms per sample unless ``per_sample_norm=False``.
+    """
+    if backend == "tf-openpose" and options.get("per_sample_norm", True) not in (False, "false", "False", 0, "0"):
+        from tasks.keypoints.tf_openpose import PER_SAMPLE_NORM
+
+        return PER_SAMPLE_NORM
+    return ""
 
 _DECODE_FIELDS = {f.name for f in dataclasses.fields(DecodeParams)}
 

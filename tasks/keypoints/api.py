@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schemas.errors import ConfigError
+
+MAX_BATCH_LIMIT = 1024
+"""The largest batch a batch-invariant backend accepts in one :meth:`PoseEstimator.infer` call."""
+
 
 @dataclass(frozen=True)
 class FramePoses:
@@ -68,11 +73,45 @@ class PoseEstimator(ABC):
     skeleton: str
     model_sha256: str
     batch_invariant: bool = False
+    graph_revision: str = ""
+    batch_dependent_nodes: tuple[str, ...] = ()
 
     @property
     def max_batch(self) -> int:
-        """Largest batch the pipeline may send: 1 unless the model is batch-invariant."""
+        """The batch the pipeline sends by default: 1 unless the model is batch-invariant."""
         return 8 if self.batch_invariant else 1
+
+    @property
+    def batch_limit(self) -> int:
+        """The largest batch :meth:`infer` accepts: 1 unless the model is batch-invariant."""
+        return MAX_BATCH_LIMIT if self.batch_invariant else 1
+
+    def choose_batch(self, requested: int | None = None) -> int:
+        """The batch to send: ``requested`` if this model allows it, else :attr:`max_batch`.
+
+        Args:
+            requested: A user's ``--batch N`` (None: the default).
+
+        Raises:
+            ConfigError: ``requested`` < 1, above :attr:`batch_limit`, or > 1 for a model whose
+                outputs depend on the batch (the message names the nodes that do, when known).
+        """
+        if requested is None:
+            return self.max_batch
+        n = int(requested)
+        if n < 1:
+            raise ConfigError(f"batch must be >= 1, got {n}")
+        if n > 1 and not self.batch_invariant:
+            nodes = self.batch_dependent_nodes
+            why = (
+                f": {len(nodes)} node(s) normalise with the statistics of the whole batch, e.g. {', '.join(nodes[:3])}"
+                if nodes
+                else ": the batch-invariance probe measured different outputs for the same frame in a batch"
+            )
+            raise ConfigError(f"{self.name} cannot run batch {n}, its outputs depend on the batch{why}", hint="use --batch 1")
+        if n > self.batch_limit:
+            raise ConfigError(f"batch {n} is above {self.name}'s limit of {self.batch_limit}")
+        return n
 
     @abstractmethod
     def infer(self, frames_bgr: Sequence[np.ndarray]) -> list[RawOutput]:
@@ -82,10 +121,10 @@ class PoseEstimator(ABC):
     def group(self, raw: RawOutput) -> FramePoses:
         """Decode one frame's raw output into people (peaks, PAF scoring, matching, assembly)."""
 
-    def predict(self, frames_bgr: Sequence[np.ndarray]) -> list[FramePoses]:
-        """``infer`` then ``group`` each frame, in ``max_batch`` chunks."""
+    def predict(self, frames_bgr: Sequence[np.ndarray], batch: int | None = None) -> list[FramePoses]:
+        """``infer`` then ``group`` each frame, in chunks of ``batch`` (default :attr:`max_batch`)."""
         out: list[FramePoses] = []
-        step = self.max_batch
+        step = self.choose_batch(batch)
         for i in range(0, len(frames_bgr), step):
             out.extend(self.group(r) for r in self.infer(frames_bgr[i : i + step]))
         return out

@@ -68,17 +68,17 @@ class OpenPoseNet(PoseEstimator):
         """Run ``frames_bgr`` as one batch: the raw ``(N, h, w, C) float32`` output (network order)."""
 
     def infer(self, frames_bgr: Sequence[np.ndarray]) -> list[RawOutput]:
-        """Run the network on up to ``max_batch`` frames.
+        """Run the network on up to :attr:`batch_limit` frames (1 unless the model is batch-invariant).
 
         Raises:
-            ExtractionError: If more frames than ``max_batch`` are given or a frame is not
+            ExtractionError: If more frames than :attr:`batch_limit` are given or a frame is not
                 ``(H, W, 3)``.
         """
         if len(frames_bgr) == 0:
             return []
-        if len(frames_bgr) > self.max_batch:
+        if len(frames_bgr) > self.batch_limit:
             raise ExtractionError(
-                f"{len(frames_bgr)} frames given to {self.entry.name}, whose max_batch is {self.max_batch}",
+                f"{len(frames_bgr)} frames given to {self.entry.name}, whose max_batch is {self.batch_limit}",
                 hint=self.batch_hint,
             )
         out = self.forward(frames_bgr)

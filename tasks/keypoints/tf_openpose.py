@@ -8,15 +8,32 @@ The frozen GraphDef is imported with ``tf.compat.v1.wrap_function(import_graph_d
 Input: the frame resized to the model's input size (bicubic, as tf-pose-estimation does, or area
 for downscaling when asked), BGR float 0..255, no mean or scaling.
 
-Batch invariance is *measured*, not assumed (:mod:`tasks.keypoints.batching`): a few different
+Batch-exact batching. tf-pose's MobileNet graphs froze 39 of their 99 ``FusedBatchNorm`` nodes
+in training mode (``is_training=True``): they normalise with the statistics of the whole batch, so
+batch 8 changes every frame's output (max difference ~0.96). At batch 1 those statistics are the
+frame's own per-channel mean and biased variance over H and W: the layer is *instance*
+normalisation. :func:`per_sample_norm_graph` rewrites each such node into exactly that, per sample
+(``mean``/``variance`` over axes 1, 2 of NHWC, then ``x * gamma * rsqrt(var + eps) + (beta - mean *
+gamma * rsqrt(var + eps))``, the pattern ``tf.nn.moments`` + ``tf.nn.batch_normalization`` emit),
+so batch N gives every frame its batch-1 output and batching pays. The rewrite is the default
+(option ``per_sample_norm``); it is cached per model sha256 in this process and on disk
+(:func:`cached_per_sample_graph`), and recorded as the backend's ``graph_revision`` in every
+resume key. Measured on the real frames of the test clip: batch 1 vs batch 8 (and a ragged last
+batch) of the rewritten graph within 3e-6, rewritten vs original graph at batch 1 within 1e-5
+(probe blobs: 2e-5 and 3e-4).
+
+Batch invariance is still *measured*, not assumed (:mod:`tasks.keypoints.batching`): a few different
 probe frames run one by one and then as one batch are compared, once per model sha256 and input
-size. For tf-pose's MobileNet graphs it is False (their batch-norm layers were frozen in
-training mode and use the statistics of each batch), so ``max_batch`` is 1.
+size. A graph that fails it (the original graph with ``per_sample_norm=False``, or another model)
+keeps ``max_batch`` 1, and asking it for a batch names the nodes that depend on the batch
+(:func:`batch_dependent_nodes`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,19 +67,202 @@ def configure_threads(intra_op: int | None, inter_op: int | None) -> None:
         log.warning("TensorFlow threads already configured, keeping them (%s)", exc)
 
 
-def load_frozen_graph(path: Path, input_name: str, output_name: str) -> Callable[[Any], Any]:
+PER_SAMPLE_NORM = "per-sample-norm-v1"
+"""``graph_revision`` of a graph whose training-mode batch norms were rewritten per sample."""
+
+_REDUCTIONS = {"Mean", "Sum", "Max", "Min", "Prod", "All", "Any"}
+_REWRITE_CACHE: dict[str, bytes] = {}
+_REWRITE_LOCK = threading.Lock()
+
+
+def read_graph_def(path: Path) -> Any:
+    """Parse a frozen TF1 ``GraphDef`` file.
+
+    Raises:
+        ModelError: If the file is not a GraphDef.
+    """
+    import tensorflow as tf
+
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(Path(path).read_bytes())
+    except Exception as exc:  # protobuf raises its own DecodeError
+        raise ModelError(f"{path} is not a frozen TensorFlow GraphDef: {exc}", hint="pass the graph_opt.pb file") from exc
+    return graph_def
+
+
+def training_mode_batch_norms(graph_def: Any) -> list[str]:
+    """Names of the ``FusedBatchNorm*`` nodes frozen with ``is_training=True`` (batch statistics)."""
+    return [n.name for n in graph_def.node if n.op.startswith("FusedBatchNorm") and n.attr["is_training"].b]
+
+
+def batch_dependent_nodes(graph_def: Any) -> list[str]:
+    """Nodes whose output for one sample depends on the other samples of the batch, as far as the graph says.
+
+    Training-mode batch norms, and reductions (``Mean``, ``Sum``...) over a constant axis list
+    that includes the batch axis 0. A graph may hide batch dependence elsewhere (the probe in
+    :mod:`tasks.keypoints.batching` is what decides); this names the usual suspects for the error.
+
+    Args:
+        graph_def: A ``tf.compat.v1.GraphDef``.
+
+    Returns:
+        Node names, in graph order.
+    """
+    from tensorflow.python.framework import tensor_util
+
+    consts = {n.name: n for n in graph_def.node if n.op == "Const"}
+    out = []
+    for n in graph_def.node:
+        if n.op.startswith("FusedBatchNorm") and n.attr["is_training"].b:
+            out.append(n.name)
+        elif n.op in _REDUCTIONS and len(n.input) > 1 and n.input[1].split(":")[0] in consts:
+            axes = np.atleast_1d(tensor_util.MakeNdarray(consts[n.input[1].split(":")[0]].attr["value"].tensor))
+            if 0 in axes.tolist():
+                out.append(n.name)
+    return out
+
+
+def per_sample_norm_graph(graph_def: Any) -> tuple[Any, list[str]]:
+    """Rewrite every training-mode ``FusedBatchNorm`` into per-sample (instance) normalisation.
+
+    The replacement keeps the node's name (its consumers read output 0; the batch-statistics
+    outputs 1-5 of a frozen inference graph have no consumers, which is checked) and computes, for
+    NHWC ``x`` ``(N, H, W, C)``: ``mean = Mean(x, [1, 2])``, ``var = Mean(SquaredDifference(x,
+    mean), [1, 2])`` (biased, as the fused op), ``a = gamma * rsqrt(var + eps)`` and
+    ``y = x * a + (beta - mean * a)``. At batch 1 this is what the training-mode op computed.
+
+    Args:
+        graph_def: A ``tf.compat.v1.GraphDef`` (not modified).
+
+    Returns:
+        (the rewritten GraphDef, names of the rewritten nodes).
+
+    Raises:
+        ModelError: A training-mode batch norm is not NHWC, or a consumer reads its batch statistics.
+    """
+    import tensorflow as tf
+
+    targets = set(training_mode_batch_norms(graph_def))
+    for n in graph_def.node:
+        for i in n.input:
+            name, _, port = i.partition(":")
+            if name in targets and port not in ("", "0"):
+                raise ModelError(f"node {n.name} reads output {port} of the training-mode batch norm {name}: cannot rewrite it per sample")
+    f32, i32 = tf.float32.as_datatype_enum, tf.int32.as_datatype_enum
+
+    def attr(**kw: Any) -> Any:
+        return tf.compat.v1.AttrValue(**kw)
+
+    def node(name: str, op: str, inputs: list[str], **attrs: Any) -> Any:
+        nd = tf.compat.v1.NodeDef(name=name, op=op, input=inputs)
+        for k, v in attrs.items():
+            nd.attr[k].CopyFrom(v)
+        return nd
+
+    out = tf.compat.v1.GraphDef()
+    out.versions.CopyFrom(graph_def.versions)
+    out.library.CopyFrom(graph_def.library)
+    done: list[str] = []
+    for n in graph_def.node:
+        if n.name not in targets:
+            out.node.append(n)
+            continue
+        fmt = n.attr["data_format"].s.decode() or "NHWC"
+        if fmt != "NHWC":
+            raise ModelError(f"training-mode batch norm {n.name} is {fmt}; only NHWC graphs can be rewritten per sample")
+        x, gamma, beta = n.input[:3]
+        b, t = f"{n.name}/per_sample", attr(type=f32)
+        axes = tf.make_tensor_proto(np.array([1, 2], np.int32))
+        eps = tf.make_tensor_proto(np.float32(n.attr["epsilon"].f))
+        out.node.extend(
+            [
+                node(f"{b}/axes", "Const", [], dtype=attr(type=i32), value=attr(tensor=axes)),
+                node(f"{b}/mean", "Mean", [x, f"{b}/axes"], T=t, Tidx=attr(type=i32), keep_dims=attr(b=True)),
+                node(f"{b}/StopGradient", "StopGradient", [f"{b}/mean"], T=t),
+                node(f"{b}/SquaredDifference", "SquaredDifference", [x, f"{b}/StopGradient"], T=t),
+                node(f"{b}/variance", "Mean", [f"{b}/SquaredDifference", f"{b}/axes"], T=t, Tidx=attr(type=i32), keep_dims=attr(b=True)),
+                node(f"{b}/epsilon", "Const", [], dtype=t, value=attr(tensor=eps)),
+                node(f"{b}/add", "AddV2", [f"{b}/variance", f"{b}/epsilon"], T=t),
+                node(f"{b}/Rsqrt", "Rsqrt", [f"{b}/add"], T=t),
+                node(f"{b}/mul", "Mul", [f"{b}/Rsqrt", gamma], T=t),
+                node(f"{b}/mul_1", "Mul", [x, f"{b}/mul"], T=t),
+                node(f"{b}/mul_2", "Mul", [f"{b}/mean", f"{b}/mul"], T=t),
+                node(f"{b}/sub", "Sub", [beta, f"{b}/mul_2"], T=t),
+                node(n.name, "AddV2", [f"{b}/mul_1", f"{b}/sub"], T=t),
+            ]
+        )
+        done.append(n.name)
+    return out, done
+
+
+def graph_cache_dir() -> Path:
+    """Where rewritten graphs are kept: ``$POSEPIPE_CACHE_DIR/graphs`` (default ``~/.cache/posepipe/graphs``)."""
+    return Path(os.environ.get("POSEPIPE_CACHE_DIR") or Path.home() / ".cache" / "posepipe") / "graphs"
+
+
+def cached_per_sample_graph(graph_def: Any, model_sha256: str, cache_dir: Path | None = None) -> tuple[Any, int]:
+    """:func:`per_sample_norm_graph` of a model's GraphDef, keyed by the model file's sha256 and cached.
+
+    The rewritten GraphDef is kept in this process and in ``{cache_dir}/{sha256}.{PER_SAMPLE_NORM}.pb``
+    (written atomically, with its own sha256 beside it; a cache file that does not match is rebuilt).
+
+    Args:
+        graph_def: The model's GraphDef as read from its file.
+        model_sha256: The file's sha256 (the key).
+        cache_dir: Default :func:`graph_cache_dir`; an unwritable folder only skips the disk cache.
+
+    Returns:
+        (the rewritten GraphDef, the number of rewritten nodes; 0: nothing to rewrite, ``graph_def``
+        is returned as is).
+    """
+    import tensorflow as tf
+
+    if not training_mode_batch_norms(graph_def):
+        return graph_def, 0
+    key = f"{model_sha256}.{PER_SAMPLE_NORM}"
+    folder = Path(cache_dir) if cache_dir is not None else graph_cache_dir()
+    file, check = folder / f"{key}.pb", folder / f"{key}.pb.sha256"
+    with _REWRITE_LOCK:
+        data = _REWRITE_CACHE.get(key)
+        if data is None and file.is_file() and check.is_file():
+            candidate = file.read_bytes()
+            if hashlib.sha256(candidate).hexdigest() == check.read_text().strip():
+                data = candidate
+                log.info("rewritten graph %s read from %s", key, file)
+        if data is None:
+            rewritten, _ = per_sample_norm_graph(graph_def)
+            data = rewritten.SerializeToString(deterministic=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                for target, payload in ((file, data), (check, hashlib.sha256(data).hexdigest().encode())):
+                    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                    tmp.write_bytes(payload)
+                    os.replace(tmp, target)
+            except OSError as exc:
+                log.warning("cannot cache the rewritten graph in %s (%s); it is rebuilt next time", folder, exc)
+        _REWRITE_CACHE[key] = data
+    out = tf.compat.v1.GraphDef()
+    out.ParseFromString(data)
+    return out, sum(1 for n in out.node if n.name.endswith("/per_sample/axes"))
+
+
+def load_frozen_graph(path: Path, input_name: str, output_name: str, graph_def: Any = None) -> Callable[[Any], Any]:
     """Import a frozen TF1 GraphDef and return a TF2 function ``image (N, H, W, 3) -> output``.
+
+    Args:
+        path: The graph file (read unless ``graph_def`` is given; named in errors).
+        input_name: Input tensor name (without ``:0``).
+        output_name: Output tensor name.
+        graph_def: An already parsed (e.g. rewritten) GraphDef to import instead of the file.
 
     Raises:
         ModelError: If the file is not a GraphDef or lacks the named tensors.
     """
     import tensorflow as tf
 
-    graph_def = tf.compat.v1.GraphDef()
-    try:
-        graph_def.ParseFromString(path.read_bytes())
-    except Exception as exc:  # protobuf raises its own DecodeError
-        raise ModelError(f"{path} is not a frozen TensorFlow GraphDef: {exc}", hint="pass the graph_opt.pb file") from exc
+    if graph_def is None:
+        graph_def = read_graph_def(path)
 
     def _import() -> None:
         tf.compat.v1.import_graph_def(graph_def, name="")
@@ -95,10 +295,13 @@ class TfOpenPose(OpenPoseNet):
         inter_op_threads: TensorFlow inter-op threads.
         interpolation: Frame resize: ``cubic`` (tf-pose-estimation's), ``linear`` or ``area``.
         batch_invariant: Skip the probe and trust this value (tests of the contract only).
+        per_sample_norm: Rewrite training-mode batch norms per sample (:func:`per_sample_norm_graph`)
+            so that the graph can be batched exactly; False runs the graph as frozen (batch 1).
+        graph_cache_dir: Where the rewritten graph is cached (default :func:`graph_cache_dir`).
     """
 
     name = "tf-openpose"
-    batch_hint = "send at most max_batch frames per infer() call (this model's outputs depend on the batch)"
+    batch_hint = "send at most batch_limit frames per infer() call (1 when this model's outputs depend on the batch)"
 
     def __init__(
         self,
@@ -110,6 +313,8 @@ class TfOpenPose(OpenPoseNet):
         inter_op_threads: int | None = None,
         interpolation: str = "cubic",
         batch_invariant: bool | None = None,
+        per_sample_norm: bool = True,
+        graph_cache_dir: str | None = None,
     ) -> None:
         if interpolation not in _INTERPOLATIONS:
             raise ConfigError(f"unknown interpolation {interpolation!r}", hint=f"one of {sorted(_INTERPOLATIONS)}")
@@ -128,7 +333,15 @@ class TfOpenPose(OpenPoseNet):
         self.decode_params = decode_params or DecodeParams()
         self._interp = _INTERPOLATIONS[interpolation]
         configure_threads(intra_op_threads, inter_op_threads)
-        self._fn = load_frozen_graph(self.model_path, entry.input_name, entry.output_name)
+        graph_def = read_graph_def(self.model_path)
+        self.graph_revision = ""
+        if per_sample_norm:
+            graph_def, rewritten = cached_per_sample_graph(graph_def, self.model_sha256, None if graph_cache_dir is None else Path(graph_cache_dir))
+            if rewritten:
+                self.graph_revision = PER_SAMPLE_NORM
+                log.info("%s: %d training-mode batch norms rewritten per sample", entry.name, rewritten)
+        self.batch_dependent_nodes = tuple(batch_dependent_nodes(graph_def))
+        self._fn = load_frozen_graph(self.model_path, entry.input_name, entry.output_name, graph_def)
         self._lock = threading.Lock()
         self._heat_idx, self._paf_idx = channel_indices(self.layout)
         if batch_invariant is None:
@@ -152,7 +365,8 @@ class TfOpenPose(OpenPoseNet):
 
     def _detect_batch_invariance(self) -> bool:
         w, h = self.input_wh
-        invariant, diff = cached_batch_invariance((self.model_sha256, h, w), self.run_frames)
+        key = f"{self.model_sha256}+{self.graph_revision}" if self.graph_revision else self.model_sha256
+        invariant, diff = cached_batch_invariance((key, h, w), self.run_frames)  # the rewritten graph is another graph
         log.info("%s at %dx%d: batch-1 vs batch-3 max diff %.3g -> batch_invariant=%s", self.entry.name, w, h, diff,
                  invariant)  # fmt: skip
         return invariant

@@ -105,6 +105,44 @@ def test_batches_respect_max_batch_and_do_not_change_results(tmp_path: Path) -> 
     _assert_same_rows(results[1], results[8])
 
 
+def test_a_requested_batch_reaches_the_backend_and_changes_no_result_or_key(tmp_path: Path) -> None:
+    import dataclasses
+
+    clips = _clips(tmp_path, n=2, frames=19)
+    spec, run_dir = _shard(tmp_path, clips)
+    backend = BlobBackend(batch=64)
+    default = extract_shard(spec, estimator=backend)
+    assert backend.calls == [19, 20] and default.extracted == 2  # default: the backend's max_batch (64), within a 32-frame chunk
+    part = pq.read_table(Path(run_dir, "part-00000.parquet"))
+    three = dataclasses.replace(spec, batch=3, run_dir=str(tmp_path / "b3"), cache_dir=str(tmp_path / "b3-cache"))
+    backend.calls.clear()
+    extract_shard(three, estimator=backend)
+    assert max(backend.calls) == 3
+    _assert_same_rows(part, pq.read_table(tmp_path / "b3" / "part-00000.parquet"))
+    # the batch is not part of the clip keys: a run at another batch resumes this one's clips
+    resumed = extract_shard(dataclasses.replace(spec, batch=5), estimator=backend)
+    assert resumed.resumed == 2
+
+
+def test_a_batch_the_model_cannot_run_is_refused_naming_why(tmp_path: Path) -> None:
+    import dataclasses
+
+    from schemas.errors import ConfigError
+
+    class BatchDependent(BlobBackend):
+        batch_invariant = False
+        batch_dependent_nodes = ("net/bn1/FusedBatchNorm", "net/bn2/FusedBatchNorm")
+
+    clips = _clips(tmp_path, n=1)
+    spec, _ = _shard(tmp_path, clips)
+    backend = BatchDependent(batch=1)
+    with pytest.raises(ConfigError, match=r"cannot run batch 4.*2 node\(s\).*net/bn1/FusedBatchNorm"):
+        extract_shard(dataclasses.replace(spec, batch=4), estimator=backend)
+    with pytest.raises(ConfigError, match="batch must be >= 1"):
+        backend.choose_batch(0)
+    assert backend.choose_batch(None) == 1 and backend.choose_batch(1) == 1
+
+
 def test_sampling_recorded(tmp_path: Path) -> None:
     clip = _clips(tmp_path, n=2, frames=20)[1]
     res = extract_clip(BlobBackend(), clip, SamplingSpec(mode="every_k", k=7))

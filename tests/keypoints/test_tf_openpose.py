@@ -9,13 +9,22 @@ import cv2
 import numpy as np
 import pytest
 
-from schemas.errors import ExtractionError, ModelError
+from schemas.errors import ConfigError, ExtractionError, ModelError
 from schemas.skeletons import OPENPOSE18
 from tasks.evaluation.coco_eval import coco_evaluate, coco_keypoint_results
 from tasks.keypoints import load_backend
 from tasks.keypoints.batching import probe_batch_invariance
 from tasks.keypoints.models import get_model
-from tasks.keypoints.tf_openpose import TfOpenPose
+from tasks.keypoints.tf_openpose import (
+    PER_SAMPLE_NORM,
+    TfOpenPose,
+    batch_dependent_nodes,
+    cached_per_sample_graph,
+    per_sample_norm_graph,
+    read_graph_def,
+    training_mode_batch_norms,
+)
+from tasks.video.decode import VideoReader
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +35,27 @@ def graph_path(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def backend(graph_path: Path) -> TfOpenPose:
-    be = load_backend("tf-openpose", str(graph_path), intra_op_threads=2, inter_op_threads=1)
+def backend(graph_path: Path, tmp_path_factory: pytest.TempPathFactory) -> TfOpenPose:
+    """The default backend: training-mode batch norms rewritten per sample (batch-exact)."""
+    cache = tmp_path_factory.mktemp("graphs")
+    be = load_backend("tf-openpose", str(graph_path), intra_op_threads=2, inter_op_threads=1, graph_cache_dir=str(cache))
     assert isinstance(be, TfOpenPose)
     return be
+
+
+@pytest.fixture(scope="module")
+def frozen_backend(graph_path: Path) -> TfOpenPose:
+    """The graph as frozen (its batch norms use the statistics of the batch)."""
+    be = load_backend("tf-openpose", str(graph_path), intra_op_threads=2, inter_op_threads=1, per_sample_norm=False)
+    assert isinstance(be, TfOpenPose)
+    return be
+
+
+@pytest.fixture(scope="module")
+def clip_frames(shared_data: Path) -> list[np.ndarray]:
+    """Nine real frames of the UCF101 test clip (320x240 BGR), spread over the clip."""
+    frames = [f for c in VideoReader(shared_data / "media/videos/mmaction2_tests_test.avi").chunks() for f in c.frames]
+    return [frames[i] for i in np.linspace(0, len(frames) - 1, 9).astype(int)]
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +101,112 @@ def test_p1_footballer_is_one_anatomically_plausible_person(backend: TfOpenPose,
     assert poses.person_scores[0] > 0
 
 
-def test_batch_dependence_is_detected_and_batches_are_refused(backend: TfOpenPose, p1: np.ndarray) -> None:
-    assert backend.batch_invariant is False and backend.max_batch == 1
-    invariant, diff = probe_batch_invariance(backend.run_frames, 368, 432, count=3)
+def test_batch_dependence_is_detected_and_batches_are_refused(frozen_backend: TfOpenPose, p1: np.ndarray) -> None:
+    assert frozen_backend.batch_invariant is False and frozen_backend.max_batch == 1 and frozen_backend.graph_revision == ""
+    invariant, diff = probe_batch_invariance(frozen_backend.run_frames, 368, 432, count=3)
     assert not invariant and diff > 0.1  # train-mode batch norm: batch statistics change every output
     with pytest.raises(ExtractionError, match="max_batch"):
-        backend.infer([p1, p1])
+        frozen_backend.infer([p1, p1])
+    # asking for a batch names the nodes that depend on it
+    assert len(frozen_backend.batch_dependent_nodes) == 39
+    with pytest.raises(ConfigError, match=r"cannot run batch 8.*39 node\(s\).*MobilenetV2/Conv/BatchNorm/FusedBatchNorm"):
+        frozen_backend.choose_batch(8)
+    assert frozen_backend.choose_batch(1) == 1
 
 
-def test_batch_composition_never_changes_a_result(backend: TfOpenPose, p1: np.ndarray) -> None:
+def test_rewritten_graph_is_batch_exact_on_real_frames(backend: TfOpenPose, frozen_backend: TfOpenPose, clip_frames: list[np.ndarray]) -> None:
+    """Batch 8 and a ragged last batch give every frame its batch-1 output (within 1e-4)."""
+    assert backend.batch_invariant and backend.graph_revision == PER_SAMPLE_NORM and backend.batch_dependent_nodes == ()
+    assert backend.max_batch == 8 and backend.choose_batch(32) == 32
+    singles = np.concatenate([backend.run_frames(clip_frames[i : i + 1]) for i in range(9)])
+    eight = np.concatenate([backend.run_frames(clip_frames[:8]), backend.run_frames(clip_frames[8:])])
+    ragged = np.concatenate([backend.run_frames(clip_frames[:5]), backend.run_frames(clip_frames[5:])])
+    assert np.abs(eight - singles).max() < 1e-4 and np.abs(ragged - singles).max() < 1e-4
+    # and batch 1 of the rewrite is what the frozen graph computes at batch 1 (its batch-1 semantics)
+    frozen = np.concatenate([frozen_backend.run_frames(clip_frames[i : i + 1]) for i in range(9)])
+    assert np.abs(frozen - singles).max() < 1e-4
+    # people found do not depend on the batch
+    one = backend.predict(clip_frames, batch=1)
+    many = backend.predict(clip_frames, batch=8)
+    for a, b in zip(one, many, strict=True):
+        assert a.num_people == b.num_people
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+
+
+def test_the_rewrite_is_cached_by_model_sha256(graph_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.keypoints import tf_openpose
+
+    original = read_graph_def(graph_path)
+    monkeypatch.setattr(tf_openpose, "_REWRITE_CACHE", {})
+    rewritten, n = cached_per_sample_graph(original, "a" * 64, tmp_path)
+    assert n == 39 and training_mode_batch_norms(rewritten) == [] and len(training_mode_batch_norms(original)) == 39
+    cached = tmp_path / f"{'a' * 64}.{PER_SAMPLE_NORM}.pb"
+    assert cached.is_file() and (tmp_path / f"{cached.name}.sha256").is_file()
+    # a new process (empty memory cache) reads the file instead of rewriting
+    monkeypatch.setattr(tf_openpose, "_REWRITE_CACHE", {})
+    monkeypatch.setattr(tf_openpose, "per_sample_norm_graph", lambda _g: (_ for _ in ()).throw(AssertionError("rewrote again")))
+    again, n2 = cached_per_sample_graph(original, "a" * 64, tmp_path)
+    assert n2 == 39 and again.SerializeToString(deterministic=True) == cached.read_bytes()
+    # another model sha256 is another entry; a corrupt cache file is rebuilt, not trusted
+    monkeypatch.undo()
+    monkeypatch.setattr(tf_openpose, "_REWRITE_CACHE", {})
+    cached.write_bytes(b"garbage")
+    rebuilt, _ = cached_per_sample_graph(original, "a" * 64, tmp_path)
+    assert rebuilt.SerializeToString(deterministic=True) == cached.read_bytes() != b"garbage"
+    cached_per_sample_graph(original, "b" * 64, tmp_path)
+    assert (tmp_path / f"{'b' * 64}.{PER_SAMPLE_NORM}.pb").is_file()
+
+
+def _tiny_graph(is_training: bool, reduce_batch: bool = False):  # noqa: ANN202 - a GraphDef
+    import tensorflow as tf
+
+    g = tf.Graph()
+    with g.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, (None, 3, 4, 2), name="x")
+        gamma = tf.constant([1.5, 0.5], name="gamma")
+        beta = tf.constant([0.25, -1.0], name="beta")
+        y, *_ = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, mean=tf.zeros(2), variance=tf.ones(2) if not is_training else None,
+                                                 epsilon=1e-3, is_training=is_training, name="bn")  # fmt: skip
+        if reduce_batch:
+            y = tf.reduce_mean(y, axis=0, keepdims=True, name="batch_mean")
+        tf.identity(y, name="y")
+    return g.as_graph_def()
+
+
+def test_per_sample_norm_is_instance_normalisation_on_a_tiny_graph() -> None:
+    import tensorflow as tf
+
+    from tasks.keypoints.tf_openpose import load_frozen_graph
+
+    gd = _tiny_graph(is_training=True)
+    assert training_mode_batch_norms(gd) == ["bn"] and batch_dependent_nodes(gd) == ["bn"]
+    rewritten, names = per_sample_norm_graph(gd)
+    assert names == ["bn"] and batch_dependent_nodes(rewritten) == []
+    x = np.random.default_rng(0).normal(2.0, 3.0, (3, 3, 4, 2)).astype(np.float32)
+    run_new = load_frozen_graph(Path("tiny.pb"), "x", "y", rewritten)
+    run_old = load_frozen_graph(Path("tiny.pb"), "x", "y", gd)
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    var = x.var(axis=(1, 2), keepdims=True)  # biased, as the fused op
+    want = (x - mean) / np.sqrt(var + 1e-3) * np.array([1.5, 0.5], np.float32) + np.array([0.25, -1.0], np.float32)
+    np.testing.assert_allclose(run_new(x), want, atol=1e-5)
+    np.testing.assert_allclose(run_new(x), np.concatenate([run_old(x[i : i + 1]) for i in range(3)]), atol=1e-5)
+    assert np.abs(run_old(x) - np.concatenate([run_old(x[i : i + 1]) for i in range(3)])).max() > 0.01
+    # an inference-mode batch norm is left alone; a reduction over the batch axis is named
+    assert training_mode_batch_norms(_tiny_graph(is_training=False)) == []
+    assert batch_dependent_nodes(_tiny_graph(is_training=False, reduce_batch=True)) == ["batch_mean"]
+    del tf
+
+
+@pytest.mark.parametrize("which", ["frozen", "rewritten"])
+def test_batch_composition_never_changes_a_result(which: str, backend: TfOpenPose, frozen_backend: TfOpenPose, p1: np.ndarray) -> None:
+    """A batch-dependent graph runs one frame at a time (bit-identical); a batch-exact one to float tolerance."""
+    be = frozen_backend if which == "frozen" else backend
     other = cv2.flip(p1, 1)
-    together = backend.predict([p1, other, p1])
-    alone = backend.predict([p1])[0]
-    np.testing.assert_array_equal(together[0].keypoints, alone.keypoints)
-    np.testing.assert_array_equal(together[2].keypoints, alone.keypoints)
+    together = be.predict([p1, other, p1])
+    alone = be.predict([p1])[0]
+    check = np.testing.assert_array_equal if which == "frozen" else lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3)
+    check(together[0].keypoints, alone.keypoints)
+    check(together[2].keypoints, alone.keypoints)
     assert together[1].num_people == 1
 
 
