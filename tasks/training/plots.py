@@ -5,6 +5,8 @@
 * :func:`plot_confusion_matrix`: row-normalised confusion matrix with the counts printed.
 * :func:`plot_worst_predictions`: a contact sheet of the worst predictions drawn on their crops,
   ground truth in green, prediction in red.
+* :func:`plot_labelled_crops`: a contact sheet of crops with a caption each (the classifiers' worst:
+  true and predicted class).
 
 Pictures are written atomically (temporary name, then rename) to a local path or fsspec URL.
 """
@@ -26,7 +28,14 @@ from storage.fs import filesystem, write_bytes_atomic
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["draw_pair", "plot_confusion_matrix", "plot_history", "plot_per_joint_pck", "plot_worst_predictions"]
+__all__ = [
+    "draw_pair",
+    "plot_confusion_matrix",
+    "plot_history",
+    "plot_labelled_crops",
+    "plot_per_joint_pck",
+    "plot_worst_predictions",
+]
 
 #: RGB colours of the contact sheet.
 GT_RGB = (40, 200, 40)
@@ -229,4 +238,40 @@ def plot_worst_predictions(
     if n == 0:
         axes[0, 0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
     fig.suptitle(f"{title}\nground truth green, prediction red", fontsize=10)
+    return _save(fig, out_path)
+
+
+def plot_labelled_crops(
+    crops: np.ndarray, labels: Sequence[str], out_path: str | Path, title: str = "crops", columns: int = 4, colours: Sequence[str] | None = None
+) -> Path:
+    """A contact sheet of crops with one caption each.
+
+    Args:
+        crops: ``(n, H, W, 3) uint8`` RGB crops.
+        labels: n captions.
+        out_path: Destination.
+        title: Figure title.
+        columns: Tiles per row.
+        colours: Optional caption colour per crop (matplotlib names).
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.figure import Figure
+
+    n = len(crops)
+    cols = max(1, min(columns, n))
+    rows = max(1, math.ceil(n / cols))
+    fig = Figure(figsize=(3.0 * cols, 3.3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for k, ax in enumerate(axes.reshape(-1)):
+        ax.axis("off")
+        if k >= n:
+            continue
+        h, w = crops[k].shape[:2]
+        ax.imshow(cv2.resize(crops[k], (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST))
+        ax.set_title(labels[k], fontsize=7, color=colours[k] if colours is not None else "black")
+    if n == 0:
+        axes[0, 0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
+    fig.suptitle(title, fontsize=10)
     return _save(fig, out_path)

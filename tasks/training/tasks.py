@@ -1122,17 +1122,44 @@ class _ClassificationTask(TrainingTask):
         }  # fmt: skip
 
     def plots(self, predictions: pa.Table, version: DatasetVersion, split: str, history: list[dict[str, Any]], out_dir: str) -> list[str]:
-        """Loss/accuracy curves and the confusion matrix."""
+        """Loss/accuracy curves, the confusion matrix, and the 16 samples the model was least sure of (their crops)."""
         from tasks.training import plots
 
         out = Path(out_dir)
         paths: list[str] = []
         if history:
             paths.append(str(plots.plot_history(history, out / "history.png", title=f"{self.name}: training")))
-        m = self.evaluate(predictions, version, split, {"label_column": self._label_column_from(predictions)}, str(out))
+        column = self._label_column_from(predictions)
+        m = self.evaluate(predictions, version, split, {"label_column": column}, str(out))
         paths.append(str(plots.plot_confusion_matrix(np.asarray(m["confusion_matrix"]), m["classes"], out / "confusion_matrix.png",
                                                      title=f"{self.name}: {split} (accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f})")))  # fmt: skip
+        paths.append(str(self._worst_sheet(predictions, version, split, column, out / "worst_predictions.png")))
         return paths
+
+    def _worst_sheet(self, predictions: pa.Table, version: DatasetVersion, split: str, column: str, path: Path, n: int = 16) -> Path:
+        """The ``n`` samples with the lowest probability of their true class, captioned true -> predicted."""
+        from tasks.training import plots
+
+        classes = prediction_classes(predictions)
+        labels = self._labels(version, split, column)
+        ids = version.records(split, columns=["sample_id"]).column("sample_id").to_pylist()
+        index = {sid: i for i, sid in enumerate(predictions.column("sample_id").to_pylist())}
+        scores = predictions.column("scores").to_pylist()
+        candidates: list[tuple[float, int, int]] = []  # (true-class probability, record row, prediction row)
+        for row, (sid, label) in enumerate(zip(ids, labels, strict=True)):
+            k = index.get(sid)
+            if k is not None and label is not None:
+                p_true = float(scores[k][classes.index(label)]) if label in classes else 0.0
+                candidates.append((p_true, row, k))
+        worst = sorted(candidates)[:n]
+        crops = version.crops(split, [r for _, r, _ in worst]) if worst else np.zeros((0, 8, 8, 3), np.uint8)
+        captions, colours = [], []
+        for p_true, row, k in worst:
+            guess = classes[int(np.argmax(scores[k]))]
+            captions.append(f"{ids[row]}\n{labels[row]} -> {guess} (p true {p_true:.2f})")
+            colours.append("black" if guess == labels[row] else "red")
+        return plots.plot_labelled_crops(crops, captions, path, title=f"{self.name}: lowest true-class probability, {len(worst)} of {len(candidates)}",
+                                         colours=colours)  # fmt: skip
 
     def _label_column_from(self, predictions: pa.Table) -> str:
         meta = predictions.schema.metadata or {}

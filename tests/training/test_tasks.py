@@ -385,7 +385,9 @@ def test_plots_are_written(mpii_version: Any, tmp_path: Path) -> None:
     records = mpii_version.records("valid")
     scores = np.eye(4, dtype=np.float32)[[CATEGORIES.index(c) for c in records.column("category").to_pylist()]]
     preds = classification_predictions_table(records.column("sample_id").to_pylist(), scores, CATEGORIES, "category")
-    paths += act.plots(preds, mpii_version, "valid", history, str(tmp_path / "act"))
+    act_paths = act.plots(preds, mpii_version, "valid", history, str(tmp_path / "act"))
+    assert [Path(p).name for p in act_paths] == ["history.png", "confusion_matrix.png", "worst_predictions.png"]
+    paths += act_paths
     paths.append(str(plots.plot_confusion_matrix(np.array([[3, 1], [0, 2]]), ["a", "b"], tmp_path / "cm.png")))
     for p in paths:
         assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
