@@ -1,10 +1,15 @@
 """Extraction benchmark: network alone vs the whole pipeline, on the same frames, in one run.
 
-Prints: raw network frames/s (batched ``infer`` alone at ``max_batch``), end-to-end frames/s
-(decode -> infer -> group -> write, through :func:`extract_shard`), decode and grouping ms per
-frame, peak RSS for one clip and for the same clip repeated 20x (each in a fresh process), 1 vs 2
-worker processes, and the projected hours for UCF101 (13,320 clips, ~2.48 M frames) here and on 16
-cores. The end-to-end / raw ratio is the figure to watch (target >= 0.9).
+Prints: raw network frames/s (batched ``infer`` alone), end-to-end frames/s (decode -> infer ->
+group -> write, through :func:`extract_shard`), decode and grouping ms per frame, peak RSS for one
+clip and for the same clip repeated 20x (each in a fresh process), 1 vs 2 worker processes, and
+the projected hours for UCF101 (13,320 clips, ~2.48 M frames) here and on 16 cores.
+
+For ``tf-openpose`` it also measures, on the same frames and in the same run, the graph as frozen
+at batch 1 (the baseline: what extraction ran before batch-exact batching), the rewritten graph at
+batch 1 and at ``--batch`` (default: the backend's), and compares the keypoints of an end-to-end
+run at batch 1 with the one at the chosen batch. Targets: end to end at the chosen batch >= 1.4x
+the frozen batch-1 network; keypoints equal within 1e-3 px/score.
 
 Usage::
 
@@ -56,19 +61,20 @@ def case_pipeline(args: argparse.Namespace) -> dict[str, float]:
     """Run one shard of ``args.clips`` (copies of the video) in this process; report timings and RSS."""
     import numpy as np
 
-    from tasks.extract.plan import BackendSpec, ClipTask, load_estimator, plan_extract_shards
+    from tasks.extract.plan import ClipTask, load_estimator, plan_extract_shards
     from tasks.extract.worker import extract_shard
     from tasks.video.decode import VideoReader
     from tasks.video.sampling import SamplingSpec
 
-    spec = BackendSpec.create(args.backend, args.model)
+    spec = _backend_spec(args)
     est = load_estimator(spec)
     info = VideoReader(args.video).info
     est.infer([np.zeros((info.height, info.width, 3), np.uint8)])  # warm-up (graph tracing), as in case_raw
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     clips = [ClipTask(f"clip{i:03d}_{args.tag}", args.video, {}) for i in range(args.clips)]
     sampling = SamplingSpec(mode="every_k", k=args.k)
-    shard = plan_extract_shards(clips, args.out, "bench", spec, sampling, max(1, len(clips)), args.chunk, enforce_bounds=False)[0]
+    shard = plan_extract_shards(clips, args.out, "bench", spec, sampling, max(1, len(clips)), args.chunk, enforce_bounds=False,
+                                batch=args.batch or None)[0]  # fmt: skip
     t0 = time.perf_counter()
     summary = extract_shard(shard)
     wall = time.perf_counter() - t0
@@ -80,20 +86,39 @@ def case_pipeline(args: argparse.Namespace) -> dict[str, float]:
         "group_s": summary.timings_s.get("group", 0.0),
         "write_s": summary.timings_s.get("write", 0.0),
         "rss_after_load_mb": rss_loaded / 1024,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _vm_hwm_mb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "batch": est.choose_batch(args.batch or None),
     }
+
+
+def _vm_hwm_mb() -> float | None:
+    """This process's peak RSS from /proc (``ru_maxrss`` survives exec: it can report the parent's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _backend_spec(args: argparse.Namespace):  # noqa: ANN202 - a BackendSpec
+    from tasks.extract.plan import BackendSpec
+
+    options = {"per_sample_norm": False} if args.frozen else {}
+    return BackendSpec.create(args.backend, args.model, **options)
 
 
 def case_raw(args: argparse.Namespace) -> dict[str, float]:
     """Batched ``infer`` alone on the same sampled frames (decoded beforehand, not timed)."""
-    from tasks.extract.plan import BackendSpec, load_estimator
+    from tasks.extract.plan import load_estimator
     from tasks.video.decode import VideoReader
     from tasks.video.sampling import FrameSelector, SamplingSpec
 
-    est = load_estimator(BackendSpec.create(args.backend, args.model))
+    est = load_estimator(_backend_spec(args))
     frames = [f for c in VideoReader(args.video).chunks(FrameSelector(SamplingSpec(mode="every_k", k=args.k))) for f in c.frames]
     frames = (frames * args.clips)[: max(len(frames), 1) * args.clips]
-    step = est.max_batch
+    step = est.choose_batch(args.batch or None)
     est.infer(frames[:step])  # warm-up
     t0 = time.perf_counter()
     for i in range(0, len(frames), step):
@@ -105,7 +130,10 @@ def case_raw(args: argparse.Namespace) -> dict[str, float]:
 def _spawn(case: str, args: argparse.Namespace, **over: object) -> subprocess.Popen[str]:
     argv = [sys.executable, __file__, "--case", case, "--backend", args.backend, "--video", str(over.get("video", args.video)),
             "--clips", str(over.get("clips", args.clips)), "--k", str(args.k), "--chunk", str(args.chunk),
-            "--out", str(over.get("out", args.out)), "--tag", str(over.get("tag", "a"))]  # fmt: skip
+            "--out", str(over.get("out", args.out)), "--tag", str(over.get("tag", "a")),
+            "--batch", str(over.get("batch", args.batch))]  # fmt: skip
+    if over.get("frozen", args.frozen):
+        argv.append("--frozen")
     if args.model:
         argv += ["--model", str(args.model)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -135,11 +163,15 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=32)
     parser.add_argument("--out", default="")
     parser.add_argument("--tag", default="a")
+    parser.add_argument("--batch", type=int, default=0, help="frames per network call (0: the backend's default)")
+    parser.add_argument("--frozen", action="store_true", help="tf-openpose: run the graph as frozen (no per-sample rewrite)")
     args = parser.parse_args()
     if args.case:
         print(json.dumps(case_pipeline(args) if args.case == "pipeline" else case_raw(args)))
         return
     with tempfile.TemporaryDirectory(prefix="posepipe-bench-") as tmp:
+        if args.backend == "tf-openpose":
+            _batching(args, tmp)
         raw = _result(_spawn("raw", args))
         e2e = _result(_spawn("pipeline", args, out=f"{tmp}/e2e"))
         one = _result(_spawn("pipeline", args, clips=1, out=f"{tmp}/one"))
@@ -170,6 +202,49 @@ def main() -> None:
     per_core = e2e_fps / max(1, min(cores, 2)) if two_fps > e2e_fps else e2e_fps / cores
     print(f"UCF101 ({UCF101_CLIPS} clips, every {args.k}th of ~{UCF101_FRAMES:,} frames): {here:.1f} h here; "
           f"{per_frame_all / (per_core * 16) / 3600:.1f} h on 16 cores (linear per-core projection)")  # fmt: skip
+
+
+def _keypoints(run_dir: str):  # noqa: ANN202 - (N, J, 3) array
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(f"{run_dir}/part-00000.parquet").sort_by([("clip_id", "ascending"), ("frame_index", "ascending"), ("person_index", "ascending")])
+    return np.asarray(table["keypoints"].to_pylist(), np.float32).reshape(table.num_rows, -1, 3)
+
+
+def _batching(args: argparse.Namespace, tmp: str) -> None:
+    """Frozen graph at batch 1 vs the batch-exact graph at 1 and N, raw and end to end, repeats interleaved."""
+    import numpy as np
+
+    repeats = 3
+    cases = {
+        "raw, frozen graph, batch 1 (baseline)": ("raw", {"frozen": True, "batch": 1}),
+        "raw, batch-exact graph, batch 1": ("raw", {"batch": 1}),
+        f"raw, batch-exact graph, batch {args.batch or 'default'}": ("raw", {}),
+        f"end to end, batch {args.batch or 'default'}": ("pipeline", {}),
+    }
+    fps: dict[str, list[float]] = {name: [] for name in cases}
+    batch_used = 0
+    for rep in range(repeats):
+        for name, (case, over) in cases.items():
+            out = f"{tmp}/batching-{rep}-{len(fps[name])}"
+            r = _result(_spawn(case, args, out=out, **over))
+            fps[name].append(r["frames"] / r["wall_s"])
+            batch_used = int(r.get("batch", r.get("max_batch", batch_used)) or batch_used)
+    base = float(np.median(fps["raw, frozen graph, batch 1 (baseline)"]))
+    print(f"batch-exact batching (chosen batch {batch_used}; median of {repeats} interleaved repeats, min-max in brackets)")
+    for name, values in fps.items():
+        med = float(np.median(values))
+        print(f"  {name:<44}{med:8.2f} frames/s  [{min(values):.2f}-{max(values):.2f}]  {med / base:.2f} x baseline")
+    e2e_name = f"end to end, batch {args.batch or 'default'}"
+    print(f"  target: end to end at the chosen batch >= 1.4 x baseline -> {float(np.median(fps[e2e_name])) / base:.2f} x")
+    one = _result(_spawn("pipeline", args, out=f"{tmp}/kp-b1", batch=1))
+    many = _result(_spawn("pipeline", args, out=f"{tmp}/kp-bn"))
+    a, b = _keypoints(f"{tmp}/kp-b1"), _keypoints(f"{tmp}/kp-bn")
+    same_rows = a.shape == b.shape
+    diff = float(np.nanmax(np.abs(a - b))) if same_rows and a.size else float("nan")
+    print(f"  keypoints batch 1 vs batch {many['batch']}: {a.shape[0]} vs {b.shape[0]} people-frames, "
+          f"max |diff| {diff:.2g} (target <= 1e-3; {one['frames']} frames)")  # fmt: skip
 
 
 if __name__ == "__main__":
