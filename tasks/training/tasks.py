@@ -1006,7 +1006,11 @@ class _ClassificationTask(TrainingTask):
         return str((params or self._resolved).get("label_column") or self.defaults("tiny")["label_column"])
 
     def _labels(self, version: DatasetVersion, split: str, column: str) -> list[str | None]:
-        table = version.records(split)
+        try:
+            table = version.records(split, columns=[column])
+        except Exception as exc:  # noqa: BLE001 - the reader's error for an unknown column, whatever its type
+            raise TaskDataError(f"{version.dataset}@{version.version} has no column {column!r}: {exc}",
+                                hint="label columns: category, activity, activity_id") from exc  # fmt: skip
         if column not in table.column_names:
             raise TaskDataError(f"{version.dataset}@{version.version} has no column {column!r}", hint="label columns: category, activity, activity_id")
         return [_label_text(v) for v in table.column(column).to_pylist()]
