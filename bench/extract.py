@@ -137,6 +137,8 @@ def _spawn(case: str, args: argparse.Namespace, **over: object) -> subprocess.Po
     if args.model:
         argv += ["--model", str(args.model)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if over.get("threads"):
+        env.update({"POSEPIPE_INTRA_OP_THREADS": str(over["threads"]), "POSEPIPE_INTER_OP_THREADS": "1"})
     return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
 
 
@@ -181,6 +183,7 @@ def main() -> None:
         pair = [_spawn("pipeline", args, out=f"{tmp}/w{i}", tag=f"w{i}") for i in range(2)]
         two = [_result(p) for p in pair]
         two_wall = time.perf_counter() - t0
+        scaling = _thread_scaling(args, tmp)
     raw_fps = raw["frames"] / raw["wall_s"]
     e2e_fps = e2e["frames"] / e2e["wall_s"]
     two_fps = sum(r["frames"] for r in two) / two_wall
@@ -197,11 +200,36 @@ def main() -> None:
     print(f"{'peak RSS, same clip x20':<38}{long['peak_rss_mb']:10.1f} MB  ({long['frames']} frames; {ratio:.3f} x one clip, target <= 1.10)")
     print(f"{'1 worker process':<38}{e2e_fps:10.2f} frames/s")
     print(f"{'2 worker processes':<38}{two_fps:10.2f} frames/s   ({two_fps / e2e_fps:.2f} x one, incl. model load)")
+    for line in scaling:
+        print(line)
     per_frame_all = UCF101_FRAMES / args.k
     here = per_frame_all / max(two_fps, e2e_fps) / 3600
     per_core = e2e_fps / max(1, min(cores, 2)) if two_fps > e2e_fps else e2e_fps / cores
     print(f"UCF101 ({UCF101_CLIPS} clips, every {args.k}th of ~{UCF101_FRAMES:,} frames): {here:.1f} h here; "
           f"{per_frame_all / (per_core * 16) / 3600:.1f} h on 16 cores (linear per-core projection)")  # fmt: skip
+
+
+def _thread_scaling(args: argparse.Namespace, tmp: str, repeats: int = 2) -> list[str]:
+    """1 worker x 1 thread, 1 worker x 2 threads, 2 workers x 1 thread (concurrent), interleaved repeats."""
+    import numpy as np
+
+    fps: dict[str, list[float]] = {"1x1": [], "1x2": [], "2x1": []}
+    for rep in range(repeats):
+        for threads, name in ((1, "1x1"), (2, "1x2")):
+            r = _result(_spawn("pipeline", args, out=f"{tmp}/t{name}-{rep}", threads=threads))
+            fps[name].append(r["frames"] / r["wall_s"])
+        pair = [_spawn("pipeline", args, out=f"{tmp}/t2x1-{rep}-{i}", tag=f"t{i}", threads=1) for i in range(2)]
+        results = [_result(p) for p in pair]
+        fps["2x1"].append(sum(r["frames"] / r["wall_s"] for r in results))  # each worker's own rate, summed
+    med = {k: float(np.median(v)) for k, v in fps.items()}
+    spread = {k: f"[{min(v):.2f}-{max(v):.2f}]" for k, v in fps.items()}
+    return [
+        "thread scaling (end to end, median of interleaved repeats):",
+        f"  1 worker  x 1 thread                      {med['1x1']:8.2f} frames/s  {spread['1x1']}",
+        f"  1 worker  x 2 threads                     {med['1x2']:8.2f} frames/s  {spread['1x2']}",
+        f"  2 workers x 1 thread                      {med['2x1']:8.2f} frames/s  {spread['2x1']}",
+        f"  2x1 / 1x2 = {med['2x1'] / med['1x2']:.2f} (target >= 1.0);  2x1 / 1x1 = {med['2x1'] / med['1x1']:.2f} (target >= 1.8)",
+    ]
 
 
 def _keypoints(run_dir: str):  # noqa: ANN202 - (N, J, 3) array

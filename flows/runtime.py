@@ -119,6 +119,51 @@ def tune_worker_environment() -> None:
         dask.config.set({"distributed.worker.profile.enabled": False})
 
 
+def share_inference_threads(workers: int, threads_per_worker: int = 1, cores: int | None = None) -> dict[str, str]:
+    """Give each LocalCluster worker this process starts its share of the cores for inference.
+
+    TensorFlow and OpenCV size their thread pools to the whole machine by default: two extraction
+    workers on 2 cores then run 2 x 2 compute threads and oversubscribe (measured: 2 workers
+    0.56 x one). Each worker gets ``POSEPIPE_INTRA_OP_THREADS = max(1, cores // (workers x
+    threads_per_worker))`` and ``POSEPIPE_INTER_OP_THREADS = 1``
+    (:func:`tasks.keypoints.api.inference_threads` reads them), unless this process's environment
+    already sets them (then the workers inherit those). An external cluster's workers keep their
+    operator's environment.
+
+    Args:
+        workers: Worker processes of the cluster.
+        threads_per_worker: Dask threads per worker (tasks running at once in one worker).
+        cores: CPU cores to share (default: ``os.cpu_count()``).
+
+    Returns:
+        The variables set for the workers.
+    """
+    import dask
+
+    from tasks.keypoints.api import INTER_OP_ENV, INTRA_OP_ENV
+
+    global _USER_THREADS
+    if _USER_THREADS is None:  # before any nanny copied its pre-spawn variables into os.environ
+        _USER_THREADS = {k: os.environ[k] for k in (INTRA_OP_ENV, INTER_OP_ENV) if k in os.environ}
+    cores = cores or os.cpu_count() or 1
+    share = {INTRA_OP_ENV: str(max(1, cores // max(1, workers * threads_per_worker))), INTER_OP_ENV: "1"}
+    wanted = {k: v for k, v in share.items() if k not in _USER_THREADS}
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    env.update(wanted)
+    for k in share:
+        if k in wanted:
+            # a nanny copies pre-spawn variables into this process's os.environ, and the next one
+            # prefers os.environ over its config: drop the copy so this cluster's share applies
+            os.environ.pop(k, None)
+        else:
+            env.pop(k, None)  # the user's own setting is inherited
+    dask.config.set({"distributed.nanny.pre-spawn-environ": env})
+    return wanted
+
+
+_USER_THREADS: dict[str, str] | None = None
+
+
 class _ExitWithParentSubprocess:
     """Stands in for the ``subprocess`` module inside ``prefect.server.api.server``.
 
@@ -296,6 +341,7 @@ def dask_task_runner(workers: int | None = None, dask_address: str | None = None
         return DaskTaskRunner(address=dask_address)
     tune_worker_environment()
     n = workers or max(1, os.cpu_count() or 1)
+    share_inference_threads(n, threads_per_worker)
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={

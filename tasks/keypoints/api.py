@@ -10,6 +10,7 @@ TensorFlow, where a backend needs it, is imported inside that backend's module o
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,32 @@ from schemas.errors import ConfigError
 
 MAX_BATCH_LIMIT = 1024
 """The largest batch a batch-invariant backend accepts in one :meth:`PoseEstimator.infer` call."""
+
+INTRA_OP_ENV = "POSEPIPE_INTRA_OP_THREADS"
+INTER_OP_ENV = "POSEPIPE_INTER_OP_THREADS"
+
+
+def inference_threads() -> tuple[int | None, int | None]:
+    """The (intra-op, inter-op) thread counts a backend should use when its options name none.
+
+    From ``POSEPIPE_INTRA_OP_THREADS`` / ``POSEPIPE_INTER_OP_THREADS``: posepipe's LocalClusters set
+    them in each worker to that worker's share of the cores (``cores // workers``, and 1), so that
+    two TensorFlow workers do not each start a pool the size of the machine and oversubscribe it.
+    Unset (None): the library's default.
+
+    Raises:
+        ConfigError: A value that is not a positive integer.
+    """
+    out: list[int | None] = []
+    for name in (INTRA_OP_ENV, INTER_OP_ENV):
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            out.append(None)
+            continue
+        if not raw.isdigit() or int(raw) < 1:
+            raise ConfigError(f"{name}={raw!r} is not a positive integer")
+        out.append(int(raw))
+    return out[0], out[1]
 
 
 @dataclass(frozen=True)

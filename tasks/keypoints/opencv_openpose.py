@@ -24,6 +24,7 @@ import numpy as np
 
 from schemas.errors import ExtractionError, ModelError
 from storage.fs import file_sha256
+from tasks.keypoints.api import inference_threads
 from tasks.keypoints.batching import cached_batch_invariance
 from tasks.keypoints.models import ModelEntry, PafLayout
 from tasks.keypoints.openpose_net import OpenPoseNet, channel_indices, check_input_wh
@@ -49,7 +50,8 @@ class OpenCvOpenPose(OpenPoseNet):
         config_path: The ``.prototxt``.
         input_wh: Network input (width, height); default: the entry's.
         decode_params: Decoder parameters.
-        threads: ``cv2.setNumThreads`` (process-wide; None keeps OpenCV's default).
+        threads: ``cv2.setNumThreads`` (process-wide; None: ``POSEPIPE_INTRA_OP_THREADS`` if set, else
+            OpenCV's default).
         probe_wh: Probe frame size for the batch-invariance measurement.
         batch_invariant: Skip the probe and trust this value.
     """
@@ -80,6 +82,8 @@ class OpenCvOpenPose(OpenPoseNet):
         self.input_wh = tuple(input_wh or entry.input_wh)
         check_input_wh(self.input_wh, entry.stride)
         self.decode_params = decode_params or DecodeParams()
+        if threads is None:
+            threads = inference_threads()[0]
         if threads is not None:
             cv2.setNumThreads(int(threads))
         try:

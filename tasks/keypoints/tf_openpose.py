@@ -44,6 +44,7 @@ import numpy as np
 
 from schemas.errors import ConfigError, ExtractionError, ModelError
 from storage.fs import file_sha256
+from tasks.keypoints.api import inference_threads
 from tasks.keypoints.batching import cached_batch_invariance
 from tasks.keypoints.models import ModelEntry, PafLayout
 from tasks.keypoints.openpose_net import OpenPoseNet, channel_indices, check_input_wh
@@ -291,8 +292,9 @@ class TfOpenPose(OpenPoseNet):
         model_path: The frozen graph file.
         input_wh: Network input (width, height); default: the entry's training size.
         decode_params: Decoder parameters.
-        intra_op_threads: TensorFlow intra-op threads (None: TF's default, all cores).
-        inter_op_threads: TensorFlow inter-op threads.
+        intra_op_threads: TensorFlow intra-op threads (None: ``POSEPIPE_INTRA_OP_THREADS``, which
+            posepipe's LocalCluster workers get as their share of the cores, else TF's default).
+        inter_op_threads: TensorFlow inter-op threads (None: ``POSEPIPE_INTER_OP_THREADS``, else TF's).
         interpolation: Frame resize: ``cubic`` (tf-pose-estimation's), ``linear`` or ``area``.
         batch_invariant: Skip the probe and trust this value (tests of the contract only).
         per_sample_norm: Rewrite training-mode batch norms per sample (:func:`per_sample_norm_graph`)
@@ -332,7 +334,8 @@ class TfOpenPose(OpenPoseNet):
         check_input_wh(self.input_wh, entry.stride)
         self.decode_params = decode_params or DecodeParams()
         self._interp = _INTERPOLATIONS[interpolation]
-        configure_threads(intra_op_threads, inter_op_threads)
+        env_intra, env_inter = inference_threads()
+        configure_threads(intra_op_threads if intra_op_threads is not None else env_intra, inter_op_threads if inter_op_threads is not None else env_inter)
         graph_def = read_graph_def(self.model_path)
         self.graph_revision = ""
         if per_sample_norm:

@@ -7,7 +7,7 @@ import dask
 import pytest
 from distributed import Client, LocalCluster
 
-from flows.runtime import tune_worker_environment
+from flows.runtime import share_inference_threads, tune_worker_environment
 
 
 def _worker_view() -> tuple[bool, str | None]:
@@ -27,6 +27,38 @@ def test_started_workers_have_no_profiler_and_glibc_default_trimming(monkeypatch
             (view,) = client.run(_worker_view).values()
         assert view == (False, None)
         assert dask.config.get("distributed.nanny.pre-spawn-environ") == {"OMP_NUM_THREADS": 1}  # the rest is kept
+
+
+def _worker_threads() -> tuple[int | None, int | None]:
+    from tasks.keypoints.api import inference_threads
+
+    return inference_threads()
+
+
+@pytest.mark.slow
+def test_each_started_worker_gets_its_share_of_the_cores_for_inference(monkeypatch):
+    import flows.runtime
+
+    monkeypatch.delenv("POSEPIPE_INTRA_OP_THREADS", raising=False)
+    monkeypatch.delenv("POSEPIPE_INTER_OP_THREADS", raising=False)
+    monkeypatch.setattr(flows.runtime, "_USER_THREADS", None)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}):
+        assert share_inference_threads(2, 1, cores=4) == {"POSEPIPE_INTRA_OP_THREADS": "2", "POSEPIPE_INTER_OP_THREADS": "1"}
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+            views = list(client.run(_worker_threads).values())
+        assert views == [(2, 1), (2, 1)]
+        assert share_inference_threads(3, 2, cores=2) == {"POSEPIPE_INTRA_OP_THREADS": "1", "POSEPIPE_INTER_OP_THREADS": "1"}
+        # a user's own setting wins: it is inherited, not overwritten
+        monkeypatch.setenv("POSEPIPE_INTRA_OP_THREADS", "3")
+        monkeypatch.setattr(flows.runtime, "_USER_THREADS", None)
+        assert share_inference_threads(2, 1, cores=4) == {"POSEPIPE_INTER_OP_THREADS": "1"}
+        assert "POSEPIPE_INTRA_OP_THREADS" not in dask.config.get("distributed.nanny.pre-spawn-environ")
+    monkeypatch.setenv("POSEPIPE_INTRA_OP_THREADS", "zero")
+    from schemas.errors import ConfigError
+    from tasks.keypoints.api import inference_threads
+
+    with pytest.raises(ConfigError, match="not a positive integer"):
+        inference_threads()
 
 
 def test_an_explicit_profiler_setting_is_respected(monkeypatch):
