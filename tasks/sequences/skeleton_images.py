@@ -2,7 +2,7 @@
 
 * :func:`frame_images`: one ``(H, W, 3)`` image per time step, every kept person's limbs (one HSV
   colour per limb) and joints (white) on black: what an LSTM on skeleton images reads.
-* :func:`composite_image`: every time step drawn on one canvas, each step's limbs in a colour of
+* :func:`composite_image`: every time step's limbs drawn on one canvas, each step in a colour of
   OpenCV's JET map by time (blue = first, red = last), later steps over earlier ones: the image a
   CNN on skeleton images reads (the motion becomes a coloured trail).
 
@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from schemas.skeletons import Skeleton, get_skeleton
-from tasks.transforms.draw import draw_skeleton, stroke_px
+from tasks.transforms.draw import stroke_px
 
 #: Joints scored below this are not drawn (as in the extraction exports).
 MIN_DRAW_SCORE = 0.05
@@ -46,7 +46,8 @@ def _canvas_xy_vis(sequence: np.ndarray, frame_hw: tuple[int, int], canvas_hw: t
 def frame_images(
     sequence: np.ndarray, skeleton: Skeleton | str, frame_hw: tuple[int, int], canvas_hw: tuple[int, int] = (64, 64), out: np.ndarray | None = None
 ) -> np.ndarray:
-    """One skeleton image per time step.
+    """One skeleton image per time step (limbs in one HSV colour each, joints white, as the extraction's
+    skeleton-image export draws them with :func:`tasks.transforms.draw.draw_skeleton`).
 
     Args:
         sequence: ``(T, M, J, 3)`` x_px, y_px, score in frame pixels.
@@ -64,16 +65,32 @@ def frame_images(
     images[:] = 0
     xy, vis, scale = _canvas_xy_vis(sequence, frame_hw, canvas_hw)
     thickness = stroke_px(scale)
-    for i in range(t):
-        if vis[i].any():
-            draw_skeleton(images[i], xy[i], vis[i], sk, thickness_px=thickness, radius_px=thickness, palette="limbs", in_place=True)
+    limbs = [tuple(int(v) for v in ab) for ab in sk.limb_indices]
+    colours = limb_colours(len(limbs))
+    pts = np.round(np.nan_to_num(xy)).astype(np.int32)
+    ok = vis > 0
+    for i in np.flatnonzero(ok.any(axis=(1, 2))):
+        canvas = images[i]
+        for m in np.flatnonzero(ok[i].any(axis=1)):
+            p, f = pts[i, m], ok[i, m]
+            for (a, b), colour in zip(limbs, colours, strict=True):
+                if f[a] and f[b]:
+                    cv2.line(canvas, (int(p[a, 0]), int(p[a, 1])), (int(p[b, 0]), int(p[b, 1])), colour, thickness, cv2.LINE_AA)
+            for j in np.flatnonzero(f):
+                cv2.circle(canvas, (int(p[j, 0]), int(p[j, 1])), thickness, (255, 255, 255), -1, cv2.LINE_AA)
     return images
+
+
+def limb_colours(num_limbs: int) -> list[tuple[int, int, int]]:
+    """One BGR colour per limb, spread over OpenCV's HSV map (the notebooks' skeleton images)."""
+    levels = np.array([int(255 * i / max(1, num_limbs)) for i in range(num_limbs)], np.uint8)
+    return [tuple(int(c) for c in bgr) for bgr in cv2.applyColorMap(levels[:, None], cv2.COLORMAP_HSV)[:, 0]]
 
 
 def composite_image(
     sequence: np.ndarray, skeleton: Skeleton | str, frame_hw: tuple[int, int], canvas_hw: tuple[int, int] = (64, 64)
 ) -> np.ndarray:
-    """Every time step's skeleton on one canvas, coloured by time (JET: blue first, red last).
+    """Every time step's limbs on one canvas, coloured by time (JET: blue first, red last).
 
     Args:
         sequence: ``(T, M, J, 3)`` x_px, y_px, score in frame pixels.
@@ -95,13 +112,11 @@ def composite_image(
     thickness = stroke_px(scale)
     limbs = sk.limb_indices
     pts = np.round(np.nan_to_num(xy)).astype(np.int32)
+    ok = vis > 0
+    both = ok[:, :, limbs[:, 0]] & ok[:, :, limbs[:, 1]]  # (T, M, L)
+    segments = np.stack([pts[:, :, limbs[:, 0]], pts[:, :, limbs[:, 1]]], axis=3)  # (T, M, L, 2, 2)
     for i in range(t):
-        colour = tuple(int(c) for c in colours[i])
-        for m in range(xy.shape[1]):
-            ok = vis[i, m] > 0
-            for a, b in limbs:
-                if ok[a] and ok[b]:
-                    cv2.line(canvas, tuple(pts[i, m, a]), tuple(pts[i, m, b]), colour, thickness, cv2.LINE_AA)
-            for j in np.flatnonzero(ok):
-                cv2.circle(canvas, tuple(pts[i, m, j]), thickness, colour, -1, cv2.LINE_AA)
+        seg = segments[i][both[i]]
+        if len(seg):
+            cv2.polylines(canvas, list(seg), False, tuple(int(c) for c in colours[i]), thickness, cv2.LINE_AA)
     return canvas

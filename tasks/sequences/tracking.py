@@ -39,7 +39,7 @@ DEFAULT_MAX_GAP_FRAMES = 5
 
 def found_joints(pose: np.ndarray) -> np.ndarray:
     """``(..., J) bool``: joints with finite coordinates and a positive score (``pose`` ``(..., J, 3)``)."""
-    return np.isfinite(pose[..., 0]) & np.isfinite(pose[..., 1]) & (np.nan_to_num(pose[..., 2]) > 0)
+    return np.isfinite(pose[..., 0]) & np.isfinite(pose[..., 1]) & (pose[..., 2] > 0)  # NaN > 0 is False
 
 
 def is_person(pose: np.ndarray) -> bool:
@@ -47,12 +47,37 @@ def is_person(pose: np.ndarray) -> bool:
     return bool(found_joints(pose).any())
 
 
-def _diagonal_px(pose: np.ndarray, ok: np.ndarray) -> float:
-    """Box diagonal of the found joints of a ``(J, 3)`` pose (at least 1 px)."""
-    if not ok.any():
-        return 1.0
-    xy = pose[ok, :2]
-    return max(1.0, float(np.hypot(*(xy.max(axis=0) - xy.min(axis=0)))))
+def _diagonals_px(poses: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """``(N,)`` box diagonal of the found joints of ``(N, J, 3)`` poses (at least 1 px)."""
+    xy = poses[..., :2]
+    hi = np.where(found[..., None], xy, -np.inf).max(axis=1)
+    lo = np.where(found[..., None], xy, np.inf).min(axis=1)
+    ext = np.where(found.any(axis=1)[:, None], hi - lo, 0.0)
+    return np.maximum(np.sqrt((ext * ext).sum(axis=1)), 1.0)
+
+
+def cost_matrix(predicted: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """``(K, P)`` keypoint-distance costs of ``(K, J, 3)`` predicted poses against ``(P, J, 3)`` detections.
+
+    Per pair: the mean distance of the joints both have, divided by the larger box diagonal of the
+    two; with no joint in common, the distance between the means of their found joints (same scale);
+    ``inf`` when either has no found joint.
+    """
+    a, b = found_joints(predicted), found_joints(detected)  # (K, J), (P, J)
+    scale = np.maximum(_diagonals_px(predicted, a)[:, None], _diagonals_px(detected, b)[None])
+    common = a[:, None] & b[None]  # (K, P, J)
+    pa_, pb = np.where(a[..., None], predicted[..., :2], 0.0), np.where(b[..., None], detected[..., :2], 0.0)
+    diff = pa_[:, None] - pb[None]
+    d = np.where(common, np.sqrt((diff * diff).sum(-1)), 0.0)
+    n = common.sum(-1)
+    na, nb = np.maximum(a.sum(-1), 1)[:, None], np.maximum(b.sum(-1), 1)[:, None]
+    dc = pa_.sum(1) / na  # (K, 2) centroids of the found joints
+    dc = dc[:, None] - (pb.sum(1) / nb)[None]
+    centroid = np.sqrt((dc * dc).sum(-1))
+    cost = np.where(n > 0, d.sum(-1) / np.maximum(n, 1), centroid) / scale
+    cost[~a.any(-1)] = np.inf
+    cost[:, ~b.any(-1)] = np.inf
+    return cost
 
 
 @dataclass
@@ -77,25 +102,12 @@ class _Track:
 
 
 def match_cost(predicted: np.ndarray, detected: np.ndarray) -> float:
-    """Keypoint-distance cost of giving ``detected`` ``(J, 3)`` to a track that predicts ``predicted``.
-
-    Mean distance of the joints both have, divided by the larger box diagonal of the two; with no
-    joint in common, the distance between the means of their found joints (same scale). ``inf`` when
-    either has no found joint.
+    """Keypoint-distance cost of giving ``detected`` ``(J, 3)`` to a track that predicts ``predicted`` (:func:`cost_matrix`).
 
     Example:
         Two identical poses cost 0; the same pose shifted by its own box diagonal costs 1.
     """
-    a, b = found_joints(predicted), found_joints(detected)
-    if not a.any() or not b.any():
-        return float("inf")
-    scale = max(_diagonal_px(predicted, a), _diagonal_px(detected, b))
-    common = a & b
-    if common.any():
-        d = np.hypot(*(predicted[common, :2] - detected[common, :2]).T).mean()
-    else:
-        d = float(np.hypot(*(predicted[a, :2].mean(axis=0) - detected[b, :2].mean(axis=0))))
-    return float(d) / scale
+    return float(cost_matrix(predicted[None], detected[None])[0, 0])
 
 
 def track_people(
@@ -126,11 +138,12 @@ def track_people(
     num_joints = joints.pop() if joints else (frames[0].shape[1] if frames and frames[0].ndim == 3 else 0)
     tracks: list[_Track] = []
     for t, dets in enumerate(frames):
-        people = [d for d in np.asarray(dets, np.float32) if is_person(d)] if len(dets) else []
+        dets = np.asarray(dets, np.float32)
+        people = list(dets[found_joints(dets).any(-1)]) if len(dets) else []
         live = [k for k, tr in enumerate(tracks) if t - tr.last_t <= max_gap_frames + 1]
         unmatched = set(range(len(people)))
         if live and people:
-            cost = np.array([[match_cost(tracks[k].predict(t), d) for d in people] for k in live])
+            cost = cost_matrix(np.stack([tracks[k].predict(t) for k in live]), np.stack(people))
             finite = np.where(np.isfinite(cost), cost, 1e9)
             rows, cols = linear_sum_assignment(finite)
             for r, c in zip(rows, cols, strict=True):
