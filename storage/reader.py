@@ -478,8 +478,21 @@ class DatasetVersion:
                 out[pos] = self.read_crops(shard, row_of[idx[pos]])
         return out
 
+    def _column_names(self, split: str) -> list[str]:
+        """The record columns of ``split`` (the record schema's, else the first shard file's)."""
+        if self._schema is not None:
+            return list(self._schema.names)
+        for shard in self.shards(split):
+            with self.fs.open(shard.parquet, "rb") as fh:
+                return list(pq.read_schema(fh).names)
+        return []
+
     def batches(self, split: str, batch_size: int = 64, columns: Sequence[str] | None = None) -> Iterator[Batch]:
         """Consecutive batches of ``split`` in record order, each record once (the last batch may be short).
+
+        Works for every record kind: crops where the records have ``pixels_row`` and the shards
+        pixels, joints where they have ``keypoints_crop_xy_px``/``keypoints_visibility`` (else
+        empty arrays), ids from ``sample_id`` (or ``clip_id``).
 
         Memory: one shard's records (plus fewer than ``batch_size`` left over from the shard before)
         and the batch being yielded; each batch's arrays are new (keep them as long as you like).
@@ -492,11 +505,13 @@ class DatasetVersion:
         """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, not {batch_size}")
-        pixels = self.record == "processed_samples"
-        need = ["sample_id", "keypoints_crop_xy_px", "keypoints_visibility", "pixels_row"] if pixels else []
-        id_column = "sample_id" if pixels or self._schema is None else self._schema.names[0]
-        read_cols = None if columns is None else list(dict.fromkeys([*columns, id_column, *need]))
-        shape = self.crop_shape(split) if pixels and self.num_rows(split) else (0, 0, 3)
+        names = self._column_names(split)
+        pixels = "pixels_row" in names and any(s.hdf5 for s in self.shards(split))
+        joints = "keypoints_crop_xy_px" in names and "keypoints_visibility" in names
+        id_column = next((c for c in ("sample_id", "clip_id") if c in names), names[0] if names else "")
+        need = [id_column, *(["pixels_row"] if pixels else []), *(["keypoints_crop_xy_px", "keypoints_visibility"] if joints else [])]
+        read_cols = None if columns is None else list(dict.fromkeys([*columns, *need]))
+        shape = self.crop_shape(split) if pixels else (0, 0, 3)
         pending: list[tuple[ShardRef, pa.Table]] = []  # (shard, rows not yet yielded)
         pending_rows = 0
 
@@ -508,7 +523,7 @@ class DatasetVersion:
                     self.read_crops(shard, t.column("pixels_row").to_numpy(), out=crops[at : at + t.num_rows])
                 at += t.num_rows
             table = pa.concat_tables([t for _, t in parts]) if len(parts) > 1 else parts[0][1]
-            if pixels:
+            if joints:
                 kp = _points(table.column("keypoints_crop_xy_px"), n, "keypoints_crop_xy_px")
                 vis = _flags(table.column("keypoints_visibility"), n, "keypoints_visibility")
             else:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import posepipe
-from schemas.errors import ConfigError, ShardChecksumError, VersionNotFoundError, VersionNotValidatedError
+from schemas.errors import ConfigError, SchemaError, ShardChecksumError, VersionNotFoundError, VersionNotValidatedError
 from storage.hdf5 import COLOR_ORDER, read_rows_into, stream_content_sha256
 from storage.reader import DatasetVersion, open_version, parse_dataset_ref
 from tasks.synthetic import write_synthetic_coco
@@ -345,3 +345,25 @@ def test_handles_reopen_after_fork_and_pickle(built):
     assert not clone._handles and np.array_equal(clone.crops("train", rows), parent)
     v.close()
     assert np.array_equal(v.crops("train", rows), parent)  # reopened on demand
+
+
+def test_other_record_kinds_read_by_their_columns(root, built):
+    """A kind the reader has no schema for (sequences) and shards without pixels still batch."""
+    summary = built[1]
+    path = _vdir(root, summary) / "_manifest.json"
+    expected = open_version(str(root), "coco")
+    crops = expected.crops("val", np.arange(expected.num_rows("val")))
+    m = json.loads(path.read_text())
+    m["record"] = "some_future_kind"
+    path.write_text(json.dumps(m))
+    v = open_version(str(root), "coco")
+    (b,) = v.batches("val", batch_size=64)
+    assert np.array_equal(b.crops, crops) and b.keypoints_xy_px.shape == (len(crops), 17, 2)
+    for shard in m["shards"]:
+        shard["hdf5"] = shard["hdf5_content_sha256"] = None
+    path.write_text(json.dumps(m))
+    v = open_version(str(root), "coco")
+    (b,) = v.batches("val", batch_size=64, columns=["image_path"])
+    assert b.crops.shape == (len(crops), 0, 0, 3) and b.records.column_names == ["image_path"] and len(b.sample_ids) == len(crops)
+    with pytest.raises(SchemaError, match="no pixels"):
+        v.crop_shape("val")
