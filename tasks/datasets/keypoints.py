@@ -97,6 +97,11 @@ class ClipKeypoints(DatasetAdapter):
     clip_dataset: ClassVar[str] = ""
     Params: ClassVar[type[AdapterParams]] = KeypointsParams
 
+    @property
+    def record_schema(self) -> pa.Schema:
+        """:data:`schemas.records.SEQUENCE_SOURCES_SCHEMA` (what ``parse`` returns; ``posepipe parse`` writes it)."""
+        return SEQUENCE_SOURCES_SCHEMA
+
     def parse(self, source: Path, params: AdapterParams) -> ParseResult:
         """Read an extraction run folder (see the module docstring).
 

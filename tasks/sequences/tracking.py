@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from schemas.errors import ConfigError
 
@@ -130,6 +129,8 @@ def track_people(
         ConfigError: On a non-positive ``max_cost`` or negative ``max_gap_frames``, or frames with
             different joint counts.
     """
+    from scipy.optimize import linear_sum_assignment  # imported here: adapter discovery imports this module
+
     if max_cost <= 0 or max_gap_frames < 0:
         raise ConfigError(f"tracking needs max_cost > 0 and max_gap_frames >= 0, got {max_cost}, {max_gap_frames}")
     joints = {f.shape[1] for f in frames if f.ndim == 3 and f.shape[0]}
