@@ -135,6 +135,12 @@ def test_gate_catches_absurd_crops_that_slipped_past_parse(tmp_path, source):
     rows[0]["keypoints_crop_xy_px"][visible] = [float("nan"), float("nan")]
     rows[1]["crop_xyxy_px"] = [float("nan"), float("nan"), float("inf"), float("inf")]
     rows[2]["crop_xyxy_px"] = [-1e9, -1e9, -1e9 + 50, -1e9 + 50]
+    rows[4]["keypoints_visibility"] = [5] + rows[4]["keypoints_visibility"][1:]
+    far = next(j for j, v in enumerate(rows[5]["keypoints_visibility"]) if v > 0)
+    rows[5]["keypoints_crop_xy_px"][far] = [rows[5]["crop_width_px"] + 10.0, 3.0]
+    for col in ("keypoints_crop_xy_px", "keypoints_xy_px", "keypoints_visibility"):
+        rows[6][col] = rows[6][col][:-1]  # one joint short of the skeleton
+    rows[7]["pixels_row"] = rows[8]["pixels_row"]  # points at another sample's pixels
     write_parquet(fs, f"{vdir}/{shard.parquet}", pa.Table.from_pylist(rows, PROCESSED_SAMPLES_SCHEMA), PROCESSED_SAMPLES_SCHEMA)
     ids, pixels = read_hdf5_rows(fs, f"{vdir}/{shard.hdf5}")
     pixels = pixels.copy()
@@ -146,7 +152,25 @@ def test_gate_catches_absurd_crops_that_slipped_past_parse(tmp_path, source):
         "visible_keypoints_finite": rows[0]["sample_id"],
         "crop_box_intersects_image": f"{rows[1]['sample_id']}, {rows[2]['sample_id']}",
         "crop_pixels_not_constant": rows[3]["sample_id"],
+        "visibility_in_domain": rows[4]["sample_id"],
+        "visible_keypoints_inside_crop": rows[5]["sample_id"],
+        "joint_count_matches_skeleton": rows[6]["sample_id"],
+        "crop_pixels_present": rows[7]["sample_id"],
     }
+    assert all(r.success for r in report.results if r.engine == "great_expectations")
+
+
+def test_gx_sees_nested_columns_as_their_length_and_nulls_as_nulls() -> None:
+    from tasks.validate import flat_frame
+
+    table = pa.table({"id": ["a", "b", "c"], "xy": pa.array([[[1.0, 2.0]], None, []], pa.list_(pa.list_(pa.float32(), 2))),
+                      "box": pa.array([[0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 2.0, 2.0], None], pa.list_(pa.float32(), 4))})  # fmt: skip
+    df = flat_frame(table)
+    assert df["id"].tolist() == ["a", "b", "c"]
+    assert df["xy"].tolist()[0] == 1 and df["xy"].isna().tolist() == [False, True, False] and df["xy"].tolist()[2] == 0
+    assert df["box"].isna().tolist() == [False, False, True]
+    as_pandas = flat_frame(table.to_pandas())
+    assert as_pandas["xy"].isna().tolist() == [False, True, False]
 
 
 def test_flic_rebuild_without_images_fails_at_parse(tmp_path, shared_data):

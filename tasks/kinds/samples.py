@@ -52,11 +52,11 @@ class Samples(RecordKind):
 
     def checks(self, spec: ShardSpec, summary: ShardSummary) -> list[CheckResult]:
         fs, paths = spec.paths_fs()
-        df = read_parquet(fs, paths.file(summary.parquet), PROCESSED_SAMPLES_SCHEMA).to_pandas()
+        table = read_parquet(fs, paths.file(summary.parquet), PROCESSED_SAMPLES_SCHEMA)
         crop = spec.crop or CropConfig()
         specs = suite_for(PROCESSED_SAMPLES_SCHEMA, dataset=spec.dataset, splits=spec.splits, skeleton=spec.skeleton, out_hw=(crop.out_height_px, crop.out_width_px))
         ids, pixels = read_hdf5_rows(fs, paths.file(summary.hdf5 or ""))
-        return shard_suite(df, specs, spec.dataset, summary.parquet) + semantic_checks(df, ids, pixels)
+        return shard_suite(table, specs, spec.dataset, summary.parquet) + semantic_checks(table, ids, pixels)
 
     def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:
         """Sample ids unique across shards; no image in two splits."""
