@@ -16,7 +16,7 @@ What one epoch is:
    resized to the network input, and its targets encoded (:func:`encode_sample` is the same thing
    for one sample). So a batch's bytes depend on neither the worker count nor which worker made
    it, and a resumed epoch is identical.
-3. ``tf.data`` maps batch indices to :func:`load_batch` in parallel (deterministic order), casts
+3. ``tf.data`` maps batch indices to :func:`load_batch` on a thread pool (deterministic order), casts
    the pixels to float32 in the graph (uint8 crosses the Python boundary: 4× fewer bytes) and
    prefetches.
 
@@ -39,15 +39,35 @@ joints     ``(B, J*3) float32``           ``(B,) int32`` (x from :func:`normalis
 Rows whose label is missing or not in ``spec.classes`` are not part of the split for those kinds
 (:func:`plan_split` counts them: ``Plan.skipped``).
 
-Threads or processes (measured on this 2-core VM, shared with other work, ``bench/train_input.py
---parallelism``; synthetic COCO, 256×192 crops → 256×192 input, 17 heatmaps at stride 4, batch 32,
-full augmentation; samples/s, median of interleaved repeats):
+Threads or processes: measured with ``bench/train_input.py --parallelism`` on this 2-core VM while
+three other engineers' test suites ran on it (load average 4-9, so absolute figures are ~5x below an
+idle machine's and the spreads are wide; read the ratios). Synthetic COCO version, 1,508 train crops
+256×192 → 256×192 input, 17 heatmaps at stride 4, batch 32, full augmentation, HDF5 shards of 256
+rows; samples/s in steady state (3 batches skipped per epoch), median (min..max) of 3 interleaved
+repeats, two separate runs; "epoch" is the whole epoch's wall time including start-up:
 
-    PARALLELISM_TABLE
+    ==============================================  ======================  ======================
+    variant                                          run 1                   run 2
+    ==============================================  ======================  ======================
+    tf.data map over numpy_function, 1 thread        148 (145..180)          -
+    tf.data map over numpy_function, 2 threads       109 (73..151)           151 (148..217), 10.3 s
+    tf.data map over numpy_function, 4 threads       182 (147..320)          181 (143..211), 8.6 s
+    2 spawned processes -> shared memory            208 (168..233)          124 (44..141), 19.1 s
+    keras.utils.PyDataset, workers=2, processes      52 (51..55)             -
+    ==============================================  ======================  ======================
 
-h5py serialises every call under one lock, but a pixel read here is one ``read_direct_chunk`` per
-sample (~30 µs) against ~0.5 ms of warp and targets, most of which (OpenCV's warp, numpy's large
-ufuncs) releases the GIL. PARALLELISM_CHOICE
+Chosen: threads (``backend="threads"``, ``workers=4``). In steady state the process producer is at
+best level with threads (208 vs 182 in run 1, 124 vs 181 in run 2: within the noise), but it pays a
+spawn (fresh interpreters importing numpy/OpenCV/h5py/pyarrow and unpickling the plan) every epoch
+- the whole epoch took 19 s against 9-10 s - and holds a second copy of the plan and libraries per
+worker; forking instead is unsafe once TensorFlow's threads run. Keras' ``PyDataset`` forks with
+TensorFlow loaded and pickles every batch back through a pipe: 3.5x slower. Threads suffice as the
+GIL is held for only a small part of a sample (the per-sample parameter draws and small numpy ops);
+OpenCV's warp and numpy's heatmap products release it, and the HDF5 read is one
+``read_direct_chunk`` per sample (~30 µs of ~0.6 ms on an idle core). h5py's lock therefore
+serialises little, but it must be held: h5py 3.14's ``read_direct_chunk`` does not take it by
+itself, and two threads reading at once fail inside libhdf5 (:class:`VersionSource` holds it).
+``backend="processes"`` stays available (:func:`process_batches`); its output is byte-identical.
 """
 
 from __future__ import annotations
@@ -59,7 +79,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from schemas.errors import ConfigError, TaskDataError
+from schemas.errors import ConfigError, TaskDataError, TrainingError
 from schemas.skeletons import convert_keypoints, get_skeleton
 from tasks.common import stable_hash
 from tasks.transforms.augment import (
@@ -310,10 +330,17 @@ class VersionSource:
         self.pixel_rows = version.records(split, ["pixels_row"]).column("pixels_row").to_numpy().astype(np.int64)
 
     def read_into(self, rows: np.ndarray, out: np.ndarray) -> None:
+        # h5py 3.14's DatasetID.read_direct_chunk does not take h5py's global lock (phil) like its other
+        # calls: two threads reading at once fail inside libhdf5 ("Can't read unprocessed chunk data (no
+        # VOL object wrap context?)", reproduced here). Hold that lock, which also orders us against any
+        # other thread's h5py call (a Keras checkpoint being written, say).
+        from h5py._objects import phil
+
         which = np.searchsorted(self.bounds, rows, side="right") - 1
         cuts = np.flatnonzero(np.diff(which)) + 1
         for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(rows)], strict=True):
-            self.version.read_crops(self.shards[int(which[a])], self.pixel_rows[rows[a:b]], out=out[a:b])
+            with phil:
+                self.version.read_crops(self.shards[int(which[a])], self.pixel_rows[rows[a:b]], out=out[a:b])
 
 
 class ArraySource:
@@ -457,17 +484,28 @@ def batch_layout(spec: TargetSpec, num_joints: int) -> tuple[tuple[tuple[int, ..
     return x, y
 
 
-def load_batch(plan: Plan, rows: np.ndarray, seed: int, epoch: int, augment: AugmentConfig | None) -> tuple[np.ndarray, np.ndarray]:
+def load_batch(
+    plan: Plan,
+    rows: np.ndarray,
+    seed: int,
+    epoch: int,
+    augment: AugmentConfig | None,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """One batch from plan positions ``rows`` (in batch order): raw ``x`` (uint8 pixels) and ``y``.
 
     Equal to stacking :func:`encode_sample` over the rows (pixels as uint8 before the float cast).
+    ``out``: ``(x, y)`` buffers of ``len(rows)`` samples (:func:`batch_layout`) to fill instead of new arrays.
     """
     spec = plan.spec
     n = len(rows)
     j = plan.keypoints.shape[1]
     (xs, xt), (ys, yt) = batch_layout(spec, j)
-    x = np.empty((n, *xs), xt)
-    y = np.empty((n, *ys), yt)
+    if out is not None:
+        x, y = out
+    else:
+        x = np.empty((n, *xs), xt)
+        y = np.empty((n, *ys), yt)
     crops = None
     order = np.argsort(rows, kind="stable")
     if spec.needs_pixels and n:
@@ -498,6 +536,104 @@ def num_batches(n: int, batch_size: int, drop_remainder: bool) -> int:
     return n // batch_size if drop_remainder else -(-n // batch_size)
 
 
+# --- worker processes -----------------------------------------------------------------------------
+
+
+def _slot_views(buf: memoryview | Any, slot: int, n: int, batch_size: int, layout: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` views of ``n`` samples in slot ``slot`` of a shared buffer of batch-sized slots."""
+    (xs, xt), (ys, yt) = layout
+    xb = batch_size * int(np.prod(xs, dtype=np.int64)) * np.dtype(xt).itemsize
+    yb = batch_size * int(np.prod(ys, dtype=np.int64)) * np.dtype(yt).itemsize
+    base = slot * (xb + yb)
+    x = np.ndarray((batch_size, *xs), xt, buffer=buf, offset=base)[:n]
+    y = np.ndarray((batch_size, *ys), yt, buffer=buf, offset=base + xb)[:n]
+    return x, y
+
+
+def _slot_bytes(batch_size: int, layout: Any) -> int:
+    (xs, xt), (ys, yt) = layout
+    return batch_size * (int(np.prod(xs, dtype=np.int64)) * np.dtype(xt).itemsize + int(np.prod(ys, dtype=np.int64)) * np.dtype(yt).itemsize)
+
+
+def _worker_main(plan: Plan, order: np.ndarray, batch_size: int, seed: int, epoch: int, augment: AugmentConfig | None, shm_name: str, tasks: Any, results: Any) -> None:
+    """A producer process: make the batches it is handed straight into their shared-memory slot."""
+    from multiprocessing import shared_memory
+
+    import cv2
+
+    cv2.setNumThreads(1)
+    shm = shared_memory.SharedMemory(shm_name)  # (spawned children share the parent's resource tracker: it unlinks)
+    layout = batch_layout(plan.spec, plan.keypoints.shape[1])
+    try:
+        while (item := tasks.get()) is not None:
+            b, slot = item
+            rows = order[b * batch_size : (b + 1) * batch_size]
+            try:
+                load_batch(plan, rows, seed, epoch, augment, out=_slot_views(shm.buf, slot, len(rows), batch_size, layout))
+            except Exception as exc:  # handed to the parent, which raises it
+                results.put((b, slot, exc))
+                continue
+            results.put((b, slot, None))
+    finally:
+        shm.close()
+
+
+def process_batches(
+    plan: Plan, order: np.ndarray, batch_size: int, n_batches: int, seed: int, epoch: int, augment: AugmentConfig | None, workers: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches made by ``workers`` spawned processes into ``2 * workers`` shared-memory slots, yielded in order.
+
+    Each yielded pair is a copy (the slot is reused at once). Workers import no TensorFlow.
+    """
+    import multiprocessing as mp
+    from multiprocessing import shared_memory
+
+    layout = batch_layout(plan.spec, plan.keypoints.shape[1])
+    slots = max(1, min(2 * workers, n_batches))
+    ctx = mp.get_context("spawn")
+    shm = shared_memory.SharedMemory(create=True, size=max(1, slots * _slot_bytes(batch_size, layout)))
+    tasks, results = ctx.Queue(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker_main, args=(plan, order, batch_size, seed, epoch, augment, shm.name, tasks, results), daemon=True)
+        for _ in range(workers)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        for b in range(slots):
+            tasks.put((b, b))
+        sent, done = slots, {}
+        for b in range(n_batches):
+            while b not in done:
+                try:
+                    bb, slot, err = results.get(timeout=5.0)
+                except Exception:  # queue.Empty: check the workers are alive
+                    if not all(p.is_alive() for p in procs):
+                        raise TrainingError("an input worker process died", hint="see its traceback above; out of memory?") from None
+                    continue
+                if err is not None:
+                    raise err
+                done[bb] = slot
+            slot = done.pop(b)
+            n = len(order[b * batch_size : (b + 1) * batch_size])
+            x, y = (a.copy() for a in _slot_views(shm.buf, slot, n, batch_size, layout))
+            if sent < n_batches:
+                tasks.put((sent, slot))
+                sent += 1
+            yield x, y
+    finally:
+        for _ in procs:
+            tasks.put(None)
+        for p in procs:
+            if p.pid is None:  # never started
+                continue
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+        shm.close()
+        shm.unlink()
+
+
 # --- tf.data --------------------------------------------------------------------------------------
 
 
@@ -512,7 +648,8 @@ def make_dataset(
     augment: AugmentConfig | None,
     shuffle: bool,
     drop_remainder: bool = False,
-    workers: int = 2,
+    workers: int = 4,
+    backend: Literal["threads", "processes"] = "threads",
     block_size: int = 64,
     buffer_size: int = 256,
     plan: Plan | None = None,
@@ -529,8 +666,9 @@ def make_dataset(
         augment: Augmentation ranges, or None (evaluation).
         shuffle: Shuffle (see :func:`epoch_order`), or keep record order.
         drop_remainder: Drop the last, short batch.
-        workers: Batches made in parallel (threads of the ``tf.data`` map); the output does not
-            depend on it.
+        workers: Batches made in parallel; the output does not depend on it.
+        backend: ``"threads"`` (a parallel ``tf.data`` map over :func:`load_batch`) or
+            ``"processes"`` (:func:`process_batches` behind ``from_generator``); see the module docstring.
         block_size: See :func:`epoch_order`.
         buffer_size: See :func:`epoch_order`.
         plan: A :func:`plan_split` result to reuse across epochs (default: planned here).
@@ -567,7 +705,26 @@ def make_dataset(
             return x, y, tf.gather(tf.constant(weights), y)
         return x, y
 
-    ds = tf.data.Dataset.range(n_batches).map(call, num_parallel_calls=workers, deterministic=True)
+    if backend == "processes":
+
+        def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            yield from process_batches(plan, order, batch_size, n_batches, seed, epoch, augment, workers)
+
+        sig = (tf.TensorSpec((dim, *xs), tx), tf.TensorSpec((dim, *ys), ty))
+        raw = tf.data.Dataset.from_generator(gen, output_signature=sig).apply(tf.data.experimental.assert_cardinality(n_batches))
+
+        def finish(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            if x.dtype == tf.uint8:
+                x = tf.cast(x, tf.float32)
+            if weights is not None:
+                return x, y, tf.gather(tf.constant(weights), y)
+            return x, y
+
+        ds = raw.map(finish)
+    elif backend == "threads":
+        ds = tf.data.Dataset.range(n_batches).map(call, num_parallel_calls=workers, deterministic=True)
+    else:
+        raise ConfigError(f"unknown input backend {backend!r}", hint="use 'threads' or 'processes'")
     options = tf.data.Options()
     options.deterministic = True
     options.threading.private_threadpool_size = max(workers, 1)
@@ -603,5 +760,6 @@ __all__ = [
     "make_dataset",
     "num_batches",
     "plan_split",
+    "process_batches",
     "sample_rng",
 ]

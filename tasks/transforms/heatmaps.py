@@ -24,6 +24,9 @@ import numpy as np
 
 from schemas.errors import ConfigError
 
+#: Per-axis Gaussian factors below this are 0, so a product of two is 0 or a normal float32 (> 1.18e-38).
+_TINY = np.float32(1.1e-19)
+
 
 def input_to_heatmap_px(xy: np.ndarray, stride: int) -> np.ndarray:
     """Input pixels -> heatmap pixels (pixel centres): ``(x + 0.5) / stride - 0.5``."""
@@ -72,7 +75,8 @@ def gaussian_heatmaps(
 
     Returns:
         ``(h, w, J) float32`` heatmaps, ``exp(-d² / 2σ²)`` with ``d`` the distance of a cell centre
-        from the joint in heatmap pixels (peak 1 at the joint; all zeros where the weight is 0), and
+        from the joint in heatmap pixels (peak 1 at the joint; all zeros where the weight is 0; no
+        subnormal values, so the bytes do not depend on a thread's flush-to-zero mode), and
         ``(J,) float32`` weights: 1 for a labelled joint inside the heatmap
         (``[-0.5, w - 0.5) × [-0.5, h - 0.5)``), else 0.
 
@@ -91,6 +95,10 @@ def gaussian_heatmaps(
     k = np.float32(-0.5 / (sigma * sigma))
     gx = np.exp(k * (np.arange(w, dtype=np.float32)[None, :] - mu[:, :1]) ** 2) * weights[:, None]  # (J, w)
     gy = np.exp(k * (np.arange(h, dtype=np.float32)[None, :] - mu[:, 1:]) ** 2)  # (J, h)
+    # No subnormal products: threads with flush-to-zero (TensorFlow's) would make them 0, so the
+    # bytes would depend on the thread. Factors below _TINY (~9σ from the joint) are 0.
+    gx[gx < _TINY] = 0.0
+    gy[gy < _TINY] = 0.0
     if out is None:
         out = np.empty((h, w, len(xy)), dtype=np.float32)
     np.multiply(gy.T[:, None, :], gx.T[None, :, :], out=out)

@@ -154,9 +154,22 @@ def test_make_dataset_layout_determinism_and_worker_count(version):
     assert one[0][0].shape == (4, 48, 32, 3) and one[0][0].dtype == np.float32 and one[0][1].shape == (4, 12, 8, 34)
     three = [(x.numpy(), y.numpy()) for x, y in make_dataset(version, "train", HEAT, workers=3, **kw)]
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(one, three, strict=True))
+    # and equal to the batch made in this (Python) thread: TF's threads flush subnormals to zero,
+    # so this fails if a target holds any
+    plan = plan_split(version, "train", HEAT)
+    x0, y0 = load_batch(plan, epoch_order(plan.shard_rows, 7, 1)[:4], 7, 1, AUG)
+    assert np.array_equal(one[0][0], x0.astype(np.float32)) and np.array_equal(one[0][1], y0)
     other = [x.numpy() for x, _ in make_dataset(version, "train", HEAT, workers=2, **{**kw, "epoch": 2})]
     assert not all(np.array_equal(a[0], b) for a, b in zip(one, other, strict=True))
     # class weights: (x, y, sample_weight)
     lab = TargetSpec("label", (32, 48), label_column="dataset", classes=("coco",), class_weights=(2.5,))
     x, y, w = next(iter(make_dataset(version, "train", lab, batch_size=3, seed=0, epoch=0, augment=None, shuffle=False, drop_remainder=True)))
     assert x.shape == (3, 48, 32, 3) and y.dtype == tf.int32 and w.numpy().tolist() == [2.5] * 3
+
+
+def test_process_backend_gives_the_same_batches(version):
+    kw = dict(batch_size=5, seed=2, epoch=0, augment=AUG, shuffle=True)
+    threads = [(x.numpy(), y.numpy()) for x, y in make_dataset(version, "train", HEAT, workers=2, **kw)]
+    procs = [(x.numpy(), y.numpy()) for x, y in make_dataset(version, "train", HEAT, workers=2, backend="processes", **kw)]
+    assert len(threads) == len(procs)
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(threads, procs, strict=True))

@@ -88,3 +88,9 @@ def test_normalise_pose():
     np.testing.assert_array_equal(out[1], np.zeros((3, 3)))  # nothing visible
     # translation and scale invariant
     np.testing.assert_allclose(normalise_pose(kp[:1] * 3 + 7, vis[:1]), out[:1], atol=1e-6)
+
+
+def test_no_subnormal_values():
+    hm, _ = gaussian_heatmaps(np.array([[1.0, 1.0]], np.float32), np.array([2]), (256, 256), stride=1, sigma=2.0)
+    nonzero = hm[hm > 0]
+    assert nonzero.min() >= np.finfo(np.float32).tiny and (hm == 0).any()
