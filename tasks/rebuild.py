@@ -308,12 +308,31 @@ def run(
     fs, rpath = filesystem(request.root)
     with lock(fs, rpath, request.dataset):
         source = fetch(request) if request.source is None and fetch is not None else _local_source(request)
+        t_parse = time.perf_counter()
         prepared = _prepare(request, str(source))
         if prepared.reused:
             return reused_summary(request.root, prepared)
+        t_shards = time.perf_counter()
         results = list(map_shards(build_and_validate, prepared.specs))
-        run_info = {"seconds": round(time.time() - started, 3), "shards": len(results), "pid": os.getpid()}
-        return commit(request.root, prepared, results, request.max_reject_ratio, run_info)
+        t_commit = time.perf_counter()
+        run_info = {
+            "seconds": round(time.time() - started, 3),
+            "shards": len(results),
+            "pid": os.getpid(),
+            "stages_s": _stage_seconds(t_shards - t_parse, t_commit - t_shards, results),
+        }
+        return commit(request.root, prepared, results, request.max_reject_ratio, run_info, commit_started=t_commit)
+
+
+def _stage_seconds(parse_s: float, shards_wall_s: float, results: list[ShardResult]) -> dict[str, float]:
+    """Where a rebuild's time went: parse and plan, the shard stage's wall time, and the summed
+    worker seconds of building and of gating shards (``commit`` is added when the run record is written)."""
+    return {
+        "parse": round(parse_s, 3),
+        "shards_wall": round(shards_wall_s, 3),
+        "build_worker": round(sum(r.timings_s.get("build", 0.0) for r in results), 3),
+        "validate_worker": round(sum(r.timings_s.get("validate", 0.0) for r in results), 3),
+    }
 
 
 def commit(
@@ -322,8 +341,12 @@ def commit(
     results: list[ShardResult],
     max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO,
     run_info: dict[str, Any] | None = None,
+    commit_started: float | None = None,
 ) -> dict[str, Any]:
     """Check the version as a whole, write rejects, the validation report and the manifest, move LATEST.
+
+    ``run_info`` goes to ``_run.json`` (with ``stages_s["commit"]``, timed from ``commit_started``,
+    a ``time.perf_counter()`` value, when given).
 
     Idempotent: staging files are removed only after the manifest is written, and a commit that
     finds the manifest already there (a retry after its worker died, or a second call) finishes the
@@ -389,7 +412,10 @@ def commit(
         "stats": prepared.stats,
     }
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_json(fs, paths.run_record, {"finished_at": now, "created_at": now, "source": prepared.source, **(run_info or {})})
+    info = dict(run_info or {})
+    if commit_started is not None and "stages_s" in info:
+        info["stages_s"] = {**info["stages_s"], "commit": round(time.perf_counter() - commit_started, 3)}
+    write_json(fs, paths.run_record, {"finished_at": now, "created_at": now, "source": prepared.source, **info})
     flush_to_disk(fs)  # shards were written without per-file fsync: make them durable before the manifest
     write_manifest(fs, rpath, dataset, version, manifest)
     return _finish_commit(fs, rpath, root, manifest)

@@ -317,3 +317,14 @@ def test_file_size_limit_is_reported_like_disk_full(tmp_path):
     kind, message, hint = (part.strip() for part in out.stdout.strip().splitlines()[-1].split("|"))
     assert kind == "DiskFullError" and "the file passes the file size limit" in message and "/root/datasets/coco/" in message
     assert "ulimit -f" in hint and _no_tmp_files(root) == []
+
+
+def test_the_run_record_says_where_the_time_went(tmp_path):
+    src = write_synthetic_coco(tmp_path / "src", {"val": 6}, seed=3, size_wh=(160, 120))
+    root = str(tmp_path / "root")
+    summary = stages.run(stages.RebuildRequest("coco", root, str(src), crop=SMALL, shard_size=4))
+    run = json.loads((Path(summary["location"]) / "_run.json").read_text())
+    stages_s = run["stages_s"]
+    assert set(stages_s) == {"parse", "shards_wall", "build_worker", "validate_worker", "commit"}
+    assert all(v >= 0 for v in stages_s.values()) and stages_s["validate_worker"] > 0 and run["shards"] >= 2
+    assert "stages_s" not in json.loads((Path(summary["location"]) / "_manifest.json").read_text())  # times never reach the id's files

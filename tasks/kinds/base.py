@@ -13,8 +13,9 @@ Only :class:`ShardSpec` (paths and small numbers) goes to a shard worker and onl
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -150,10 +151,15 @@ class ShardSpec:
 
 @dataclass(frozen=True)
 class ShardResult:
-    """What one shard task returns: what was written and the gate's verdict on it."""
+    """What one shard task returns: what was written, the gate's verdict on it, and how long each took.
+
+    ``timings_s`` holds ``build`` and ``validate`` seconds (wall, in the worker): they go to
+    ``_run.json``, never into the manifest.
+    """
 
     summary: ShardSummary
     report: ShardReport
+    timings_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -286,5 +292,8 @@ def get_kind(name: str) -> RecordKind:
 def build_and_validate(spec: ShardSpec) -> ShardResult:
     """Build one shard and run the gate on it: the unit of work one orchestrator task runs."""
     kind = get_kind(spec.kind)
+    t0 = time.perf_counter()
     summary = kind.build(spec)
-    return ShardResult(summary, kind.validate(spec, summary))
+    t1 = time.perf_counter()
+    report = kind.validate(spec, summary)
+    return ShardResult(summary, report, {"build": round(t1 - t0, 4), "validate": round(time.perf_counter() - t1, 4)})
