@@ -52,9 +52,17 @@ from tasks.fingerprint import (
     read_digest_cache,
     write_digest_cache,
 )
-from tasks.kinds.base import ShardResult, ShardSpec, ShardSummary, StageContext, build_and_validate, get_kind
+from tasks.kinds.base import (
+    ShardReport,
+    ShardResult,
+    ShardSpec,
+    ShardSummary,
+    StageContext,
+    build_and_validate,
+    get_kind,
+)
 from tasks.transforms.geometry import CropConfig
-from tasks.validate import failures, render_html
+from tasks.validate import failures, render_html, version_suite
 
 #: Reasons that express a dataset policy (not bad data); they do not count towards the reject ratio.
 POLICY_REASONS = frozenset(
@@ -382,7 +390,7 @@ def commit(
     inputs = read_parquet(fs, paths.staged("inputs.parquet"), INPUTS_SCHEMA)
     _, inputs_sha = write_parquet(fs, paths.inputs, inputs, INPUTS_SCHEMA)
     kind = get_kind(prepared.record)
-    report = _validation_report(kind, paths, fs, results)
+    report = _validation_report(kind, paths, fs, results, prepared.specs[0] if prepared.specs else None)
     write_json(fs, paths.validation_json, report)
     write_bytes_atomic(fs, paths.validation_html, render_html(report, f"{dataset} {version}").encode())
     manifest = {
@@ -450,9 +458,17 @@ def _refuse_reject_ratio(dataset: str, parsed: int, by_reason: dict[str, int], m
         )
 
 
-def _validation_report(kind: Any, paths: VersionPaths, fs: Any, results: list[ShardResult]) -> dict[str, Any]:
-    """The gate's report: every shard's checks plus the kind's checks across shards."""
+def _validation_report(kind: Any, paths: VersionPaths, fs: Any, results: list[ShardResult], spec: ShardSpec | None = None) -> dict[str, Any]:
+    """The gate's report: every shard's checks plus the kind's checks across shards.
+
+    For a kind whose GX suite runs at commit (``gx_at_commit``), the suite runs here once over
+    every shard as written (each shard's GX results come first in its report, as if it had run them).
+    """
     shard_reports = sorted((r.report for r in results), key=lambda r: r.shard)
+    if kind.gx_at_commit and spec is not None:
+        rows = [(r.shard, read_parquet(fs, paths.file(f"{r.shard}.parquet"), kind.output_schema)) for r in shard_reports]
+        gx = version_suite(rows, kind.expectations(spec))
+        shard_reports = [ShardReport(r.shard, (*gx.get(r.shard, []), *r.results)) for r in shard_reports]
     version_results = kind.version_checks(paths, fs, [r.summary for r in results])
     return {
         "shards": [r.to_dict() for r in shard_reports],

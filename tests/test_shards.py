@@ -114,10 +114,22 @@ def test_gx_suite_catches_schema_level_problems(tmp_path, source):
     rows[1]["sample_id"] = rows[0]["sample_id"]
     rows[2]["split"] = "holdout"
     write_parquet(fs, target, pa.Table.from_pylist(rows, PROCESSED_SAMPLES_SCHEMA), PROCESSED_SAMPLES_SCHEMA)
-    report = get_kind("samples").validate(prepared.specs[0], shard)
+    samples = get_kind("samples")
+    report = samples.validate(prepared.specs[0], shard)
     failed = collections.Counter(r.check for r in report.results if not r.success)
-    assert "ExpectColumnValuesToBeUnique(sample_id)" in failed and "ExpectColumnValuesToBeInSet(split)" in failed
     assert "crop_pixels_present" in failed  # the duplicated id no longer matches its pixel row
+    # the GX suite runs once over every shard at commit, and names this shard and the bad values
+    others = [process_shard(s) for s in prepared.specs[1:]]
+    results = [ShardResult(shard, report)] + [ShardResult(o, samples.validate(s, o)) for s, o in zip(prepared.specs[1:], others, strict=True)]
+    with pytest.raises(ValidationFailedError) as exc:
+        stages.commit(root, prepared, results)
+    name = shard.parquet.removesuffix(".parquet")
+    assert f"{name}: ExpectColumnValuesToBeUnique(sample_id) (2 unexpected: ['{rows[0]['sample_id']}', '{rows[0]['sample_id']}'])" in exc.value.message
+    assert f"{name}: ExpectColumnValuesToBeInSet(split) (1 unexpected: ['holdout'])" in exc.value.message
+    gx_failures = [line for line in exc.value.message.splitlines() if "Expect" in line]
+    assert all(line.strip().startswith(f"{name}:") or name in line for line in gx_failures), gx_failures  # other shards passed
+    saved = json.loads(open(f"{path}/datasets/coco/{prepared.version}/_validation.json").read())
+    assert [r["check"] for r in saved["shards"][0]["results"]][:2] == ["ExpectTableColumnsToMatchSet", "ExpectColumnValuesToNotBeNull(sample_id)"]
 
 
 def test_gate_catches_absurd_crops_that_slipped_past_parse(tmp_path, source):

@@ -190,6 +190,9 @@ class RecordKind(ABC):
         inputs_key: Name of the media fingerprint among the version's input checksums.
         refuses_missing_media: Whether a source whose every referenced file is absent is an error
             at parse (False where the adapter has its own policy, e.g. clips' ``require_videos``).
+        gx_at_commit: Whether the kind's GX suite (:meth:`expectations`) runs once over all shards
+            at commit (each shard still gets its own results) instead of inside every shard task:
+            GX's cost per call is mostly fixed, so this takes it off the shards' critical path.
     """
 
     name: ClassVar[str] = ""
@@ -200,6 +203,7 @@ class RecordKind(ABC):
     media_column: ClassVar[str] = ""
     inputs_key: ClassVar[str] = "media"
     refuses_missing_media: ClassVar[bool] = False
+    gx_at_commit: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -244,6 +248,10 @@ class RecordKind(ABC):
     @abstractmethod
     def checks(self, spec: ShardSpec, summary: ShardSummary) -> list[CheckResult]:
         """The expectation suite and semantic checks of one built shard."""
+
+    def expectations(self, spec: ShardSpec) -> list[Any]:
+        """The GX expectation specs of this kind's shards (used when :attr:`gx_at_commit`)."""
+        return []
 
     def validate(self, spec: ShardSpec, summary: ShardSummary) -> ShardReport:
         """The gate's report on one built shard."""

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas.expectations import suite_for
+from schemas.expectations import ExpectationSpec, suite_for
 from schemas.records import PROCESSED_SAMPLES_SCHEMA, SAMPLES_SCHEMA
 from storage.hdf5 import read_hdf5_rows
 from storage.layout import VersionPaths
@@ -18,7 +18,7 @@ from tasks.datasets.base import Reject
 from tasks.kinds.base import CheckResult, RecordKind, ShardSpec, ShardSummary
 from tasks.shards import plan_shards, process_shard
 from tasks.transforms.geometry import CropConfig
-from tasks.validate import semantic_checks, shard_suite
+from tasks.validate import semantic_checks
 
 
 class Samples(RecordKind):
@@ -50,13 +50,18 @@ class Samples(RecordKind):
     def build(self, spec: ShardSpec) -> ShardSummary:
         return process_shard(spec)
 
+    gx_at_commit = True
+
+    def expectations(self, spec: ShardSpec) -> list[ExpectationSpec]:
+        crop = spec.crop or CropConfig()
+        return suite_for(PROCESSED_SAMPLES_SCHEMA, dataset=spec.dataset, splits=spec.splits, skeleton=spec.skeleton, out_hw=(crop.out_height_px, crop.out_width_px))
+
     def checks(self, spec: ShardSpec, summary: ShardSummary) -> list[CheckResult]:
+        """The semantic checks, on the shard as written (its GX suite runs at commit, over all shards)."""
         fs, paths = spec.paths_fs()
         table = read_parquet(fs, paths.file(summary.parquet), PROCESSED_SAMPLES_SCHEMA)
-        crop = spec.crop or CropConfig()
-        specs = suite_for(PROCESSED_SAMPLES_SCHEMA, dataset=spec.dataset, splits=spec.splits, skeleton=spec.skeleton, out_hw=(crop.out_height_px, crop.out_width_px))
         ids, pixels = read_hdf5_rows(fs, paths.file(summary.hdf5 or ""))
-        return shard_suite(table, specs, spec.dataset, summary.parquet) + semantic_checks(table, ids, pixels)
+        return semantic_checks(table, ids, pixels)
 
     def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:
         """Sample ids unique across shards; no image in two splits."""
