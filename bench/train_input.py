@@ -12,8 +12,10 @@ Builds (in-process, no Prefect; cached under ``--work``) two synthetic COCO vers
 Each repeat runs one epoch per side, interleaved (A B A B ...), and times it from the
 ``--warmup``-th batch on (steady state); the median, min-max spread and the ratio of medians are
 printed. Peak RSS (``VmHWM`` of /proc/self/status, plus the input workers' own peaks for the process
-backend; not ``ru_maxrss``, which survives exec) is measured in fresh subprocesses that run one full
-epoch over the 1x and the 10x version.
+backend; not ``ru_maxrss``, which survives exec) is measured in fresh subprocesses that make the same
+number of batches (one 10x epoch; the 1x child runs several epochs) over the 1x and the 10x version.
+The throughput run is pinned to one CPU (``--cpus``, both sides alike), as DESIGN.md asks of benchmarks
+on this shared VM.
 
     python bench/train_input.py                       # throughput + RSS
     python bench/train_input.py --parallelism         # threads vs processes vs Keras PyDataset
@@ -66,6 +68,9 @@ def spec_and_aug() -> tuple[Any, Any]:
 
 
 WALL: dict[str, list[float]] = {}
+#: Samples per CPU-second of this process (all its threads), per pass: what a dedicated core would
+#: give; far steadier than wall time while other work shares the VM.
+CPU: dict[str, list[float]] = {}
 
 
 def timed_epoch(ds: Any, warmup: int, name: str = "") -> tuple[float, int]:
@@ -76,12 +81,14 @@ def timed_epoch(ds: Any, warmup: int, name: str = "") -> tuple[float, int]:
     for i, (x, _y) in enumerate(ds):
         if i == warmup:
             t0 = time.perf_counter()
+            c0 = time.process_time()
         if t0 is not None:
             n += int(x.shape[0])
     if t0 is None:
         raise SystemExit("epoch shorter than the warm-up; use more --images")
     end = time.perf_counter()
     WALL.setdefault(name, []).append(end - start)
+    CPU.setdefault(name, []).append(n / (time.process_time() - c0))
     return end - t0, n
 
 
@@ -130,7 +137,7 @@ def throughput(root: str, version_id: str, repeats: int, warmup: int, backend: s
         sides = [(names[0], disk), (names[1], ram)]
         for name, plan in sides if r % 2 else sides[::-1]:  # alternate which side goes first
             ds = pipeline_dataset(version, plan, epoch=r, backend=backend).take(warmup + batches)
-            sec, n = timed_epoch(ds, warmup)
+            sec, n = timed_epoch(ds, warmup, name)
             if r:  # repeat 0 warms caches and thread pools on both sides
                 rates[name].append(n / sec)
     for name, v in rates.items():
@@ -139,6 +146,12 @@ def throughput(root: str, version_id: str, repeats: int, warmup: int, backend: s
     ratio = statistics.median(rates[names[0]]) / statistics.median(rates[names[1]])
     print(f"ratio pipeline / in-RAM: of medians {ratio:.3f}; median of interleaved pairs {statistics.median(per_repeat):.3f} "
           f"(spread {min(per_repeat):.3f} .. {max(per_repeat):.3f}); target >= 0.9")  # fmt: skip
+    cpu = {n: CPU[n][1:] for n in names}
+    for name, v in cpu.items():
+        print(summary(name + " /CPU-s", v).replace("samples/s", "samples/CPU-s"))
+    cpu_pairs = [a / b for a, b in zip(cpu[names[0]], cpu[names[1]], strict=True)]
+    print(f"ratio pipeline / in-RAM per CPU-second: of medians {statistics.median(cpu[names[0]]) / statistics.median(cpu[names[1]]):.3f}; "
+          f"median of pairs {statistics.median(cpu_pairs):.3f} (spread {min(cpu_pairs):.3f} .. {max(cpu_pairs):.3f})")  # fmt: skip
     # The one step that differs between the two sides, timed alone (interleaved, 1 thread).
     order = np.sort(np.random.default_rng(0).permutation(len(disk))[:BATCH])
     buf = np.empty((BATCH, disk.crop_wh[1], disk.crop_wh[0], 3), np.uint8)
@@ -200,7 +213,7 @@ def parallelism(root: str, version_id: str, repeats: int, warmup: int, only: lis
         print(summary(name, v) + f"   whole epoch incl. start-up: median {statistics.median(walls):.1f} s")
 
 
-def rss_child(root: str, version_id: str, mode: str, backend: str) -> None:
+def rss_child(root: str, version_id: str, mode: str, backend: str, min_batches: int = 0) -> None:
     """Run one epoch (pipeline or in-RAM) and print this process's peak RSS (+ the input workers' peaks)."""
     import numpy as np
 
@@ -214,7 +227,7 @@ def rss_child(root: str, version_id: str, mode: str, backend: str) -> None:
     else:
         plan = plan_split(version, "train", spec)
     children: list[int] = []
-    if backend == "processes":
+    if backend == "processes":  # (one epoch)
         import psutil
 
         me = psutil.Process()
@@ -227,8 +240,12 @@ def rss_child(root: str, version_id: str, mode: str, backend: str) -> None:
                     pass
         children = list(peaks.values())
     else:
-        for _x, _y in pipeline_dataset(version, plan, 0, backend):
-            pass
+        steps = 0
+        epoch = 0
+        while steps < min_batches or epoch == 0:  # same number of batches for 1x and 10x: memory vs data, not vs steps
+            for _x, _y in pipeline_dataset(version, plan, epoch, backend):
+                steps += 1
+            epoch += 1
     print(json.dumps({"rows": len(plan), "vmhwm_kib": _vmhwm_kib("self"), "workers_vmhwm_kib": children}))
 
 
@@ -241,12 +258,21 @@ def _vmhwm_kib(pid: int | str) -> int:
 
 
 def rss(builds: dict[str, tuple[str, str]], backend: str) -> None:
+    """Peak RSS of 1x and 10x, each child running as many batches as one 10x epoch (1x: several epochs).
+
+    The same number of steps on both: a process's peak also creeps up with the number of batches it
+    has made (allocator arenas; measured 1x: 784 MiB after 5 batches, 1025 MiB after 48), which is not
+    what "memory vs data size" asks.
+    """
+    from storage.reader import open_version
+
+    steps = -(-open_version(*builds["10x"][:1], "coco", builds["10x"][1]).num_rows("train") // BATCH)
+    print(f"peak RSS: fresh subprocesses, {steps} batches each (one 10x epoch)")
     results: dict[tuple[str, str], dict[str, Any]] = {}
     for mode in ("pipeline", "inram"):
         for label, (root, vid) in builds.items():
-            out = subprocess.run(
-                [sys.executable, __file__, "--rss-child", root, vid, mode, "--backend", backend], check=True, capture_output=True, text=True
-            ).stdout.strip().splitlines()[-1]
+            cmd = [sys.executable, __file__, "--rss-child", root, vid, mode, "--backend", backend, "--min-batches", str(steps)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             results[(mode, label)] = json.loads(out)
     for mode in ("pipeline", "inram"):
         a, b = results[(mode, "1x")], results[(mode, "10x")]
@@ -268,10 +294,11 @@ def main() -> None:
     ap.add_argument("--parallelism", action="store_true", help="compare threads, processes and Keras PyDataset instead")
     ap.add_argument("--only", nargs="*", help="with --parallelism: variants whose name contains one of these")
     ap.add_argument("--no-rss", action="store_true")
+    ap.add_argument("--min-batches", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--rss-child", nargs=3, metavar=("ROOT", "VERSION", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
-        rss_child(*args.rss_child, backend=args.backend)
+        rss_child(*args.rss_child, backend=args.backend, min_batches=args.min_batches)
         return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,8 @@ GIL is held for only a small part of a sample (the per-sample parameter draws an
 OpenCV's warp and numpy's heatmap products release it, and the HDF5 read is one
 ``read_direct_chunk`` per sample (~30 µs of ~0.6 ms on an idle core). h5py's lock therefore
 serialises little, but it must be held: h5py 3.14's ``read_direct_chunk`` does not take it by
-itself, and two threads reading at once fail inside libhdf5 (:class:`VersionSource` holds it).
+itself (h5py PR #2764 fixed that after 3.14; TF 2.21 needs h5py<3.15), and two threads reading at
+once fail inside libhdf5 (:class:`VersionSource` holds it).
 ``backend="processes"`` stays available (:func:`process_batches`); its output is byte-identical.
 """
 
@@ -332,8 +333,9 @@ class VersionSource:
     def read_into(self, rows: np.ndarray, out: np.ndarray) -> None:
         # h5py 3.14's DatasetID.read_direct_chunk does not take h5py's global lock (phil) like its other
         # calls: two threads reading at once fail inside libhdf5 ("Can't read unprocessed chunk data (no
-        # VOL object wrap context?)", reproduced here). Hold that lock, which also orders us against any
-        # other thread's h5py call (a Keras checkpoint being written, say).
+        # VOL object wrap context?)", reproduced here; fixed upstream by h5py PR #2764, after 3.14, and
+        # TF 2.21 needs h5py<3.15). Hold that lock, which also orders us against any other thread's
+        # h5py call (a Keras checkpoint being written, say).
         from h5py._objects import phil
 
         which = np.searchsorted(self.bounds, rows, side="right") - 1
