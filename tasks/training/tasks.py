@@ -31,7 +31,8 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -276,6 +277,20 @@ def _show(value: Any) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class GateSamples:
+    """Metrics of one model on one evaluation split, as functions of a resample of its samples.
+
+    Attributes:
+        sample_ids: The scored samples, in records order.
+        metrics: Flat metric name (as in ``metrics.json``, e.g. ``macro_f1``, ``pck@0.2_torso.mean``,
+            ``score``) -> ``f(indices)``: the metric on ``sample_ids[indices]`` (indices may repeat).
+    """
+
+    sample_ids: tuple[str, ...]
+    metrics: Mapping[str, Callable[[np.ndarray], float]]
+
+
 class TrainingTask(ABC):
     """One trainable task; subclasses with a ``name`` register themselves.
 
@@ -300,8 +315,20 @@ class TrainingTask(ABC):
                  "augment": True, "train_split": "auto", "eval_split": "auto"},
     }  # fmt: skip
 
+    #: The champion gate's default thresholds (``tasks.training.champion.parse_thresholds`` format),
+    #: keyed by flat metric names of ``metrics.json``; ``posepipe retrain --thresholds FILE`` replaces them.
+    thresholds: ClassVar[dict[str, dict[str, Any]]] = {}
+
     def __init__(self) -> None:
         self._resolved: dict[str, Any] = {}  # the last params() result: methods called without params use it
+
+    def gate_samples(self, predictions: pa.Table, version: DatasetVersion, split: str, params: Mapping[str, Any]) -> GateSamples:
+        """Per-sample pieces of the gate's metrics, for the champion gate's paired bootstrap.
+
+        Two models' :class:`GateSamples` on the same version and split have the same ``sample_ids``
+        in the same order, so one resample of indices scores both on the same samples.
+        """
+        raise NotImplementedError(f"{self.name} has no per-sample gate metrics")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -642,6 +669,29 @@ class _PoseTask(TrainingTask):
         return {"table": table, "skeleton": pred_sk, "src_skeleton": src_sk, "gt": gt, "visible": visible, "gt_src": gt_src,
                 "vis_src": vis_src, "pred": pred, "scores": scores, "rows": rows, "ids": ids, "used": needed}  # fmt: skip
 
+    def _pck_samples(self, a: dict[str, Any], norm: np.ndarray, thr: float = 0.2) -> Callable[[np.ndarray], float]:
+        """``f(indices)``: PCK@thr (joint-weighted, as :func:`_pck_block`) on a resample of the scored people."""
+        ok = np.isfinite(norm) & (norm > 0)
+        vis = a["visible"] & ok[:, None] & a["used"][:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dist = np.linalg.norm(a["pred"] - a["gt"], axis=-1) / np.where(ok, norm, 1.0)[:, None]
+        correct = (vis & (dist <= thr)).sum(axis=1).astype(np.float64)
+        labelled = vis.sum(axis=1).astype(np.float64)
+
+        def f(idx: np.ndarray) -> float:
+            total = labelled[idx].sum()
+            return float(correct[idx].sum() / total) if total else float("nan")
+
+        return f
+
+    def gate_samples(self, predictions: pa.Table, version: DatasetVersion, split: str, params: Mapping[str, Any]) -> GateSamples:
+        """Torso PCK@0.2 per sample (``pck@0.2.mean`` for FLIC, ``pck@0.2_torso.mean`` otherwise; ``score`` when it is that)."""
+        a = self._pose_arrays(predictions, version, split)
+        torso, _ = self._torso(a)
+        f = self._pck_samples(a, torso)
+        name = "pck@0.2.mean" if self.name == "flic-regression" else "pck@0.2_torso.mean"
+        return GateSamples(tuple(a["ids"]), {name: f})
+
     def _torso(self, a: dict[str, Any]) -> tuple[np.ndarray, str]:
         """Torso size (left shoulder to right hip of the ground truth) in the source skeleton, NaN where unknown."""
         from tasks.evaluation.metrics import torso_norm
@@ -692,6 +742,10 @@ class FlicRegressionTask(_PoseTask):
     """DeepPose-style regression of FLIC's 7 upper-body joints (``flic7``) from ``flic29`` crops."""
 
     name = "flic-regression"
+    thresholds = {
+        "pck@0.2.mean": {"change": {"absolute": -0.01}},
+        "rmse_px": {"direction": "lower", "change": {"relative": -0.05, "credible": False}},
+    }
     description = "DeepPose-style VGG16 regression of FLIC's 7 joints; RMSE, PCK@0.2 (torso), MODEC protocol"
     presets = {
         "tiny": {"input_width_px": 64, "input_height_px": 64, "backbone": "small", "stages": 4, "filters": 8,
@@ -781,6 +835,7 @@ class PoseHeatmapTask(_PoseTask):
     """SimpleBaseline heatmaps for the version's own skeleton (COCO-17, MPII-16, LSP-14, ...)."""
 
     name = "pose-heatmap"
+    thresholds = {"pck@0.2_torso.mean": {"change": {"absolute": -0.01}}}
     description = "SimpleBaseline heatmaps (stride 4, DARK decoding); PCK@0.2, MPII PCKh, COCO OKS AP"
     presets = {
         "tiny": {"input_width_px": 48, "input_height_px": 64, "backbone": "small", "num_deconv": 2, "deconv_filters": 32,
@@ -1002,6 +1057,8 @@ def _label_text(value: Any) -> str | None:
 class _ClassificationTask(TrainingTask):
     """Shared label handling, predict / evaluate / plots of the classifiers."""
 
+    thresholds = {"macro_f1": {"change": {"absolute": -0.01}}}
+
     def _label_column(self, params: Mapping[str, Any] | None) -> str:
         return str((params or self._resolved).get("label_column") or self.defaults("tiny")["label_column"])
 
@@ -1124,6 +1181,36 @@ class _ClassificationTask(TrainingTask):
             "baseline_majority": {"class": majority, "accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"]},
             "score_name": "macro_f1", "score": report["macro_f1"],
         }  # fmt: skip
+
+    def gate_samples(self, predictions: pa.Table, version: DatasetVersion, split: str, params: Mapping[str, Any]) -> GateSamples:
+        """Accuracy, macro-F1 and weighted F1 (and ``score`` = macro-F1) on a resample of the scored samples."""
+        column = str(params.get("label_column") or self._label_column_from(predictions))
+        classes = prediction_classes(predictions)
+        labels = self._labels(version, split, column)
+        ids = version.records(split, columns=["sample_id"]).column("sample_id").to_pylist()
+        index = {c: i for i, c in enumerate(classes)}
+        present = set(predictions.column("sample_id").to_pylist())
+        scored = [i for i, (sid, lab) in enumerate(zip(ids, labels, strict=True)) if lab is not None and (lab in index or sid in present)]
+        rows = _align(predictions, [ids[i] for i in scored], np.ones(len(scored), dtype=bool))
+        extra = sorted({labels[i] for i in scored} - set(classes))
+        all_index = {**index, **{c: len(classes) + k for k, c in enumerate(extra)}}
+        y_true = np.array([all_index[labels[i]] for i in scored], dtype=np.int64)
+        scores = np.asarray(predictions.column("scores").take(pa.array(rows)).to_pylist(), dtype=np.float32).reshape(len(scored), len(classes))
+        y_pred = scores.argmax(axis=1) if len(scored) else np.zeros(0, np.int64)
+        k = len(all_index)
+
+        def report(idx: np.ndarray) -> dict[str, Any]:
+            return classification_report(confusion_matrix(y_true[idx], y_pred[idx], k), list(all_index))
+
+        return GateSamples(
+            tuple(ids[i] for i in scored),
+            {
+                "accuracy": lambda idx: float(np.mean(y_true[idx] == y_pred[idx])) if len(idx) else float("nan"),
+                "macro_f1": lambda idx: float(report(idx)["macro_f1"]),
+                "weighted_f1": lambda idx: float(report(idx)["weighted_f1"]),
+                "score": lambda idx: float(report(idx)["macro_f1"]),
+            },
+        )
 
     def plots(self, predictions: pa.Table, version: DatasetVersion, split: str, history: list[dict[str, Any]], out_dir: str) -> list[str]:
         """Loss/accuracy curves, the confusion matrix, and the 16 samples the model was least sure of (their crops)."""

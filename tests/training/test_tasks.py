@@ -308,6 +308,12 @@ def test_pose_heatmap_known_offset_gives_the_expected_pck(mpii_version: Any, tmp
     m = task.evaluate(pred, mpii_version, "valid", task.params({}), str(tmp_path))
     assert m["pck@0.2_torso"]["mean"] == pytest.approx(0.5)
     assert set(m["pck@0.2_torso"]["per_joint"].values()) == {0.5}
+    # the champion gate's per-sample form gives the same number on all samples, and on any resample
+    gate = task.gate_samples(pred, mpii_version, "valid", task.params({}))
+    f = gate.metrics["pck@0.2_torso.mean"]
+    assert gate.sample_ids == tuple(t.column("sample_id").to_pylist())
+    assert f(np.arange(16)) == pytest.approx(0.5)
+    assert f(np.arange(8)) == 1.0 and f(np.arange(8, 16)) == 0.0 and f(np.array([0, 0, 8])) == pytest.approx(2 / 3)
 
 
 def test_pose_heatmap_coco_ap_is_one_for_ground_truth_predictions(coco_version: Any, tmp_path: Path) -> None:
@@ -372,6 +378,11 @@ def test_classification_perfect_and_known_predictions(mpii_version: Any, tmp_pat
     always = np.tile(np.eye(4, dtype=np.float32)[3], (16, 1))
     m = task.evaluate(classification_predictions_table(ids, always, CATEGORIES, "category"), mpii_version, "valid", p, str(tmp_path))
     assert m["accuracy"] == 0.25 and m["macro_f1"] == pytest.approx(0.1) and m["per_class"]["standing"]["f1"] == pytest.approx(0.4)
+    gate = task.gate_samples(classification_predictions_table(ids, always, CATEGORIES, "category"), mpii_version, "valid", p)
+    everything = np.arange(16)
+    assert gate.metrics["accuracy"](everything) == 0.25 and gate.metrics["macro_f1"](everything) == pytest.approx(0.1)
+    standing = np.array([i for i, c in enumerate(labels) if c == "standing"])
+    assert gate.metrics["accuracy"](standing) == 1.0 and gate.metrics["score"](everything) == pytest.approx(0.1)
 
 
 def test_plots_are_written(mpii_version: Any, tmp_path: Path) -> None:
