@@ -79,7 +79,7 @@ def train(
     task: Annotated[str, typer.Argument(help="training task: pose-heatmap, flic-regression, mpii-activity, pose-mlp")],
     dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@VERSION (default LATEST)")],
     root: RootOpt = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="task parameter key=value, repeatable")] = None,
+    task_param: Annotated[list[str] | None, typer.Option("--param", "-p", help="task parameter key=value, repeatable")] = None,
     preset: Annotated[str, typer.Option("--preset", help="tiny (CPU, seconds per epoch) or full")] = "tiny",
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="epochs (default: the preset's)")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="run seed [env POSEPIPE_SEED]")] = None,
@@ -94,7 +94,7 @@ def train(
 
     settings = Settings(**({"root": root} if root else {}))
     name, version = parse_dataset_ref(dataset)
-    request = TrainRequest(task, settings.root, name, version, parse_kv(param), preset, epochs, settings.seed if seed is None else seed, str(weights) if weights else None)
+    request = TrainRequest(task, settings.root, name, version, parse_kv(task_param), preset, epochs, settings.seed if seed is None else seed, str(weights) if weights else None)
     result = run_train(request, print_progress)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))

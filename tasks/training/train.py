@@ -208,13 +208,9 @@ def _get_task(name: str) -> Any:
 
 
 def _strategy() -> Any:
-    """The distribution strategy from :mod:`tasks.training.models` (default strategy without it)."""
-    try:
-        from tasks.training.models import strategy
-    except ImportError:  # pragma: no cover - the models module always has it
-        import tensorflow as tf
+    """The distribution strategy of :func:`tasks.training.tasks.strategy` (TF_CONFIG, GPUs, or default)."""
+    from tasks.training.tasks import strategy
 
-        return tf.distribute.get_strategy()
     return strategy()
 
 

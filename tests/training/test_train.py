@@ -94,9 +94,11 @@ def synthetic_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
     per test session; returns its source folder's parent (``src/``, ``root/``)."""
     if "coco" not in _SHARED:
         base = tmp_path_factory.mktemp("synthetic")
-        source = rotate_figures(write_synthetic_coco(base / "src", {"train": 40, "val": 12}, seed=3), seed=3)
-        summary = posepipe.rebuild("coco", root=str(base / "root"), source=str(source), crop=CROP, shard_size=32)
-        assert summary["validation"] == "passed" and summary["counts"]["train"] >= 80
+        # ~390 train people: with ~100 the model fits them but generalises to turned figures no better
+        # than the mean pose (measured: PCK@0.2 0.57 vs 0.51 after 40 epochs)
+        source = rotate_figures(write_synthetic_coco(base / "src", {"train": 150, "val": 12}, seed=3), seed=3)
+        summary = posepipe.rebuild("coco", root=str(base / "root"), source=str(source), crop=CROP, shard_size=128)
+        assert summary["validation"] == "passed" and summary["counts"]["train"] >= 300
         _SHARED["coco"] = base
     return _SHARED["coco"]
 
@@ -236,6 +238,6 @@ def test_pose_heatmap_learns_far_above_the_mean_pose_baseline(coco_root, tmp_pat
     assert model_pck >= baseline_pck + 0.2, (model_pck, baseline_pck)
 
 
-LEARN_EPOCHS = 6
+LEARN_EPOCHS = 35
 LEARN_PARAMS = {"learning_rate": "0.003"}
 PRED_COLUMN = "keypoints_xy_px"
