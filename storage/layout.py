@@ -19,6 +19,7 @@
     {root}/models/{task}/{model_version}/                          a registered model (:class:`ModelPaths`)
     {root}/models/{task}/_staging/{model_version}/                 a model being trained (checkpoints survive kills)
     {root}/models/{task}/champion, champion.history.jsonl          the promoted model and how the alias moved
+    {root}/models/{task}/_decisions/{utc}-{model_version}.json      every retrain's gate decision
 
 The records of a version are exactly ``{version}/{split}/part-*.parquet``: pixels sit under
 ``_pixels/`` and every other file starts with ``_``, so ``pyarrow.dataset.dataset(version_dir)``
@@ -316,3 +317,8 @@ def champion_path(root: str, task: str) -> str:
 def champion_history_path(root: str, task: str) -> str:
     """``{root}/models/{task}/champion.history.jsonl``: every move of the alias, appended."""
     return join(model_dir(root, task), f"{CHAMPION}.history.jsonl")
+
+
+def decision_path(root: str, task: str, stamp_utc: str, model_version: str) -> str:
+    """``{root}/models/{task}/_decisions/{stamp_utc}-{model_version}.json``: one retrain's gate decision."""
+    return join(model_dir(root, task), "_decisions", f"{stamp_utc}-{model_version}.json")
