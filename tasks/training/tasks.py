@@ -283,7 +283,7 @@ class GateSamples:
 
     Attributes:
         sample_ids: The scored samples, in records order.
-        metrics: Flat metric name (as in ``metrics.json``, e.g. ``macro_f1``, ``pck@0.2_torso.mean``,
+        metrics: Flat metric name (as in ``metrics.json``, e.g. ``macro_f1``, ``pck@0.2_torso/mean``,
             ``score``) -> ``f(indices)``: the metric on ``sample_ids[indices]`` (indices may repeat).
     """
 
@@ -685,11 +685,11 @@ class _PoseTask(TrainingTask):
         return f
 
     def gate_samples(self, predictions: pa.Table, version: DatasetVersion, split: str, params: Mapping[str, Any]) -> GateSamples:
-        """Torso PCK@0.2 per sample (``pck@0.2.mean`` for FLIC, ``pck@0.2_torso.mean`` otherwise; ``score`` when it is that)."""
+        """Torso PCK@0.2 per sample (``pck@0.2/mean`` for FLIC, ``pck@0.2_torso/mean`` otherwise; ``score`` when it is that)."""
         a = self._pose_arrays(predictions, version, split)
         torso, _ = self._torso(a)
         f = self._pck_samples(a, torso)
-        name = "pck@0.2.mean" if self.name == "flic-regression" else "pck@0.2_torso.mean"
+        name = "pck@0.2/mean" if self.name == "flic-regression" else "pck@0.2_torso/mean"
         return GateSamples(tuple(a["ids"]), {name: f})
 
     def _torso(self, a: dict[str, Any]) -> tuple[np.ndarray, str]:
@@ -743,7 +743,7 @@ class FlicRegressionTask(_PoseTask):
 
     name = "flic-regression"
     thresholds = {
-        "pck@0.2.mean": {"change": {"absolute": -0.01}},
+        "pck@0.2/mean": {"change": {"absolute": -0.01}},
         "rmse_px": {"direction": "lower", "change": {"relative": -0.05, "credible": False}},
     }
     description = "DeepPose-style VGG16 regression of FLIC's 7 joints; RMSE, PCK@0.2 (torso), MODEC protocol"
@@ -835,7 +835,7 @@ class PoseHeatmapTask(_PoseTask):
     """SimpleBaseline heatmaps for the version's own skeleton (COCO-17, MPII-16, LSP-14, ...)."""
 
     name = "pose-heatmap"
-    thresholds = {"pck@0.2_torso.mean": {"change": {"absolute": -0.01}}}
+    thresholds = {"pck@0.2_torso/mean": {"change": {"absolute": -0.01}}}
     description = "SimpleBaseline heatmaps (stride 4, DARK decoding); PCK@0.2, MPII PCKh, COCO OKS AP"
     presets = {
         "tiny": {"input_width_px": 48, "input_height_px": 64, "backbone": "small", "num_deconv": 2, "deconv_filters": 32,

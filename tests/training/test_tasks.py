@@ -310,7 +310,7 @@ def test_pose_heatmap_known_offset_gives_the_expected_pck(mpii_version: Any, tmp
     assert set(m["pck@0.2_torso"]["per_joint"].values()) == {0.5}
     # the champion gate's per-sample form gives the same number on all samples, and on any resample
     gate = task.gate_samples(pred, mpii_version, "valid", task.params({}))
-    f = gate.metrics["pck@0.2_torso.mean"]
+    f = gate.metrics["pck@0.2_torso/mean"]
     assert gate.sample_ids == tuple(t.column("sample_id").to_pylist())
     assert f(np.arange(16)) == pytest.approx(0.5)
     assert f(np.arange(8)) == 1.0 and f(np.arange(8, 16)) == 0.0 and f(np.array([0, 0, 8])) == pytest.approx(2 / 3)
