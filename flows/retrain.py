@@ -6,7 +6,8 @@ reasons, the metric table candidate vs champion with deltas and intervals, key
 ``retrain-{task}``). ``prefect.yaml``'s retrain deployments run this flow when a dataset version is
 committed (event ``posepipe.dataset.committed``, see :mod:`flows.rebuild`); a rebuild that reuses
 its version emits no event and so starts no retrain. Root and seed come from the worker's
-environment (``POSEPIPE_ROOT``, ``POSEPIPE_SEED``) when not given.
+environment (``POSEPIPE_ROOT``, ``POSEPIPE_SEED``, ``POSEPIPE_TRAIN_PRESET``, ``POSEPIPE_TRAIN_EPOCHS``) when
+not given; the trigger passes the root the event names.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def retrain_flow(
     dataset: str,
     root: str | None = None,
     params: dict[str, str] | None = None,
-    preset: str = "tiny",
+    preset: str | None = None,
     epochs: int | None = None,
     seed: int | None = None,
     force: bool = False,
@@ -77,8 +78,8 @@ def retrain_flow(
         dataset: Dataset name.
         root: Storage root (default ``POSEPIPE_ROOT``).
         params: Task parameter overrides.
-        preset: ``tiny`` or ``full``.
-        epochs: Epochs (None: the preset's).
+        preset: ``tiny`` or ``full`` (default ``POSEPIPE_TRAIN_PRESET``, else ``full``).
+        epochs: Epochs (default ``POSEPIPE_TRAIN_EPOCHS``, else the preset's).
         seed: Run seed (default ``POSEPIPE_SEED``).
         force: Promote whatever the gate says.
         thresholds: The gate's thresholds (None: the task's defaults).
@@ -94,7 +95,8 @@ def retrain_flow(
     quiet_domain_tracebacks()
     settings = Settings()
     request = {"task": task_name, "root": root or settings.root, "dataset": dataset, "version": None, "params": dict(params or {}),
-               "preset": preset, "epochs": epochs, "seed": settings.seed if seed is None else seed}  # fmt: skip
+               "preset": preset or settings.train_preset, "epochs": epochs if epochs is not None else settings.train_epochs,
+               "seed": settings.seed if seed is None else seed}  # fmt: skip
     if committed_version:
         print(f"triggered by {dataset} {committed_version}")
     result = retrain_task(task_name, request, force, thresholds, actor)

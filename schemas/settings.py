@@ -30,6 +30,9 @@ class Settings(BaseSettings):
         max_extract_bytes: Most uncompressed bytes one fetched archive may expand to (zip bombs).
         max_compression_ratio: Most uncompressed bytes per compressed byte, per archive member and
             per archive, before extraction refuses it as a zip bomb.
+        train_preset: The training preset deployments use when a run does not name one
+            (``full`` in production; ``tiny`` for a CPU smoke test).
+        train_epochs: Epochs deployments train when a run does not say (None: the preset's).
     """
 
     model_config = SettingsConfigDict(env_prefix="POSEPIPE_", extra="ignore")
@@ -43,3 +46,5 @@ class Settings(BaseSettings):
     shard_size: int = Field(default=DEFAULT_SHARD_SIZE, ge=1)
     max_extract_bytes: int = Field(default=64 * 1024**3, ge=1)
     max_compression_ratio: float = Field(default=100.0, gt=1.0)
+    train_preset: str = Field(default="full", pattern="^(tiny|full)$")
+    train_epochs: int | None = Field(default=None, ge=1)

@@ -2,7 +2,9 @@
 
 One test, every step a real process on 127.0.0.1: server, work pool, ``prefect deploy --all`` from the
 real prefect.yaml, the list endpoints (which FastAPI 0.151-0.154 answered with 422), a process worker,
-a ``rebuild-on-demand`` run on COCO mini to Completed, and its artifact read back.
+a ``rebuild-on-demand`` run on COCO mini to Completed, and its artifact read back; the version it
+committed emits ``posepipe.dataset.committed``, whose deployment trigger runs ``coco-pose-retrain``
+(tiny preset from the worker's environment) to Completed, and its decision is read back.
 """
 
 from __future__ import annotations
@@ -54,6 +56,26 @@ def _stop(proc: subprocess.Popen | None) -> None:
         pass
 
 
+def _wait_for_run(api: str, deployment_name: str, timeout_s: float) -> dict:
+    """The first flow run of ``deployment_name`` once it reaches a final state (polling the REST API)."""
+    def post(path: str, body: dict) -> list | dict:
+        req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return json.loads(response.read())
+
+    deadline = time.monotonic() + timeout_s
+    runs: list = []
+    while time.monotonic() < deadline:
+        deployments = post("/deployments/filter", {"deployments": {"name": {"any_": [deployment_name]}}})
+        if deployments:
+            runs = post("/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployments[0]["id"]]}}})  # type: ignore[index]
+            final = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")]  # type: ignore[index]
+            if final:
+                return final[0]
+        time.sleep(2)
+    raise TimeoutError(f"no finished run of {deployment_name} after {timeout_s} s (runs: {[(r['name'], r['state_type']) for r in runs]})")  # type: ignore[index]
+
+
 def test_deploy_all_worker_run_and_artifact_on_a_real_server(tmp_path):
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -69,6 +91,8 @@ def test_deploy_all_worker_run_and_artifact_on_a_real_server(tmp_path):
         PREFECT_WORKER_QUERY_SECONDS="1",
         POSEPIPE_HOME=str(REPO_ROOT),
         POSEPIPE_WORKERS="1",  # the worker's environment drives execution: one LocalCluster worker
+        POSEPIPE_TRAIN_PRESET="tiny",  # the triggered retrain trains the CPU preset for one epoch
+        POSEPIPE_TRAIN_EPOCHS="1",
     )
     for key in ("POSEPIPE_DASK_ADDRESS", "POSEPIPE_ROOT"):
         env.pop(key, None)
@@ -91,7 +115,7 @@ def test_deploy_all_worker_run_and_artifact_on_a_real_server(tmp_path):
         prefect("work-pool", "create", "posepipe", "--type", "process")
         deployed = prefect("--no-prompt", "deploy", "--all")
         listed = prefect("deployment", "ls")
-        for name in ("mpii-nightly", "coco-nightly", "rebuild-on-demand", "ucf101-keypoints"):
+        for name in ("mpii-nightly", "coco-nightly", "rebuild-on-demand", "ucf101-keypoints", "mpii-activity-retrain", "coco-pose-retrain"):
             assert name in deployed and name in listed, (name, listed)
         crons = {}
         for name in ("scheduled-rebuild/mpii-nightly", "scheduled-rebuild/coco-nightly", "rebuild-on-demand/rebuild-on-demand"):
@@ -131,6 +155,17 @@ def test_deploy_all_worker_run_and_artifact_on_a_real_server(tmp_path):
         version = plan_version(RebuildRequest("coco", str(tmp_path / "plan_root"), str(source))).version
         assert table.startswith(f"# coco {version}"), table
         assert (root / "datasets/coco/LATEST").read_text().strip() == version
+
+        # the commit's event fired the retrain deployment's trigger: wait for that run, read its decision back
+        retrain = _wait_for_run(api, "coco-pose-retrain", timeout_s=480)
+        assert retrain["state_type"] == "COMPLETED", retrain
+        assert retrain["parameters"]["committed_version"] == version and retrain["parameters"]["root"] == str(root)
+        (decision_artifact,) = json.loads(prefect("artifact", "inspect", "retrain-pose-heatmap", "--output", "json"))
+        page = decision_artifact["data"]
+        assert page.startswith("# pose-heatmap: first_model (exit 0)") and f"coco@{version}" in page, page
+        decisions = list((root / "models/pose-heatmap/_decisions").glob("*.json"))
+        assert len(decisions) == 1 and json.loads(decisions[0].read_text())["status"] == "first_model"
+        assert (root / "models/pose-heatmap/champion").read_text().strip() == json.loads(decisions[0].read_text())["candidate"]
     finally:
         _stop(worker)
         _stop(server)

@@ -66,7 +66,7 @@ def test_retrain_flow_writes_the_decision_artifact(prefect_harness, root: str) -
 
     from flows.retrain import retrain_flow
 
-    result = retrain_flow("pose-mlp", "mpii", root=root, params={"epochs": "40"}, seed=0, committed_version="v-test")
+    result = retrain_flow("pose-mlp", "mpii", root=root, params={"epochs": "40"}, preset="tiny", seed=0, committed_version="v-test")
     assert result["decision"]["status"] in ("first_model", "unchanged", "promoted", "refused", "no_thresholds")
     assert Path(result["decision_path"]).is_file()
     with get_client(sync_client=True) as client:
