@@ -65,11 +65,18 @@ def test_command_modules_use_annotated_options_only() -> None:
 
 def test_the_cli_gives_a_fresh_machines_first_prefect_server_time_to_migrate(monkeypatch: pytest.MonkeyPatch) -> None:
     """Prefect's 20 s default startup timeout made the first `make demo` on a fresh machine fail."""
+    import os
+
     from flows.cli import _quiet_environment
 
-    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
+    # every variable _quiet_environment may set is restored afterwards: left set in this process, the
+    # Dask log level it sets silenced a later test's scheduler subprocess
+    for key in ("PREFECT_SERVER_ANALYTICS_ENABLED", "GX_ANALYTICS_ENABLED", "DO_NOT_TRACK", "TF_CPP_MIN_LOG_LEVEL",
+                "DASK_LOGGING__DISTRIBUTED", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):  # fmt: skip
+        monkeypatch.setenv(key, os.environ.get(key, ""))
+        if key == "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" or not os.environ[key]:
+            monkeypatch.delenv(key)
     _quiet_environment()
-    import os
 
     assert int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]) >= 120
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "33")
