@@ -19,31 +19,11 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.runtime import quiet_domain_tracebacks
 from schemas.settings import Settings
+from tasks.training.retrain import decision_markdown
 
 
 def _key(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower())
-
-
-def decision_markdown(result: dict[str, Any]) -> str:
-    """The decision as a markdown page: status, reasons, and each gated metric, candidate vs champion.
-
-    Args:
-        result: :meth:`tasks.training.retrain.RetrainResult.to_dict`.
-    """
-    d = result["decision"]
-    lines = [f"# {result['task']}: {d['status']} (exit {result['exit_code']})", "",
-             f"candidate `{result['candidate']}` ({'reused' if result['reused'] else 'trained'}) on {result['dataset']}@{result['dataset_version']}; "
-             f"champion before `{result['champion_before']}`, after `{result['champion_after']}`", ""]  # fmt: skip
-    lines += [f"- {r}" for r in d["reasons"]]
-    lines += ["", "| metric | check | candidate | champion | improvement | required | interval | pass |", "|---|---|---|---|---|---|---|---|"]
-    for c in d["checks"]:
-        iv = c.get("interval")
-        interval = f"[{float(iv['low']):+.4g}, {float(iv['high']):+.4g}]" if iv else ""
-        cells = [c["metric"], c["kind"], c.get("value"), c.get("baseline"), c.get("improvement"), c.get("required"), interval, "yes" if c["passed"] else "**no**"]
-        lines.append("| " + " | ".join("" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in cells) + " |")
-    lines += ["", f"decision file: `{result['decision_path']}`"]
-    return "\n".join(lines)
 
 
 @task(name="retrain-model", cache_policy=NO_CACHE, task_run_name="retrain-{task_name}")

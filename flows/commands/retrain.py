@@ -60,6 +60,7 @@ def retrain(
     actor: Annotated[str | None, typer.Option("--actor", help="who asks (default $GITHUB_ACTOR or the login name)")] = None,
     thresholds: Annotated[Path | None, typer.Option("--thresholds", help="JSON file of the gate's thresholds (default: the task's)")] = None,
     decision_out: Annotated[Path | None, typer.Option("--decision-out", help="also write decision.json here (a CI artifact)")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="write the decision as markdown here (a PR/commit comment, a job summary)")] = None,
     resamples: Annotated[int, typer.Option("--resamples", min=50, help="paired bootstrap resamples")] = 1000,
     as_json: JsonOpt = False,
 ) -> None:
@@ -83,6 +84,12 @@ def retrain(
         decision_out=str(decision_out) if decision_out else None,
     )
     result = run_retrain(request, print_progress).to_dict()
+    if markdown is not None:
+        from storage.fs import filesystem, write_bytes_atomic
+        from tasks.training.retrain import decision_markdown
+
+        fs, path = filesystem(str(markdown))
+        write_bytes_atomic(fs, path, (decision_markdown(result) + "\n").encode())
     if as_json:
         typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
     else:

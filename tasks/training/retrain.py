@@ -161,6 +161,27 @@ def intervals_for(
     return out
 
 
+def decision_markdown(result: dict[str, Any]) -> str:
+    """The decision as a markdown page: status, reasons, and each gated metric, candidate vs champion.
+
+    Args:
+        result: :meth:`tasks.training.retrain.RetrainResult.to_dict`.
+    """
+    d = result["decision"]
+    lines = [f"# {result['task']}: {d['status']} (exit {result['exit_code']})", "",
+             f"candidate `{result['candidate']}` ({'reused' if result['reused'] else 'trained'}) on {result['dataset']}@{result['dataset_version']}; "
+             f"champion before `{result['champion_before']}`, after `{result['champion_after']}`", ""]  # fmt: skip
+    lines += [f"- {r}" for r in d["reasons"]]
+    lines += ["", "| metric | check | candidate | champion | improvement | required | interval | pass |", "|---|---|---|---|---|---|---|---|"]
+    for c in d["checks"]:
+        iv = c.get("interval")
+        interval = f"[{float(iv['low']):+.4g}, {float(iv['high']):+.4g}]" if iv else ""
+        cells = [c["metric"], c["kind"], c.get("value"), c.get("baseline"), c.get("improvement"), c.get("required"), interval, "yes" if c["passed"] else "**no**"]
+        lines.append("| " + " | ".join("" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in cells) + " |")
+    lines += ["", f"decision file: `{result['decision_path']}`"]
+    return "\n".join(lines)
+
+
 def _stamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 

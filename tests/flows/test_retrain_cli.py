@@ -37,8 +37,10 @@ def test_retrain_exit_codes_promote_and_rollback(runner: CliRunner, root: str, t
     assert one["decision"]["status"] == "first_model" and one["champion_after"] == one["candidate"]
     assert json.loads((tmp_path / "d1.json").read_text())["status"] == "first_model"
 
-    refused = runner.invoke(cli.app, [*base, "-p", "epochs=1", "-p", "learning_rate=1e-6"])
+    refused = runner.invoke(cli.app, [*base, "-p", "epochs=1", "-p", "learning_rate=1e-6", "--markdown", str(tmp_path / "d2.md")])
     assert refused.exit_code == gate.EXIT_REFUSED, refused.output
+    page = (tmp_path / "d2.md").read_text()
+    assert page.startswith("# pose-mlp: refused (exit 3)") and "| macro_f1 | change |" in page and "**no**" in page
     assert "refused" in refused.stdout and "regression" in refused.stdout and "macro_f1" in refused.stdout
     assert gate.read_champion(root, "pose-mlp") == one["candidate"]
 
