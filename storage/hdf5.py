@@ -22,6 +22,7 @@ import io
 import mmap
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import fsspec
@@ -297,7 +298,33 @@ def _row_scratch(nbytes: int) -> np.ndarray:
     return buf
 
 
-def read_rows_into(dset: h5py.Dataset, rows: Sequence[int] | np.ndarray, out: np.ndarray, swap_rb: bool = False) -> np.ndarray:
+@dataclass(frozen=True)
+class PixelsLayout:
+    """What :func:`read_rows_into` asks of a pixels dataset, asked once per open file.
+
+    Each of these is a libhdf5 call (shape, dtype, chunking, filters, the colour attribute): ~70 µs
+    per :func:`read_rows_into` call together, as much as reading the crops themselves for a small
+    batch, so a reader keeps one per open handle.
+
+    Attributes:
+        shape: ``(N, H, W, C)``.
+        raw_chunks: :func:`one_raw_chunk_per_row`.
+        swap_rb: The file stores BGR (see :func:`color_order`) and the reader wants RGB.
+    """
+
+    shape: tuple[int, ...]
+    raw_chunks: bool
+    swap_rb: bool
+
+    @classmethod
+    def of(cls, h5: h5py.File, to_rgb: bool = True) -> PixelsLayout:
+        dset = h5[IMAGES]
+        return cls(tuple(dset.shape), one_raw_chunk_per_row(dset), to_rgb and color_order(h5).upper() == "BGR")
+
+
+def read_rows_into(
+    dset: h5py.Dataset, rows: Sequence[int] | np.ndarray, out: np.ndarray, swap_rb: bool = False, layout: PixelsLayout | None = None
+) -> np.ndarray:
     """Copy rows of an ``(N, H, W, C) uint8`` dataset into ``out`` (``(len(rows), H, W, C) uint8``, C-contiguous).
 
     One ``read_direct_chunk`` per row when each row is one unfiltered chunk; otherwise (other
@@ -310,25 +337,30 @@ def read_rows_into(dset: h5py.Dataset, rows: Sequence[int] | np.ndarray, out: np
         swap_rb: Swap the first and third channels (BGR ↔ RGB; ``C`` must be 3): each raw chunk is
             read into a one-row scratch buffer and converted from there into ``out`` (one pass over
             ``out``; converting ``out`` in place afterwards costs about twice as much).
+        layout: The dataset's :class:`PixelsLayout`, when the caller keeps one (its ``swap_rb``
+            then wins); None asks libhdf5 again.
 
     Raises:
         StorageError: ``out`` has the wrong shape or layout, or a row is out of range.
     """
     n = len(rows)
-    if out.shape != (n, *dset.shape[1:]) or out.dtype != np.uint8 or not out.flags.c_contiguous or not out.flags.writeable:
-        raise StorageError(f"output buffer {out.shape} {out.dtype} does not fit {n} rows of {dset.shape[1:]} uint8 (C-contiguous, writable)")
-    if swap_rb and (dset.ndim != 4 or dset.shape[3] != 3):
-        raise StorageError(f"cannot swap colour channels of a {dset.shape} dataset (want (N, H, W, 3))")
-    size = dset.shape[0]
+    shape = layout.shape if layout is not None else tuple(dset.shape)
+    if layout is not None:
+        swap_rb = layout.swap_rb
+    if out.shape != (n, *shape[1:]) or out.dtype != np.uint8 or not out.flags.c_contiguous or not out.flags.writeable:
+        raise StorageError(f"output buffer {out.shape} {out.dtype} does not fit {n} rows of {shape[1:]} uint8 (C-contiguous, writable)")
+    if swap_rb and (len(shape) != 4 or shape[3] != 3):
+        raise StorageError(f"cannot swap colour channels of a {shape} dataset (want (N, H, W, 3))")
+    size = shape[0]
     idx = np.asarray(rows, dtype=np.int64).reshape(-1)
     if n and (idx.min() < 0 or idx.max() >= size):
         raise StorageError(f"row out of range: shard has {size} rows, asked for {int(idx.min())}..{int(idx.max())}")
-    if one_raw_chunk_per_row(dset):
-        tail = (0,) * (dset.ndim - 1)
+    if layout.raw_chunks if layout is not None else one_raw_chunk_per_row(dset):
+        tail = (0,) * (len(shape) - 1)
         read = dset.id.read_direct_chunk
         if swap_rb:
-            flat_row = _row_scratch(int(np.prod(dset.shape[1:])))
-            row_img = flat_row.reshape(dset.shape[1:])
+            flat_row = _row_scratch(int(np.prod(shape[1:])))
+            row_img = flat_row.reshape(shape[1:])
             for k, row in enumerate(idx.tolist()):
                 read((row, *tail), out=flat_row)
                 cv2.cvtColor(row_img, cv2.COLOR_BGR2RGB, dst=out[k])

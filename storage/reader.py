@@ -59,7 +59,7 @@ from schemas.errors import (
 )
 from schemas.records import CLIPS_SCHEMA, PROCESSED_SAMPLES_SCHEMA, conform, upgrade_legacy_columns
 from storage.fs import filesystem
-from storage.hdf5 import IMAGES, color_order, open_hdf5, read_rows_into, stream_content_sha256
+from storage.hdf5 import IMAGES, PixelsLayout, open_hdf5, read_rows_into, stream_content_sha256
 from storage.layout import VersionPaths
 from storage.manifest import read_latest
 
@@ -209,10 +209,11 @@ class DatasetVersion:
     def _reset_handles(self) -> None:
         self._pid = os.getpid()
         self._handles: dict[str, h5py.File] = {}
+        self._layouts: dict[str, tuple[h5py.File, h5py.Dataset, PixelsLayout]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_handles", "_lock", "_pid"):
+        for key in ("_handles", "_layouts", "_lock", "_pid"):
             state.pop(key)
         return state
 
@@ -233,6 +234,14 @@ class DatasetVersion:
                 if h5 is None:
                     h5 = self._handles[path] = open_hdf5(self.fs, path)
         return h5
+
+    def _pixels(self, path: str) -> tuple[h5py.Dataset, PixelsLayout]:
+        """The pixels dataset of an open shard and its layout, looked up once per handle."""
+        h5 = self._h5(path)
+        cached = self._layouts.get(path)
+        if cached is None or cached[0] is not h5:
+            cached = self._layouts[path] = (h5, h5[IMAGES], PixelsLayout.of(h5))
+        return cached[1], cached[2]
 
     def close(self) -> None:
         """Close this process's HDF5 handles (they reopen on the next read)."""
@@ -422,13 +431,12 @@ class DatasetVersion:
             raise SchemaError(f"{shard.parquet} has no pixels (record kind {self.record!r})", hint="crops exist for image datasets only")
         if self.auto_verify:
             self._verify_hdf5(shard)
-        h5 = self._h5(shard.hdf5)
-        dset = h5[IMAGES]
-        idx = np.arange(dset.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        dset, layout = self._pixels(shard.hdf5)
+        idx = np.arange(layout.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
         if out is None:
-            out = np.empty((len(idx), *dset.shape[1:]), np.uint8)
+            out = np.empty((len(idx), *layout.shape[1:]), np.uint8)
         try:
-            read_rows_into(dset, idx, out, swap_rb=color_order(h5).upper() == "BGR")
+            read_rows_into(dset, idx, out, layout=layout)
         except (OSError, KeyError) as exc:
             raise StorageError(f"cannot read HDF5 shard {shard.hdf5}: {exc}", hint="the file is corrupt; rebuild the version") from exc
         return out
