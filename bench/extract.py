@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--tag", default="a")
     parser.add_argument("--batch", type=int, default=0, help="frames per network call (0: the backend's default)")
     parser.add_argument("--frozen", action="store_true", help="tf-openpose: run the graph as frozen (no per-sample rewrite)")
+    parser.add_argument("--only-batching", action="store_true", help="tf-openpose: run only the batch-exact batching comparison")
     args = parser.parse_args()
     if args.case:
         print(json.dumps(case_pipeline(args) if args.case == "pipeline" else case_raw(args)))
@@ -174,6 +175,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="posepipe-bench-") as tmp:
         if args.backend == "tf-openpose":
             _batching(args, tmp)
+            if args.only_batching:
+                return
         raw = _result(_spawn("raw", args))
         e2e = _result(_spawn("pipeline", args, out=f"{tmp}/e2e"))
         one = _result(_spawn("pipeline", args, clips=1, out=f"{tmp}/one"))

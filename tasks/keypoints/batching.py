@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -77,3 +78,68 @@ def cached_batch_invariance(
         if key not in _CACHE:
             _CACHE[key] = probe_batch_invariance(run, key[1], key[2], count=count)
         return _CACHE[key]
+
+
+#: Batches :func:`fastest_batch` tries (1 always: a batch-invariant graph need not batch well).
+BATCH_CANDIDATES = (1, 4, 8)
+
+_SPEED_CACHE: dict[tuple[str, int, int, int], int] = {}
+
+
+def fastest_batch(run: Callable[[np.ndarray], np.ndarray], height: int, width: int, candidates: tuple[int, ...] = BATCH_CANDIDATES, rounds: int = 2) -> tuple[int, dict[int, float]]:
+    """The batch size that runs ``max(candidates)`` probe frames fastest here (frames/s per candidate).
+
+    Each candidate runs the same frames (warmed up once), rounds interleaved, best round kept: on
+    this 2-core VM the batch-exact tf-openpose graph ran batch 8 *slower* than batch 1, so a fixed
+    default would have been a regression; on other hardware the answer differs, so it is measured.
+
+    Args:
+        run: ``(N, H, W, 3) uint8 -> outputs`` of a batch-invariant backend.
+        height: Probe frame height.
+        width: Probe frame width.
+        candidates: Batch sizes to try.
+        rounds: Timed rounds per candidate.
+
+    Returns:
+        (the fastest batch, frames/s per candidate).
+    """
+    import time
+
+    n = max(candidates)
+    frames = np.stack(probe_frames(n, height, width, seed=1))
+    for b in candidates:
+        run(frames[:b])  # warm-up (first call of a shape allocates)
+    best: dict[int, float] = dict.fromkeys(candidates, 0.0)
+    for _ in range(rounds):
+        for b in candidates:
+            t0 = time.perf_counter()
+            for i in range(0, n, b):
+                run(frames[i : i + b])
+            best[b] = max(best[b], n / (time.perf_counter() - t0))
+    return max(candidates, key=lambda b: (best[b], -b)), best
+
+
+def cached_fastest_batch(key: tuple[str, int, int, int], run: Callable[[np.ndarray], np.ndarray], cache_file: Path | None = None) -> int:
+    """:func:`fastest_batch` at ``key = (graph id, height, width, threads)``, once per process and kept in ``cache_file``."""
+    import json
+
+    with _LOCK:
+        if key in _SPEED_CACHE:
+            return _SPEED_CACHE[key]
+        if cache_file is not None and cache_file.is_file():
+            try:
+                _SPEED_CACHE[key] = int(json.loads(cache_file.read_text())["batch"])
+                return _SPEED_CACHE[key]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # rebuilt below
+        batch, speeds = fastest_batch(run, key[1], key[2])
+        _SPEED_CACHE[key] = batch
+        if cache_file is not None:
+            try:
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache_file.with_name(f".{cache_file.name}.tmp")
+                tmp.write_text(json.dumps({"batch": batch, "frames_per_s": {str(k): round(v, 2) for k, v in speeds.items()}}))
+                tmp.replace(cache_file)
+            except OSError:
+                pass
+        return batch

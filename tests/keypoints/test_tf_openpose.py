@@ -117,14 +117,16 @@ def test_batch_dependence_is_detected_and_batches_are_refused(frozen_backend: Tf
 def test_rewritten_graph_is_batch_exact_on_real_frames(backend: TfOpenPose, frozen_backend: TfOpenPose, clip_frames: list[np.ndarray]) -> None:
     """Batch 8 and a ragged last batch give every frame its batch-1 output (within 1e-4)."""
     assert backend.batch_invariant and backend.graph_revision == PER_SAMPLE_NORM and backend.batch_dependent_nodes == ()
-    assert backend.max_batch == 8 and backend.choose_batch(32) == 32
+    assert backend.choose_batch(32) == 32
+    # the default batch is the fastest the probe allows here, measured once and kept beside the graph
+    assert backend.max_batch in (1, 4, 8) and list(backend._cache_dir.glob("*.batch.json"))
     singles = np.concatenate([backend.run_frames(clip_frames[i : i + 1]) for i in range(9)])
     eight = np.concatenate([backend.run_frames(clip_frames[:8]), backend.run_frames(clip_frames[8:])])
     ragged = np.concatenate([backend.run_frames(clip_frames[:5]), backend.run_frames(clip_frames[5:])])
     assert np.abs(eight - singles).max() < 1e-4 and np.abs(ragged - singles).max() < 1e-4
     # and batch 1 of the rewrite is what the frozen graph computes at batch 1 (its batch-1 semantics)
     frozen = np.concatenate([frozen_backend.run_frames(clip_frames[i : i + 1]) for i in range(9)])
-    assert np.abs(frozen - singles).max() < 1e-4
+    assert np.abs(frozen - singles).max() <= 1e-6  # measured 0.0: the same fused kernel on the same numbers
     # people found do not depend on the batch
     one = backend.predict(clip_frames, batch=1)
     many = backend.predict(clip_frames, batch=8)
