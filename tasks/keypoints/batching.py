@@ -125,6 +125,8 @@ def cached_fastest_batch(key: tuple[str, int, int, int], run: Callable[[np.ndarr
 
     with _LOCK:
         if key in _SPEED_CACHE:
+            if cache_file is not None and not cache_file.is_file():
+                _write_batch_file(cache_file, _SPEED_CACHE[key], {})
             return _SPEED_CACHE[key]
         if cache_file is not None and cache_file.is_file():
             try:
@@ -135,11 +137,18 @@ def cached_fastest_batch(key: tuple[str, int, int, int], run: Callable[[np.ndarr
         batch, speeds = fastest_batch(run, key[1], key[2])
         _SPEED_CACHE[key] = batch
         if cache_file is not None:
-            try:
-                cache_file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache_file.with_name(f".{cache_file.name}.tmp")
-                tmp.write_text(json.dumps({"batch": batch, "frames_per_s": {str(k): round(v, 2) for k, v in speeds.items()}}))
-                tmp.replace(cache_file)
-            except OSError:
-                pass
+            _write_batch_file(cache_file, batch, speeds)
         return batch
+
+
+def _write_batch_file(cache_file: Path, batch: int, speeds: dict[int, float]) -> None:
+    """Keep a measured default batch (atomically; an unwritable folder only skips the disk cache)."""
+    import json
+
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f".{cache_file.name}.tmp")
+        tmp.write_text(json.dumps({"batch": batch, "frames_per_s": {str(k): round(v, 2) for k, v in speeds.items()}}))
+        tmp.replace(cache_file)
+    except OSError:
+        pass
