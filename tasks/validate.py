@@ -1,6 +1,6 @@
 """The validation gate's checks: the schema-generated GX suite runner plus semantic checks.
 
-Great Expectations is imported inside :func:`run_gx_suite` only (it takes seconds to import), so
+Great Expectations is imported inside :func:`_gx_runner` only (it takes seconds to import), so
 ingest code never pays for it. Every check gives a :class:`~tasks.kinds.base.CheckResult`, so
 reports and error messages name the failing expectation and shard. Which checks a shard gets is
 its record kind's business (``tasks/kinds/``).
@@ -96,33 +96,7 @@ def flat_frame(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
     return pa.table(columns).to_pandas()
 
 
-def run_gx_suite(df: pa.Table | pd.DataFrame, specs: list[ExpectationSpec], suite_name: str = "") -> list[CheckResult]:
-    """Run expectation specs on a shard's rows with Great Expectations 1.x (ephemeral context).
-
-    Args:
-        df: The rows (Arrow table or DataFrame); nested columns are flattened by :func:`flat_frame`.
-        specs: Expectation specs.
-        suite_name: Unused (kept for callers naming the shard; results are named by the specs).
-
-    Returns:
-        One result per spec, in order.
-    """
-    batch_def, suite, lock = _gx_runner(specs)
-    flat = flat_frame(df)
-    with lock:
-        result = batch_def.get_batch(batch_parameters={"dataframe": flat}).validate(suite, result_format="SUMMARY")
-    # GX does not keep the suite's order in its results: match them back by (type, column).
-    by_key = {(_snake(r.expectation_config.type), r.expectation_config.kwargs.get("column")): r for r in result.results}
-    out = []
-    for spec in specs:
-        r = by_key[(_snake(spec.type), spec.kwargs.get("column"))]
-        res = r.result or {}
-        detail = repr(res.get("partial_unexpected_list", res.get("details", "")))[:300] if not r.success else ""
-        out.append(CheckResult(spec.label, "great_expectations", bool(r.success), int(res.get("unexpected_count") or 0), detail))
-    return out
-
-
-def version_suite(shards: list[tuple[str, pa.Table]], specs: list[ExpectationSpec], max_rows: int = 65_536) -> dict[str, list[CheckResult]]:
+def version_suite(shards: list[tuple[str, pa.Table | pd.DataFrame]], specs: list[ExpectationSpec], max_rows: int = 65_536) -> dict[str, list[CheckResult]]:
     """The GX suite over many shards at once, with each shard's own results.
 
     GX's cost per ``validate`` call is mostly fixed (building its metric graph for every
@@ -140,7 +114,7 @@ def version_suite(shards: list[tuple[str, pa.Table]], specs: list[ExpectationSpe
         Shard name → one result per spec, in spec order (a shard without rows gets none).
     """
     out: dict[str, list[CheckResult]] = {name: [] for name, _ in shards}
-    group: list[tuple[str, pa.Table]] = []
+    group: list[tuple[str, pa.Table | pd.DataFrame]] = []
     rows = 0
     for name, table in [*shards, ("", None)]:
         if table is not None and not len(table):
@@ -154,7 +128,7 @@ def version_suite(shards: list[tuple[str, pa.Table]], specs: list[ExpectationSpe
     return out
 
 
-def _suite_on_group(group: list[tuple[str, pa.Table]], specs: list[ExpectationSpec]) -> dict[str, list[CheckResult]]:
+def _suite_on_group(group: list[tuple[str, pa.Table | pd.DataFrame]], specs: list[ExpectationSpec]) -> dict[str, list[CheckResult]]:
     batch_def, suite, lock = _gx_runner(specs)
     frames = [flat_frame(t) for _, t in group]
     starts = np.cumsum([0] + [len(f) for f in frames])
@@ -182,17 +156,17 @@ def _suite_on_group(group: list[tuple[str, pa.Table]], specs: list[ExpectationSp
     return out
 
 
-def shard_suite(df: pa.Table | pd.DataFrame, specs: list[ExpectationSpec], dataset: str, shard_parquet: str) -> list[CheckResult]:
-    """The GX suite on one shard's rows (an empty shard has nothing to check).
+def shard_suite(df: pa.Table | pd.DataFrame, specs: list[ExpectationSpec]) -> list[CheckResult]:
+    """The GX suite on one shard's rows: :func:`version_suite` of that shard alone (an empty shard has nothing to check).
 
     Args:
-        df: The shard's rows (Arrow table or DataFrame).
+        df: The shard's rows (Arrow table or DataFrame; nested columns go through :func:`flat_frame`).
         specs: Its expectation specs.
-        dataset: Dataset name.
-        shard_parquet: The shard's Parquet path relative to the version (``val/part-00000.parquet``).
+
+    Returns:
+        One result per spec, in order.
     """
-    name = shard_parquet.removesuffix(".parquet").replace("/", "-")
-    return run_gx_suite(df, specs, f"{dataset}-{name}") if len(df) else []
+    return version_suite([("shard", df)], specs)["shard"]
 
 
 def _xy_rows(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

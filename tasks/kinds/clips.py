@@ -43,4 +43,4 @@ class Clips(RecordKind):
         df = read_parquet(fs, paths.file(summary.parquet), CLIPS_SCHEMA).to_pandas()
         specs = suite_for(CLIPS_SCHEMA, dataset=spec.dataset, splits=(), skeleton=None, out_hw=None)
         specs.append(ExpectationSpec("ExpectColumnValuesToBeUnique", {"column": "clip_id"}))
-        return shard_suite(df, specs, spec.dataset, summary.parquet) + clip_checks(df)
+        return shard_suite(df, specs) + clip_checks(df)

@@ -314,7 +314,7 @@ class Sequences(RecordKind):
                     t = t.set_column(idx, name, pc.list_value_length(t.column(name)))
                 flat.append(t)
         df = pa.concat_tables(flat).to_pandas() if flat else pa.table({n: [] for n in SEQUENCES_SCHEMA.names}).to_pandas()
-        return shard_suite(df, sequence_expectations(SEQUENCES_SCHEMA, spec.dataset), spec.dataset, summary.parquet) + semantic.results()
+        return shard_suite(df, sequence_expectations(SEQUENCES_SCHEMA, spec.dataset)) + semantic.results()
 
     def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:
         """Across shards: ids unique, one side per fold, no group/subject cut, labels one-to-one, one model."""
