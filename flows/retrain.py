@@ -18,12 +18,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.runtime import quiet_domain_tracebacks
+from flows.train import artifact_key
 from schemas.settings import Settings
 from tasks.training.retrain import decision_markdown
-
-
-def _key(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower())
 
 
 @task(name="retrain-model", cache_policy=NO_CACHE, task_run_name="retrain-{task_name}")
@@ -80,6 +77,6 @@ def retrain_flow(
     if committed_version:
         print(f"triggered by {dataset} {committed_version}")
     result = retrain_task(task_name, request, force, thresholds, actor)
-    create_markdown_artifact(decision_markdown(result), key=_key(f"retrain-{task_name}"), description="retrain decision: candidate vs champion")
+    create_markdown_artifact(decision_markdown(result), key=artifact_key(f"retrain-{task_name}"), description="retrain decision: candidate vs champion")
     print(f"{task_name}: {result['decision']['status']}; champion {result['champion_before']} -> {result['champion_after']}")
     return result

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.runtime import quiet_domain_tracebacks
 
 
-def _artifact_key(name: str) -> str:
+def artifact_key(name: str) -> str:
     """Prefect artifact keys: lowercase letters, digits and dashes."""
     return "".join(c if c.isalnum() else "-" for c in name.lower())
 
@@ -37,7 +37,7 @@ def train_task(task_name: str, request: dict[str, Any]) -> dict[str, Any]:
         row = {k: v for k, v in event.items() if k != "event"}
         epochs.append(row)
         print(f"epoch {row['epoch']}/{row['epochs']}: loss {row.get('loss')}, {row.get('steps_per_s')} steps/s")
-        create_table_artifact(epochs, key=_artifact_key(f"train-{task_name}-progress"), description=f"{task_name}: finished epochs (loss, metrics, steps/s)")
+        create_table_artifact(epochs, key=artifact_key(f"train-{task_name}-progress"), description=f"{task_name}: finished epochs (loss, metrics, steps/s)")
 
     result = train(TrainRequest(**request), progress)
     return result.to_dict()
@@ -86,6 +86,6 @@ def train_flow(
     quiet_domain_tracebacks()
     request = {"task": task_name, "root": root, "dataset": dataset, "version": version, "params": dict(params or {}), "preset": preset, "epochs": epochs, "seed": seed, "weights": weights}
     result = train_task(task_name, request)  # called, not submitted: runs in this process
-    create_markdown_artifact(_summary_markdown(result), key=_artifact_key(f"train-{task_name}"), description="training run: model, data, metrics")
+    create_markdown_artifact(_summary_markdown(result), key=artifact_key(f"train-{task_name}"), description="training run: model, data, metrics")
     print(f"{task_name}: {result['model_version']} {'reused' if result['reused'] else 'registered'} in {result['dir']}")
     return result

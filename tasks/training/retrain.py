@@ -97,7 +97,10 @@ def _predictions(record: registry.ModelRecord) -> Any:
 
 
 def champion_on(root: str, champion: str, task_name: str, version: Any, split: str, out_dir: str) -> tuple[dict[str, Any], Any, Any, dict[str, Any]]:
-    """Re-score the champion on ``split`` of ``version``: its predictions now, and their metrics.
+    """The champion scored on ``split`` of ``version``: its predictions there, and their metrics.
+
+    A champion trained and evaluated on exactly this version and split already has both (its
+    ``predictions.parquet`` and ``metrics.json``); any other is loaded, predicts now and is scored.
 
     Returns:
         ``(metrics, predictions table, task, params)``.
@@ -105,25 +108,21 @@ def champion_on(root: str, champion: str, task_name: str, version: Any, split: s
     Raises:
         ModelNotFoundError: The alias names a model that is not registered (deleted by hand).
     """
+    from tasks.training.tasks import get_task
+
     record = registry.find_model(root, task_name, champion)
     if record is None:
         raise ModelNotFoundError(
             f"the champion of {task_name!r} is {champion}, which is not registered under {root}",
             hint=f"posepipe models rollback {task_name} VERSION (posepipe models ls {task_name} lists them)",
         )
-    if record.lineage.get("dataset", {}).get("version") == version.version and record.lineage.get("dataset", {}).get("eval_split") == split:
-        predictions = _predictions(record)  # scored on exactly this data already
-        task_name_ = record.task
-        from tasks.training.tasks import get_task
-
-        task = get_task(task_name_)
-        params = dict(record.lineage.get("params", {}))
-    else:
-        task, model, spec, params = load_registered_model(record)
-        task.check_dataset(version, params)
-        predictions = task.predict(model, version, split, spec, params)
-    metrics = task.evaluate(predictions, version, split, params, out_dir)
-    return metrics, predictions, task, params
+    scored_on = record.lineage.get("dataset", {})
+    if scored_on.get("version") == version.version and scored_on.get("eval_split") == split:
+        return dict(record.metrics), _predictions(record), get_task(record.task), dict(record.lineage.get("params", {}))
+    task, model, spec, params = load_registered_model(record)
+    task.check_dataset(version, params)
+    predictions = task.predict(model, version, split, spec, params)
+    return task.evaluate(predictions, version, split, params, out_dir), predictions, task, params
 
 
 def intervals_for(
