@@ -223,11 +223,6 @@ def per_sample_norm_graph(graph_def: Any) -> tuple[Any, list[str]]:
     return out, done
 
 
-def graph_cache_dir_default() -> Path:
-    """:func:`graph_cache_dir` (the name the backend uses, so that its ``graph_cache_dir`` argument does not shadow it)."""
-    return graph_cache_dir()
-
-
 def graph_cache_dir() -> Path:
     """Where rewritten graphs are kept: ``$POSEPIPE_CACHE_DIR/graphs`` (default ``~/.cache/posepipe/graphs``)."""
     return Path(os.environ.get("POSEPIPE_CACHE_DIR") or Path.home() / ".cache" / "posepipe") / "graphs"
@@ -381,7 +376,7 @@ class TfOpenPose(OpenPoseNet):
         if batch_invariant is None:
             batch_invariant = self._detect_batch_invariance()
         self.batch_invariant = bool(batch_invariant)
-        self._cache_dir = Path(graph_cache_dir) if graph_cache_dir is not None else graph_cache_dir_default()
+        self._cache_dir = Path(graph_cache_dir) if graph_cache_dir is not None else None  # None: the default folder
         self._default_batch: int | None = None
 
     @property
@@ -395,7 +390,7 @@ class TfOpenPose(OpenPoseNet):
             w, h = self.input_wh
             threads = int(tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1)
             gid = f"{self.model_sha256}+{self.graph_revision}" if self.graph_revision else self.model_sha256
-            cache = self._cache_dir / f"{gid}.{w}x{h}.t{threads}.batch.json"
+            cache = (self._cache_dir or graph_cache_dir()) / f"{gid}.{w}x{h}.t{threads}.batch.json"
             self._default_batch = cached_fastest_batch((gid, h, w, threads), self.run_frames, cache)
             log.info("%s at %dx%d, %d threads: fastest batch %d", self.entry.name, w, h, threads, self._default_batch)
         return self._default_batch

@@ -37,6 +37,7 @@ import getpass
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -220,7 +221,8 @@ def mean_metric(candidate_scores: np.ndarray, champion_scores: np.ndarray) -> Ca
         raise ConfigError(f"candidate and champion scores differ in shape: {cand.shape} vs {champ.shape}")
 
     def metric(idx: np.ndarray) -> tuple[float, float]:
-        with np.errstate(invalid="ignore"), contextlib.suppress(RuntimeWarning):
+        with warnings.catch_warnings():  # a resample of only unscored samples is NaN, not a warning per resample
+            warnings.simplefilter("ignore", RuntimeWarning)
             return float(np.nanmean(cand[idx])), float(np.nanmean(champ[idx]))
 
     return metric
