@@ -17,7 +17,18 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.commands._options import parse_kv
-from flows.commands.train import JsonOpt, RootOpt, _fmt, models_app, print_progress
+from flows.commands.train import (
+    EpochsOpt,
+    JsonOpt,
+    PresetOpt,
+    RootOpt,
+    SeedOpt,
+    TaskArg,
+    TaskParamOpt,
+    _fmt,
+    models_app,
+    print_progress,
+)
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 
@@ -49,13 +60,13 @@ def decision_table(result: dict[str, Any]) -> Table:
 
 
 def retrain(
-    task: Annotated[str, typer.Argument(help="training task: pose-heatmap, flic-regression, mpii-activity, pose-mlp")],
+    task: TaskArg,
     dataset: Annotated[str, typer.Option("--dataset", help="dataset NAME (its LATEST validated version is used)")],
     root: RootOpt = None,
-    task_param: Annotated[list[str] | None, typer.Option("--param", "-p", help="task parameter key=value, repeatable")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="tiny (CPU, seconds per epoch) or full")] = "tiny",
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="epochs (default: the preset's)")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="run seed [env POSEPIPE_SEED]")] = None,
+    task_param: TaskParamOpt = None,
+    preset: PresetOpt = "tiny",
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = None,
     force: Annotated[bool, typer.Option("--force", help="promote whatever the gate says (recorded with --actor)")] = False,
     actor: Annotated[str | None, typer.Option("--actor", help="who asks (default $GITHUB_ACTOR or the login name)")] = None,
     thresholds: Annotated[Path | None, typer.Option("--thresholds", help="JSON file of the gate's thresholds (default: the task's)")] = None,

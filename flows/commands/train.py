@@ -24,6 +24,12 @@ models_app = typer.Typer(name="models", help="Registered models: list, show line
 
 RootOpt = Annotated[str | None, typer.Option("--root", help="storage root [env POSEPIPE_ROOT]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+# the options `posepipe train` and `posepipe retrain` share (same names, same help)
+TaskArg = Annotated[str, typer.Argument(help="training task: pose-heatmap, flic-regression, mpii-activity, pose-mlp")]
+TaskParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="task parameter key=value, repeatable")]
+PresetOpt = Annotated[str, typer.Option("--preset", help="tiny (CPU, seconds per epoch) or full")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="epochs (default: the preset's)")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="run seed [env POSEPIPE_SEED]")]
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -76,13 +82,13 @@ def _metrics_table(title: str, metrics: dict[str, Any], caption: str = "") -> Ta
 
 
 def train(
-    task: Annotated[str, typer.Argument(help="training task: pose-heatmap, flic-regression, mpii-activity, pose-mlp")],
+    task: TaskArg,
     dataset: Annotated[str, typer.Option("--dataset", help="NAME or NAME@VERSION (default LATEST)")],
     root: RootOpt = None,
-    task_param: Annotated[list[str] | None, typer.Option("--param", "-p", help="task parameter key=value, repeatable")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="tiny (CPU, seconds per epoch) or full")] = "tiny",
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="epochs (default: the preset's)")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="run seed [env POSEPIPE_SEED]")] = None,
+    task_param: TaskParamOpt = None,
+    preset: PresetOpt = "tiny",
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="initial weights .h5 (e.g. ImageNet VGG16); nothing is downloaded")] = None,
     as_json: JsonOpt = False,
 ) -> None:
