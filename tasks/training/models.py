@@ -129,6 +129,16 @@ def build_backbone(
     return model
 
 
+def _pooled_features(
+    input_hw: tuple[int, int], backbone: Backbone, hidden_units: int, dropout: float, stages: int, filters: int, weights: str | None
+) -> tuple[keras.Model, Any]:
+    """Backbone, global average pooling, one dense ReLU layer, dropout: the trunk of the regression and classifier heads."""
+    base = build_backbone(input_hw, backbone, stages=stages, filters=filters, weights=weights)
+    x = layers.GlobalAveragePooling2D(name="pool")(base.output)
+    x = layers.Dense(hidden_units, activation="relu", name="fc")(x)
+    return base, layers.Dropout(dropout, name="fc_dropout")(x)
+
+
 def build_regression_model(
     input_hw: tuple[int, int],
     num_joints: int,
@@ -145,10 +155,7 @@ def build_regression_model(
     Returns:
         ``(B, H, W, 3)`` -> ``(B, J, 2)`` float32 joint coordinates normalised to the input.
     """
-    base = build_backbone(input_hw, backbone, stages=stages, filters=filters, weights=weights)
-    x = layers.GlobalAveragePooling2D(name="pool")(base.output)
-    x = layers.Dense(hidden_units, activation="relu", name="fc")(x)
-    x = layers.Dropout(dropout, name="fc_dropout")(x)
+    base, x = _pooled_features(input_hw, backbone, hidden_units, dropout, stages, filters, weights)
     # Start at the crop centre: the bias is the mean target (0.5, 0.5).
     x = layers.Dense(num_joints * 2, bias_initializer=keras.initializers.Constant(0.5), name="coords", dtype="float32")(x)
     out = layers.Reshape((num_joints, 2), name="joints_xy", dtype="float32")(x)
@@ -202,10 +209,7 @@ def build_classifier(
     Returns:
         ``(B, H, W, 3)`` -> ``(B, C)`` float32 class probabilities.
     """
-    base = build_backbone(input_hw, backbone, stages=stages, filters=filters, weights=weights)
-    x = layers.GlobalAveragePooling2D(name="pool")(base.output)
-    x = layers.Dense(hidden_units, activation="relu", name="fc")(x)
-    x = layers.Dropout(dropout, name="fc_dropout")(x)
+    base, x = _pooled_features(input_hw, backbone, hidden_units, dropout, stages, filters, weights)
     out = layers.Dense(num_classes, activation="softmax", name="class_probs", dtype="float32")(x)
     return keras.Model(base.input, out, name="classifier")
 

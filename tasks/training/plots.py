@@ -165,6 +165,16 @@ def plot_confusion_matrix(cm: np.ndarray, classes: Sequence[str], out_path: str 
     return _save(fig, out_path)
 
 
+def _sheet(n: int, columns: int) -> tuple[Figure, np.ndarray]:
+    """A figure of ``n`` tiles, ``columns`` per row (at least one tile): the contact sheets' grid."""
+    from matplotlib.figure import Figure
+
+    cols = max(1, min(columns, n))
+    rows = max(1, math.ceil(n / cols))
+    fig = Figure(figsize=(3.0 * cols, 3.3 * rows))
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
 def draw_pair(crop_rgb: np.ndarray, gt_xy: np.ndarray, pred_xy: np.ndarray, visible: np.ndarray, skeleton: Skeleton | str, scale: int = 2) -> np.ndarray:
     """One crop enlarged ``scale`` times with the ground truth (green) and the prediction (red) drawn.
 
@@ -221,13 +231,8 @@ def plot_worst_predictions(
     Returns:
         The path written.
     """
-    from matplotlib.figure import Figure
-
     n = len(crops)
-    cols = max(1, min(columns, n))
-    rows = max(1, math.ceil(n / cols))
-    fig = Figure(figsize=(3.0 * cols, 3.3 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    fig, axes = _sheet(n, columns)
     for k, ax in enumerate(axes.reshape(-1)):
         ax.axis("off")
         if k >= n:
@@ -257,13 +262,8 @@ def plot_labelled_crops(
     Returns:
         The path written.
     """
-    from matplotlib.figure import Figure
-
     n = len(crops)
-    cols = max(1, min(columns, n))
-    rows = max(1, math.ceil(n / cols))
-    fig = Figure(figsize=(3.0 * cols, 3.3 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    fig, axes = _sheet(n, columns)
     for k, ax in enumerate(axes.reshape(-1)):
         ax.axis("off")
         if k >= n:
