@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean test-deps
 
 # unar (The Unarchiver, Debian package) is rarfile's backend for the UCF101/UCF11 .rar archives
 # (RAR 1.5-5, free software; the non-free unrar is not needed).
@@ -27,6 +27,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# For the tests only (never for `make demo`): Debian's Chromium renders the report pages headless,
+# and Debian's PostgreSQL server backs the Prefect server in the two-retrains race test.
+test-deps:
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; fi
+
 demo: $(STAMP)
 	$(BIN)/posepipe demo --root $(ROOT) $(if $(SOURCE),--source $(SOURCE)) $(if $(WORKERS),--workers $(WORKERS))
 
@@ -34,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check posepipe flows tasks schemas storage tests bench
 	$(BIN)/lint-imports
 
-test: $(STAMP) lint
+test: $(STAMP) test-deps lint
 	$(BIN)/pytest -q tests
 
 clean:
