@@ -35,6 +35,7 @@ import math
 import os
 import platform
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -157,7 +158,10 @@ def training_code_version() -> str:
     return h.hexdigest()[:16]
 
 
-def model_version(request: TrainRequest, version: Any, resolved_params: Mapping[str, Any], epochs: int | None = None, code_version: str | None = None) -> str:
+def model_version(
+    request: TrainRequest, version: Any, resolved_params: Mapping[str, Any], epochs: int | None = None, code_version: str | None = None,
+    workers: int = 1,
+) -> str:  # fmt: skip
     """Content hash naming a model, like a dataset version (``m-`` + 12 hex).
 
     Args:
@@ -166,6 +170,8 @@ def model_version(request: TrainRequest, version: Any, resolved_params: Mapping[
         resolved_params: The task's typed parameters after overrides.
         epochs: Epochs trained (default: ``request.epochs`` or the params' ``epochs``).
         code_version: :func:`training_code_version` (computed when None).
+        workers: Worker processes training it in lock-step (``TF_CONFIG``): part of the name when
+            more than one, since per-replica batch statistics differ from one worker's.
 
     Returns:
         e.g. ``"m-3f2a9c0d1e4b"``. Equal inputs give the same id on every machine.
@@ -182,6 +188,8 @@ def model_version(request: TrainRequest, version: Any, resolved_params: Mapping[
         "code": code_version or training_code_version(),
         "weights_sha256": file_sha256(request.weights) if request.weights else None,
     }
+    if workers > 1:
+        blob["workers"] = workers
     text = json.dumps(blob, sort_keys=True, separators=(",", ":"), default=str)
     return "m-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -469,15 +477,21 @@ def train(request: TrainRequest, progress: Progress | None = None, callbacks: Se
 
     if not isinstance(fs, LocalFileSystem):
         raise ConfigError(f"training writes checkpoints on local disk; {request.root} is not local", hint="train with a local --root and copy the model folder")
+    from tasks.training.multiworker import cluster_from_env
+
+    cluster = cluster_from_env()
     task, version, params, epochs = open_for_training(request)
     code = training_code_version()
-    mv = model_version(request, version, params, epochs, code)
+    mv = model_version(request, version, params, epochs, code, workers=cluster.num_workers)
     existing = registry.find_model(request.root, request.task, mv)
     if existing is not None:
         if progress:
             progress({"event": "reused", "model_version": mv, "dir": existing.dir})
         return _reused(existing, version.dataset, version.version)
     paths = ModelPaths(rpath, request.task, mv)
+    if not cluster.is_chief:  # trains in lock-step with the chief; writes only to a scratch folder
+        with tempfile.TemporaryDirectory(prefix=f"posepipe-worker{cluster.task_index}-") as scratch:
+            return _train_in_staging(request, task, version, params, epochs, code, mv, ModelPaths(scratch, request.task, mv), progress, callbacks, resume_from=paths)
     with _staging_lock(paths):
         existing = registry.find_model(request.root, request.task, mv)  # finished while we waited
         if existing is not None:
@@ -499,18 +513,25 @@ def _read_staged_history(paths: ModelPaths) -> list[dict[str, Any]]:
 
 def _train_in_staging(
     request: TrainRequest, task: Any, version: Any, params: dict[str, Any], epochs: int, code: str, mv: str,
-    paths: ModelPaths, progress: Progress | None, extra_callbacks: Sequence[Any],
+    paths: ModelPaths, progress: Progress | None, extra_callbacks: Sequence[Any], resume_from: ModelPaths | None = None,
 ) -> TrainResult:  # fmt: skip
+    """Train into ``paths.staging`` and commit; a non-chief worker (``resume_from`` = the chief's
+    paths, ``paths`` a scratch folder) resumes from the chief's checkpoint, trains and returns
+    without evaluating or committing."""
     from tasks.training import data
+    from tasks.training.multiworker import keras_fit_fixes
+
+    chief = resume_from is None
 
     os.makedirs(paths.checkpoints, exist_ok=True)
     train_split, eval_split = task.splits(version, params)
     spec = task.target_spec(version, params)
+    strategy = _strategy()  # first: a multi-worker strategy must exist before other TensorFlow ops
+    multi_worker = int(getattr(strategy.extended, "_num_workers", 1)) > 1
     seed_everything(request.seed)
-    strategy = _strategy()
     with strategy.scope():
         model = task.build_model(spec, params, weights=request.weights)
-    resumed = latest_checkpoint(paths)
+    resumed = latest_checkpoint(resume_from or paths)
     history: list[dict[str, Any]] = []
     start_time = _utc_now()
     resumes: list[dict[str, Any]] = []
@@ -532,7 +553,8 @@ def _train_in_staging(
         _seed_host_rngs(request.seed, epoch)
         ds = data.make_dataset(version, train_split, spec, batch_size=batch_size, seed=request.seed, epoch=epoch, augment=augment, shuffle=True, **plan)
         cbs = _callbacks(epoch, _dataset_steps(ds), progress)
-        fit = model.fit(ds, epochs=1, verbose=0, callbacks=[*cbs, *extra_callbacks])
+        with keras_fit_fixes(model, strategy, next(iter(ds))) if multi_worker else contextlib.nullcontext():
+            fit = model.fit(ds, epochs=1, verbose=0, callbacks=[*cbs, *extra_callbacks])
         guard, timer = cbs
         seconds = float(getattr(timer, "seconds", 0.0))
         record: dict[str, Any] = {"epoch": epoch, "steps": guard.steps, "seconds": round(seconds, 3),
@@ -545,6 +567,12 @@ def _train_in_staging(
                 old.unlink(missing_ok=True)
         if progress:
             progress({"event": "epoch", "epochs": epochs, **record})
+    if not chief:
+        return TrainResult(request.task, mv, resume_from.dir, False, resumed[0] if resumed else None, epochs - first_epoch + 1, version.dataset, version.version, {}, history)
+    if multi_worker:  # evaluate and save a one-device copy: the distributed model's predict needs every worker
+        trained_model = model
+        model = task.build_model(spec, params, weights=None)
+        model.set_weights(trained_model.get_weights())
     # the registered artefacts, all inside staging
     staged = paths.staging
     model.save_weights(join(staged, WEIGHTS))
@@ -587,6 +615,7 @@ def _train_in_staging(
         "weights": {"path": str(request.weights), "sha256": file_sha256(request.weights)} if request.weights else None,
         "parent_model": _parent_model(request),
         "strategy": type(strategy).__name__,
+        "workers": int(getattr(strategy.extended, "_num_workers", 1)),
         "replicas": int(getattr(strategy, "num_replicas_in_sync", 1)),
         "libraries": libraries(),
         "hardware": hardware(),
@@ -697,8 +726,6 @@ def evaluate_registered(root: str, ref: str, dataset_ref: str | None = None, out
     Returns:
         ``{"model", "dataset", "dataset_version", "split", "metrics", "stored_metrics", "source"}``.
     """
-    import tempfile
-
     import pyarrow.parquet as pq
 
     from storage.reader import open_version, parse_dataset_ref
