@@ -8,10 +8,14 @@ reads that process's peak RSS from ``/proc/self/status`` (``VmHWM``). Side by si
 run: a baseline that does what a notebook would (read every part file into one table, group it by
 clip in pandas, build every sequence in memory).
 
-    .venv/bin/python bench/sequences.py [--clips 60] [--frames 90] [--people 2] [--no-frames]
+    .venv/bin/python bench/sequences.py [--clips 300] [--shard-size 128] [--frames 90] [--people 2] [--no-frames]
 
 The target: the 10x run's peak within 10 % of the 1x run's (UCF101's 13,320 clips must never need
-to fit in memory). Shared VMs move timings by tens of percent: compare the ratios.
+to fit in memory). Memory is held per shard, and a process reaches its plateau only after its first
+shard is validated (the GX import alone holds ~120 MiB of Python objects), so the 1x run spans
+several shards: with a 1x of one small shard (60 clips) the ratio was 1.20 and measured start-up,
+not growth. Clips are generated as `posepipe extract clips` writes them (sorted by id, consecutive
+per part file); with ids interleaved across parts, every shard held every part open (1.65 at 3,000). Shared VMs move timings by tens of percent: compare the ratios.
 """
 
 from __future__ import annotations
@@ -58,10 +62,11 @@ def write_run(run: Path, clips: int, frames: int, people: int, seed: int = 0) ->
     fs, _ = filesystem(str(run))
     rng = np.random.default_rng(seed)
     shards = []
+    # as `posepipe extract clips` does: clips sorted by id, cut into consecutive shards (part files)
+    defs = sorted(((i % 101, 1 + (i // 101) % 25, i // (101 * 25) + 1, i) for i in range(clips)), key=lambda d: f"v_Class{d[0]:03d}_g{d[1]:02d}_c{d[2]:02d}")
     for s, first in enumerate(range(0, clips, SHARD_CLIPS)):
         ids, rows, parts, hw, keys = [], [], [], {}, {}
-        for i in range(first, min(first + SHARD_CLIPS, clips)):
-            cls, group, c = i % 101, 1 + (i // 101) % 25, i // (101 * 25) + 1
+        for cls, group, c, i in defs[first : first + SHARD_CLIPS]:
             clip_id = f"v_Class{cls:03d}_g{group:02d}_c{c:02d}"
             ids.append(clip_id)
             folds = [(f"split{k}", "test" if 7 * (k - 1) + 1 <= group <= 7 * k else "train") for k in (1, 2, 3)]
@@ -94,7 +99,7 @@ import json, sys, time
 sys.path.insert(0, {repo!r})
 from tasks import rebuild as stages
 t0 = time.perf_counter()
-s = stages.run(stages.RebuildRequest("ucf101-keypoints", {root!r}, {run!r}, adapter_params={params!r}), map)
+s = stages.run(stages.RebuildRequest("ucf101-keypoints", {root!r}, {run!r}, shard_size={shard_size}, adapter_params={params!r}), map)
 seconds = time.perf_counter() - t0
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
 print(json.dumps({{"seconds": seconds, "written": s["written"], "validation": s["validation"], "peak_rss_kib": hwm}}))
@@ -130,7 +135,8 @@ def _subprocess(code: str) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--clips", type=int, default=60, help="clips of the 1x run")
+    ap.add_argument("--clips", type=int, default=300, help="clips of the 1x run (several shards: memory is per shard)")
+    ap.add_argument("--shard-size", type=int, default=128, help="clips per shard")
     ap.add_argument("--frames", type=int, default=90, help="frames per clip")
     ap.add_argument("--people", type=int, default=2, help="people per frame")
     ap.add_argument("--no-frames", action="store_true", help="build without per-frame skeleton images")
@@ -145,7 +151,7 @@ def main() -> None:
             t0 = time.perf_counter()
             write_run(run, n, args.frames, args.people)
             gen = time.perf_counter() - t0
-            ours = _subprocess(_BUILD.format(repo=str(REPO), root=str(root), run=str(run), params=params))
+            ours = _subprocess(_BUILD.format(repo=str(REPO), root=str(root), run=str(run), params=params, shard_size=args.shard_size))
             base = _subprocess(_BASELINE.format(run=str(run), out=str(Path(tmp) / f"baseline{scale}.npz")))
             rows.append((scale, n, gen, ours, base))
             print(f"x{scale}: {n} clips generated in {gen:.1f} s; posepipe {ours}; baseline {base}", file=sys.stderr)

@@ -224,7 +224,10 @@ class Sequences(RecordKind):
                 rows = records.to_pylist()
                 streams: dict[str, Iterator[tuple[str, np.ndarray, np.ndarray]]] = {}
                 heads: dict[str, tuple[str, np.ndarray, np.ndarray] | None] = {}
-                for rec in rows:
+                # a part's stream (one decoded row group) is closed after its shard's last clip: shards of a
+                # run whose parts interleave its clip ids would otherwise hold every part open at once
+                last_use = {r["keypoints_file"]: i for i, r in enumerate(rows)}
+                for i_rec, rec in enumerate(rows):
                     part = rec["keypoints_file"]
                     if part not in streams:
                         wanted = {r["clip_id"] for r in rows if r["keypoints_file"] == part}
@@ -236,6 +239,9 @@ class Sequences(RecordKind):
                     if heads[part] is not None and heads[part][0] == rec["clip_id"]:  # type: ignore[index]
                         got = heads[part]
                         heads[part] = next(streams[part], None)
+                    if last_use[part] == i_rec:
+                        streams.pop(part).close()  # type: ignore[attr-defined]
+                        heads.pop(part)
                     out = self._clip(rec, got, build)
                     if out is None:
                         rejects.append(Reject(rec["clip_id"], RejectReason.NO_PERSON, f"nobody detected in any of its {len(rec['frame_indices'])} frames", STAGE))
