@@ -15,7 +15,8 @@ to fit in memory). Memory is held per shard, and a process reaches its plateau o
 shard is validated (the GX import alone holds ~120 MiB of Python objects), so the 1x run spans
 several shards: with a 1x of one small shard (60 clips) the ratio was 1.20 and measured start-up,
 not growth. Clips are generated as `posepipe extract clips` writes them (sorted by id, consecutive
-per part file); with ids interleaved across parts, every shard held every part open (1.65 at 3,000). Shared VMs move timings by tens of percent: compare the ratios.
+per part file); with ids interleaved across parts, every shard held every part open (1.65 at 3,000).
+Shared VMs move timings by tens of percent: compare the ratios.
 """
 
 from __future__ import annotations
