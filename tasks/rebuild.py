@@ -465,11 +465,13 @@ def _validation_report(kind: Any, paths: VersionPaths, fs: Any, results: list[Sh
     every shard as written (each shard's GX results come first in its report, as if it had run them).
     """
     shard_reports = sorted((r.report for r in results), key=lambda r: r.shard)
-    if kind.gx_at_commit and spec is not None:
-        rows = [(r.shard, read_parquet(fs, paths.file(f"{r.shard}.parquet"), kind.output_schema)) for r in shard_reports]
-        gx = version_suite(rows, kind.expectations(spec))
+    if kind.gx_at_commit and spec is not None:  # each shard read once, for the suite and the version checks
+        rows = {r.shard: read_parquet(fs, paths.file(f"{r.shard}.parquet"), kind.output_schema) for r in shard_reports}
+        gx = version_suite(list(rows.items()), kind.expectations(spec))
         shard_reports = [ShardReport(r.shard, (*gx.get(r.shard, []), *r.results)) for r in shard_reports]
-    version_results = kind.version_checks(paths, fs, [r.summary for r in results])
+        version_results = kind.version_checks_on([rows[r.summary.parquet.removesuffix(".parquet")] for r in results])
+    else:
+        version_results = kind.version_checks(paths, fs, [r.summary for r in results])
     return {
         "shards": [r.to_dict() for r in shard_reports],
         "version": [c.to_dict() for c in version_results],

@@ -225,6 +225,24 @@ def _processed_table(
     return conform(table, PROCESSED_SAMPLES_SCHEMA)
 
 
+@dataclass(frozen=True)
+class BuiltShard:
+    """A shard just written, with what was written still in memory (so the gate need not read it back).
+
+    Attributes:
+        summary: What was written (paths, rows, checksums, rejects).
+        table: The Parquet file's rows (``PROCESSED_SAMPLES_SCHEMA``, as conformed before writing).
+        sample_ids: The HDF5 file's ids, in row order.
+        pixels: The HDF5 file's crops, ``(N, H, W, 3) uint8``: a view of this thread's scratch
+            buffer, valid only until the thread builds its next shard.
+    """
+
+    summary: ShardSummary
+    table: pa.Table
+    sample_ids: list[str]
+    pixels: np.ndarray
+
+
 def process_shard(spec: ShardSpec) -> ShardSummary:
     """Build one shard: decode each image once, crop/resize each person, write HDF5 then Parquet.
 
@@ -235,6 +253,11 @@ def process_shard(spec: ShardSpec) -> ShardSummary:
         What was written: rows written/rejected, reject counts by reason, relative paths and
         sha256 of the Parquet and HDF5 files, and the rejects file (None when it rejected nothing).
     """
+    return build_shard(spec).summary
+
+
+def build_shard(spec: ShardSpec) -> BuiltShard:
+    """:func:`process_shard`, also handing back the rows and pixels it wrote (see :class:`BuiltShard`)."""
     fs, paths = spec.paths_fs()
     cfg = spec.crop or CropConfig()
     cols = SampleColumns.from_table(read_parquet(fs, spec.records_path, SAMPLES_SCHEMA))
@@ -326,4 +349,5 @@ def process_shard(spec: ShardSpec) -> ShardSummary:
     if rejects_rel:
         write_parquet(fs, paths.file(rejects_rel), rejects_table(rejects), REJECTS_SCHEMA, durable=False)
     by_reason = dict(sorted(collections.Counter(str(r.reason) for r in rejects).items()))
-    return ShardSummary(spec.split, spec.index, pq_rel, h5_rel, written, len(rejects), by_reason, rejects_rel, pq_sha, h5_sha, n)
+    summary = ShardSummary(spec.split, spec.index, pq_rel, h5_rel, written, len(rejects), by_reason, rejects_rel, pq_sha, h5_sha, n)
+    return BuiltShard(summary, out_table, sample_ids, pixels)  # out_table is already conformed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -15,8 +16,8 @@ from storage.layout import VersionPaths
 from storage.parquet import read_parquet
 from tasks.checks import geometry_rejects
 from tasks.datasets.base import Reject
-from tasks.kinds.base import CheckResult, RecordKind, ShardSpec, ShardSummary
-from tasks.shards import plan_shards, process_shard
+from tasks.kinds.base import CheckResult, RecordKind, ShardReport, ShardSpec, ShardSummary
+from tasks.shards import build_shard, plan_shards, process_shard
 from tasks.transforms.geometry import CropConfig
 from tasks.validate import semantic_checks
 
@@ -63,12 +64,24 @@ class Samples(RecordKind):
         ids, pixels = read_hdf5_rows(fs, paths.file(summary.hdf5 or ""))
         return semantic_checks(table, ids, pixels)
 
+    def build_and_check(self, spec: ShardSpec) -> tuple[ShardSummary, ShardReport, dict[str, float]]:
+        """Build the shard and run the semantic checks on the rows and pixels just written, still in
+        memory (the same checks :meth:`checks` runs on the files; nothing is read back)."""
+        t0 = time.perf_counter()
+        built = build_shard(spec)
+        t1 = time.perf_counter()
+        report = ShardReport(built.summary.parquet.removesuffix(".parquet"), tuple(semantic_checks(built.table, built.sample_ids, built.pixels)))
+        return built.summary, report, {"build": round(t1 - t0, 4), "validate": round(time.perf_counter() - t1, 4)}
+
     def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:
         """Sample ids unique across shards; no image in two splits."""
+        return self.version_checks_on([read_parquet(fs, paths.file(shard.parquet)) for shard in summaries])
+
+    def version_checks_on(self, tables: list[pa.Table]) -> list[CheckResult]:
+        """:meth:`version_checks` on the shards' rows already read."""
         ids: list[str] = []
         images: dict[str, set[str]] = {}
-        for shard in summaries:
-            t = read_parquet(fs, paths.file(shard.parquet))
+        for t in tables:
             ids += t.column("sample_id").to_pylist()
             for split, image in zip(t.column("split").to_pylist(), t.column("image_path").to_pylist(), strict=True):
                 images.setdefault(image, set()).add(split)
