@@ -94,6 +94,9 @@ def rebuild_flow(
     executed_on = _executed_on()
     print(f"{dataset}: {summary['version']} {'reused' if summary['reused'] else 'built'} on {executed_on}")
     _report_artifact(summary, executed_on)
+    from flows.report import link_report
+
+    link_report("dataset", root, f"{summary['dataset']}@{summary['version']}", f"rebuild-{summary['dataset']}-card", "dataset card (HTML)")
     if not summary["reused"]:
         from prefect.events import emit_event
 

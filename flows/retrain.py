@@ -78,5 +78,8 @@ def retrain_flow(
         print(f"triggered by {dataset} {committed_version}")
     result = retrain_task(task_name, request, force, thresholds, actor)
     create_markdown_artifact(decision_markdown(result), key=artifact_key(f"retrain-{task_name}"), description="retrain decision: candidate vs champion")
+    from flows.report import link_report
+
+    link_report("model", request["root"], f"{task_name}@{result['candidate']}", f"retrain-{task_name}-card", "candidate's model card with the decision (HTML)")
     print(f"{task_name}: {result['decision']['status']}; champion {result['champion_before']} -> {result['champion_after']}")
     return result
