@@ -180,24 +180,26 @@ def dataset_card(data: Mapping[str, Any]) -> str:
     else:
         body = '<p class="note">no rejects: every parsed input was written</p>'
     parts.append(section("Rejects by reason", body, "rejects"))
-    v = data.get("validation", {})
-    body = f"<p>gate: {_passed(v.get('success'))}</p>"
-    if v.get("failures"):
-        body += "<ul>" + "".join(f"<li>{esc(f)}</li>" for f in v["failures"]) + "</ul>"
-    checks = v.get("checks", [])
-    if checks:
-        body += table(
-            ["scope", "check", "success", "unexpected", "detail"],
-            [[c.get("scope"), c.get("check"), c.get("success"), c.get("unexpected"), c.get("detail")] for c in checks],
-            numeric=[3],
-        )
-    parts.append(section("Validation", body, "validation"))
     heading = "Sample skeleton images" if data.get("record") == "sequences" else "Samples with skeletons"
     samples = data.get("samples", [])
     body = (f'<p class="note">{esc(data["samples_note"])}</p>' if data.get("samples_note") else "") + (
         _tiles(samples) if samples else ""
     )
     parts.append(section(heading, body or '<p class="note">no samples to show</p>', "samples"))
+    v = data.get("validation", {})
+    body = f"<p>gate: {_passed(v.get('success'))}</p>"
+    if v.get("failures"):
+        body += "<ul>" + "".join(f"<li>{esc(f)}</li>" for f in v["failures"]) + "</ul>"
+    checks = v.get("checks", [])
+    headers = ["scope", "check", "success", "unexpected", "detail"]
+    failed = [c for c in checks if not c.get("success")]
+    passed = [c for c in checks if c.get("success")]
+    if failed:
+        body += table(headers, [[c.get(h) for h in headers] for c in failed], numeric=[3])
+    if passed:
+        body += f"<details><summary>{len(passed)} checks passed</summary>"
+        body += table(headers, [[c.get(h) for h in headers] for c in passed], numeric=[3]) + "</details>"
+    parts.append(section("Validation", body, "validation"))
     if data.get("params"):
         parts.append(section("Build parameters", f"<pre>{esc(data['params'])}</pre>", "params"))
     return page(f"Dataset card: {data.get('dataset')}@{data.get('version')}", "".join(parts), data.get("subtitle", ""))
