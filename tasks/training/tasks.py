@@ -1338,3 +1338,6 @@ class PoseMlpTask(_ClassificationTask):
         num_joints = get_skeleton(spec.convert_to).num_joints if spec.convert_to else 0
         model = models.build_mlp(num_joints * 3, len(spec.classes), hidden_units=tuple(params["hidden_units"]), dropout=params["dropout"])
         return self._compile(model, params, "sparse_categorical_crossentropy", ["sparse_categorical_accuracy"])
+
+
+from tasks.training import action as _action  # noqa: E402,F401  (registers action-gru, action-lstm, skeleton-cnn)
