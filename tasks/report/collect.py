@@ -114,11 +114,23 @@ def _validation(fs: Any, paths: VersionPaths, manifest: Mapping[str, Any]) -> di
     return out
 
 
-def _reject_thumbnail(source: str | None, key: str, detail: str) -> tuple[str, int] | None:
-    """A thumbnail URI of the source image a reject names (its key or detail holds a path), or None."""
+def _reject_thumbnail(
+    source: str | None, key: str, detail: str, inputs: Mapping[str, str] | None = None
+) -> tuple[str, int] | None:
+    """A thumbnail of the source image a reject names, as (PNG URI, width px), or None.
+
+    Args:
+        source: The source folder the version was built from.
+        key: The reject's source key (MPII's ``000000001.jpg:0`` names the image).
+        detail: The reject's detail (may name a path relative to the source).
+        inputs: File name → path relative to the source, for keys that give a bare file name
+            (from the version's ``_inputs.parquet``).
+    """
     if not source:
         return None
     for candidate in _IMAGE_RE.findall(f"{key} {detail}"):
+        if inputs and candidate in inputs:
+            candidate = inputs[candidate]
         path = Path(source) / candidate
         if ".." in Path(candidate).parts or not path.is_file():
             continue
@@ -140,12 +152,18 @@ def _rejects(fs: Any, paths: VersionPaths, manifest: Mapping[str, Any], source: 
     if by_reason and fs.exists(paths.file(REJECTS)):
         with fs.open(paths.file(REJECTS), "rb") as fh:
             rows = pq.read_table(fh).to_pylist()
+        inputs: dict[str, str] = {}
+        if source and fs.exists(paths.file("_inputs.parquet")):
+            with fs.open(paths.file("_inputs.parquet"), "rb") as fh:
+                inputs = {
+                    p.rsplit("/", 1)[-1]: p for p in pq.read_table(fh, columns=["path"]).column("path").to_pylist()
+                }
         for r in rows:
             bucket = examples.setdefault(str(r["reason"]), [])
             if len(bucket) >= MAX_REJECT_EXAMPLES:
                 continue
             e = {"source_key": r.get("source_key"), "stage": r.get("stage"), "detail": r.get("detail") or ""}
-            thumb = _reject_thumbnail(source, str(e["source_key"]), str(e["detail"]))
+            thumb = _reject_thumbnail(source, str(e["source_key"]), str(e["detail"]), inputs)
             if thumb is not None:
                 e["uri"], e["width_px"] = thumb
             bucket.append(e)

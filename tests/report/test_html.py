@@ -116,3 +116,9 @@ def test_reject_thumbnail_from_a_source_image_named_in_the_detail(tmp_path: Path
     assert _reject_thumbnail(str(tmp_path), "k", "images/missing.jpg") is None
     assert _reject_thumbnail(str(tmp_path), "k", "../../etc/x.png") is None
     assert _reject_thumbnail(None, "k", "images/a.jpg") is None
+    # MPII's key names the bare file; the version's inputs list says where it lies in the source
+    uri, _ = _reject_thumbnail(
+        str(tmp_path), "a.jpg:0", "training image person without annopoints", {"a.jpg": "images/a.jpg"}
+    )
+    assert uri.startswith("data:image/png;base64,")
+    assert _reject_thumbnail(str(tmp_path), "a.jpg:0", "no annopoints") is None
