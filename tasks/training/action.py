@@ -131,7 +131,8 @@ def mean_class_accuracy(cm: np.ndarray) -> float:
     return float((np.diag(cm)[present] / support[present]).mean()) if present.any() else 0.0
 
 
-def augment_sequences(x: np.ndarray, flip_perm: np.ndarray, seed: int, epoch: int, ids: Sequence[str], scale: float = 0.1, shift: float = 0.1) -> np.ndarray:
+def augment_sequences(x: np.ndarray, flip_perm: np.ndarray, seed: int, epoch: int, ids: Sequence[str], scale: float = 0.1, shift: float = 0.1,
+                      mirror: float = 0.0) -> np.ndarray:  # fmt: skip
     """Per-clip random horizontal flip (joints swapped by ``flip_perm``) and scale/translation jitter.
 
     Args:
@@ -141,6 +142,7 @@ def augment_sequences(x: np.ndarray, flip_perm: np.ndarray, seed: int, epoch: in
         ids: N clip ids.
         scale: Relative scale jitter (uniform in ``1 +- scale``).
         shift: Translation jitter (uniform in ``+- shift``, normalised units).
+        mirror: A flip maps x to ``mirror - x`` (0 for body-centred joints, 1 for frame fractions).
 
     Returns:
         ``(N, T, M, J, 3) float32``; scores and missing joints (score 0) are left as they were.
@@ -152,7 +154,7 @@ def augment_sequences(x: np.ndarray, flip_perm: np.ndarray, seed: int, epoch: in
         clip = out[i]
         if rng.random() < 0.5:
             clip = clip[:, :, flip_perm]
-            clip[..., 0] = -clip[..., 0]
+            clip[..., 0] = np.where(clip[..., 2] > 0, mirror - clip[..., 0], clip[..., 0])
         s = 1.0 + rng.uniform(-scale, scale)
         t = rng.uniform(-shift, shift, size=2)
         known = clip[..., 2:3] > 0
@@ -168,8 +170,8 @@ class _SequenceTask(TrainingTask):
     """Classification of the clips of a sequence dataset (one fold)."""
 
     COMMON_SEQ: dict[str, dict[str, Any]] = {
-        "tiny": {"fold": "auto", "num_frames": 16, "max_people": 1, "epochs": 20, "batch_size": 16, "learning_rate": 3e-3, "augment": False},
-        "full": {"fold": "auto", "num_frames": 48, "max_people": 2, "epochs": 100, "batch_size": 32, "learning_rate": 1e-3, "augment": True},
+        "tiny": {"fold": "auto", "normalise": "body", "num_frames": 16, "max_people": 1, "epochs": 20, "batch_size": 16, "learning_rate": 3e-3, "augment": False},
+        "full": {"fold": "auto", "normalise": "body", "num_frames": 48, "max_people": 2, "epochs": 100, "batch_size": 32, "learning_rate": 1e-3, "augment": True},
     }  # fmt: skip
 
     def __init__(self) -> None:
@@ -229,9 +231,16 @@ class _SequenceTask(TrainingTask):
     def _keypoints(self, version: Any, split: str, params: Mapping[str, Any], seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """``(N, T, M, J, 3)`` normalised joints, labels and ids of ``split`` (cached per run)."""
         fold, side = split.rsplit(":", 1)
-        key = ("kp", version.version, split, params["num_frames"], params["max_people"], seed)
+        mode = params.get("normalise", "body")
+        key = ("kp", version.version, split, params["num_frames"], params["max_people"], seed, mode)
         if key not in self._cache:
-            self._cache[key] = version.arrays(int(params["num_frames"]), int(params["max_people"]), seed=seed, normalise=True, fold=fold, side=side)
+            x, y, ids = version.arrays(int(params["num_frames"]), int(params["max_people"]), seed=seed, normalise=mode == "body", fold=fold, side=side)
+            if mode == "frame":  # x / width, y / height: keeps where the body moves in the frame
+                hw = {c.clip_id: c.frame_hw for c in version.clips(fold, side)}
+                size = np.array([[hw[c][1], hw[c][0]] for c in ids], np.float32).reshape(len(ids), 1, 1, 1, 2)
+                x = x.copy()
+                x[..., :2] = np.where(x[..., 2:3] > 0, x[..., :2] / np.maximum(size, 1.0), 0.0)
+            self._cache[key] = (x, y, ids)
         return self._cache[key]
 
     def _skeleton_images(self, version: Any, split: str, params: Mapping[str, Any], per_frame: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -289,7 +298,7 @@ class _SequenceTask(TrainingTask):
             perm = np.arange(skel.num_joints)
             for a, b in skel.flip_pairs:
                 perm[a], perm[b] = b, a
-            x = augment_sequences(x, perm, seed, epoch, ids)
+            x = augment_sequences(x, perm, seed, epoch, ids, mirror=1.0 if params.get("normalise") == "frame" else 0.0)
         return _frame_features(x), y
 
     def make_dataset(self, version: Any, split: str, spec: Any, batch_size: int, seed: int, epoch: int, augment: Any = None, shuffle: bool = True) -> Any:
@@ -413,7 +422,7 @@ class ActionGruTask(_SequenceTask):
         "tiny": {**_SequenceTask.COMMON_SEQ["tiny"], "units": 32, "head": "logreg", "l2": 1.0, "dropout": 0.0},
         "full": {**_SequenceTask.COMMON_SEQ["full"], "units": 128, "head": "logreg", "l2": 1.0, "dropout": 0.2},
     }
-    choices = {"head": ("logreg", "softmax")}
+    choices = {"head": ("logreg", "softmax"), "normalise": ("body", "frame")}
 
     def build_model(self, spec: Any, params: Mapping[str, Any], weights: str | None = None) -> keras.Model:
         """GRU(units) -> ``features`` layer -> Dense softmax (the head trained end to end)."""
@@ -467,7 +476,7 @@ class ActionLstmTask(_SequenceTask):
         "tiny": {**_SequenceTask.COMMON_SEQ["tiny"], "units": 32, "input": "keypoints", "filters": 8},
         "full": {**_SequenceTask.COMMON_SEQ["full"], "units": 128, "input": "keypoints", "filters": 32},
     }
-    choices = {"input": ("keypoints", "skeleton-images")}
+    choices = {"input": ("keypoints", "skeleton-images"), "normalise": ("body", "frame")}
 
     def inputs(self, version: Any, split: str, params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Keypoint features ``(N, T, F)`` or per-frame images ``(N, T, H, W, 3) float32`` in [0, 1]."""
