@@ -90,6 +90,7 @@ def train(
     epochs: EpochsOpt = None,
     seed: SeedOpt = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="initial weights .h5 (e.g. ImageNet VGG16); nothing is downloaded")] = None,
+    all_folds: Annotated[bool, typer.Option("--all-folds", help="sequence tasks: one model per fold, then a mean/std summary JSON")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a model on a validated dataset version and register it (reused when already registered;
@@ -101,6 +102,18 @@ def train(
     settings = Settings(**({"root": root} if root else {}))
     name, version = parse_dataset_ref(dataset)
     request = TrainRequest(task, settings.root, name, version, parse_kv(task_param), preset, epochs, settings.seed if seed is None else seed, str(weights) if weights else None)
+    if all_folds:
+        from tasks.training.action import train_all_folds
+
+        summary = train_all_folds(request, print_progress)
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+            return
+        for fold, values in summary["folds"].items():
+            typer.echo(f"{fold}: top1 {values['top1']:.4f}  macro_f1 {values['macro_f1']:.4f}  ({task}@{summary['models'][fold]})")
+        typer.echo(f"mean over {summary['num_folds']} folds: top1 {summary['top1']['mean']:.4f} ± {summary['top1']['std']:.4f}, "
+                   f"macro_f1 {summary['macro_f1']['mean']:.4f} ± {summary['macro_f1']['std']:.4f}; {summary['path']}")  # fmt: skip
+        return
     result = run_train(request, print_progress)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))

@@ -210,6 +210,8 @@ class _SequenceTask(TrainingTask):
         p = params or self._resolved
         fold = self._fold(version, p)
         labels = {c.label for c in version.clips(fold, "train")}
+        if not any(True for _ in version.clips(fold, "test")):
+            raise TaskDataError(f"fold {fold!r} of {version.dataset}@{version.version} has no test clips", hint="name another fold (-p fold=NAME)")
         if len(labels) < 2:
             raise TaskDataError(f"fold {fold!r} of {version.dataset}@{version.version} has {len(labels)} class(es) in train", hint="classification needs at least two")
 
@@ -410,7 +412,7 @@ def _feature_dim(spec: Any, params: Mapping[str, Any]) -> int:
 
 def _frame_features(x: np.ndarray) -> np.ndarray:
     """``(N, T, M, J, 3)`` -> ``(N, T, M * J * 3) float32`` per-frame features."""
-    return np.asarray(x, np.float32).reshape(x.shape[0], x.shape[1], -1)
+    return np.asarray(x, np.float32).reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:])))
 
 
 class ActionGruTask(_SequenceTask):
@@ -548,3 +550,71 @@ class SkeletonCnnTask(_SequenceTask):
             L.Dense(int(params["dense"]), activation="relu"), L.Dense(len(spec.classes), activation="softmax", dtype="float32"),
         ], name="skeleton_cnn")  # fmt: skip
         return self._compile_softmax(model, params)
+
+
+# --------------------------------------------------------------------------- cross-validation
+
+
+def fold_summary(per_fold: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and (population) std of top-1 and macro-F1 across folds, and the per-fold values.
+
+    Example:
+        >>> fold_summary({"a": {"top1": 0.5, "macro_f1": 0.4}, "b": {"top1": 1.0, "macro_f1": 0.8}})["top1"]
+        {'mean': 0.75, 'std': 0.25}
+    """
+    out: dict[str, Any] = {"num_folds": len(per_fold), "folds": {k: {m: float(v[m]) for m in ("top1", "macro_f1")} for k, v in per_fold.items()}}
+    for m in ("top1", "macro_f1"):
+        values = np.array([float(v[m]) for v in per_fold.values()], np.float64)
+        out[m] = {"mean": float(values.mean()) if len(values) else None, "std": float(values.std()) if len(values) else None}
+    return out
+
+
+def train_all_folds(request: Any, progress: Any = None) -> dict[str, Any]:
+    """Train one registered model per fold of the dataset (``fold`` set per model) and write the summary.
+
+    Folds the task refuses on this version (no test clips, one class) are listed under
+    ``skipped_folds``, not trained. The summary (:func:`fold_summary` plus each fold's model version) is written atomically to
+    ``{root}/models/{task}/_cv-{dataset}-{version}-{hash}.json``, the hash naming the request's
+    params, preset, epochs and seed.
+
+    Args:
+        request: A :class:`tasks.training.train.TrainRequest` (its ``fold`` param, if any, is replaced).
+        progress: Passed to :func:`tasks.training.train.train`.
+
+    Returns:
+        The summary, with ``"path"`` (the JSON file).
+
+    Raises:
+        ConfigError: The task is not a sequence task.
+    """
+    import dataclasses
+    import json
+
+    from storage.fs import filesystem, join
+    from storage.layout import model_dir
+    from storage.manifest import write_json
+    from tasks.training.tasks import get_task
+    from tasks.training.train import train
+
+    task = get_task(request.task)
+    if not isinstance(task, _SequenceTask):
+        raise ConfigError(f"--all-folds needs a sequence task (action-gru, action-lstm, skeleton-cnn), not {request.task!r}")
+    version = task.open_version(request.root, request.dataset, request.version)
+    per_fold: dict[str, dict[str, Any]] = {}
+    models: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for fold in fold_names(version):
+        try:
+            task.check_dataset(version, {"fold": fold})
+        except TaskDataError as exc:  # e.g. a fold whose test side is empty in this version
+            skipped[fold] = str(exc)
+            continue
+        result = train(dataclasses.replace(request, version=version.version, params={**dict(request.params), "fold": fold}), progress)
+        per_fold[fold], models[fold] = result.metrics, result.model_version
+    summary = {"task": request.task, "dataset": version.dataset, "dataset_version": version.version, **fold_summary(per_fold), "models": models, "skipped_folds": skipped}
+    key = json.dumps({"params": {k: v for k, v in sorted(dict(request.params).items()) if k != "fold"}, "preset": request.preset,
+                      "epochs": request.epochs, "seed": request.seed}, sort_keys=True)  # fmt: skip
+    fs, rpath = filesystem(request.root)
+    path = join(model_dir(rpath, request.task), f"_cv-{version.dataset}-{version.version}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.json")
+    write_json(fs, path, summary)
+    return {**summary, "path": path}
