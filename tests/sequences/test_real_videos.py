@@ -1,8 +1,13 @@
 """The real videos of ``../shared/data/media`` end to end with the real tf-openpose backend:
-UCF101-layout extraction -> sequence dataset -> gate -> PYSKL annotations (slow: TensorFlow)."""
+UCF101-layout extraction -> sequence dataset -> gate -> PYSKL annotations, then ``posepipe train
+action-gru`` and ``posepipe evaluate model`` on it as commands (slow: TensorFlow)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -55,4 +60,30 @@ def test_real_videos_extract_to_a_gated_sequence_dataset(shared_data: Path, tmp_
         assert (np.diff(c.frame_indices) > 0).all()
     payload = pyskl_payload(v.clips())
     assert len(payload["annotations"]) == s["written"] and set(payload["split"]) >= {"train1", "test1"}
+    _train_and_evaluate_action_gru(tmp_path / "root", set(clips))
     print(f"real videos end to end: {time.perf_counter() - t0:.1f} s, {s['written']} sequences, rejects {s['rejects_by_reason']}")
+
+
+def _train_and_evaluate_action_gru(root: Path, clip_ids: set[str]) -> None:
+    """``posepipe train action-gru`` (tiny, 2 epochs, split1) then ``posepipe evaluate model``: metrics and per-clip predictions."""
+    import pyarrow.parquet as pq
+
+    repo = Path(__file__).resolve().parents[2]
+    posepipe = str(Path(sys.executable).parent / "posepipe")
+    env = {**os.environ, "PYTHONPATH": str(repo), "COLUMNS": "200"}
+
+    def cli(*args: str) -> dict:
+        done = subprocess.run([posepipe, *args, "--root", str(root), "--json"], env=env, capture_output=True, text=True, timeout=600, cwd=repo)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout[done.stdout.index("{") :])
+
+    trained = cli("train", "action-gru", "--dataset", "ucf101-keypoints", "--epochs", "2", "-p", "num_frames=4")
+    metrics = trained["metrics"]
+    assert metrics["split"] == "split1:test" and {"top1", "top5", "macro_f1", "mean_class_accuracy", "confusion_matrix"} <= set(metrics)
+    assert np.asarray(metrics["confusion_matrix"]).sum() == metrics["num_samples"] > 0
+    folder = Path(trained["dir"])
+    predicted = pq.read_table(folder / "predictions.parquet").column("sample_id").to_pylist()
+    assert set(predicted) <= clip_ids and len(predicted) == metrics["num_samples"]
+    assert (folder / "logreg.npz").is_file() and (folder / "plots" / "confusion_matrix.png").is_file()
+    evaluated = cli("evaluate", "model", f"action-gru@{trained['model_version']}", "--dataset", "ucf101-keypoints")
+    assert evaluated["metrics"]["top1"] == metrics["top1"] and evaluated["metrics"]["macro_f1"] == metrics["macro_f1"]
