@@ -169,6 +169,8 @@ def augment_sequences(x: np.ndarray, flip_perm: np.ndarray, seed: int, epoch: in
 class _SequenceTask(TrainingTask):
     """Classification of the clips of a sequence dataset (one fold)."""
 
+    thresholds = {"macro_f1": {"change": {"absolute": -0.01}}}
+
     COMMON_SEQ: dict[str, dict[str, Any]] = {
         "tiny": {"fold": "auto", "normalise": "body", "num_frames": 16, "max_people": 1, "epochs": 20, "batch_size": 16, "learning_rate": 3e-3, "augment": False},
         "full": {"fold": "auto", "normalise": "body", "num_frames": 48, "max_people": 2, "epochs": 100, "batch_size": 32, "learning_rate": 1e-3, "augment": True},

@@ -210,7 +210,8 @@ def retrain(request: RetrainRequest, progress: Callable[[dict[str, Any]], None] 
     from tasks.training.tasks import get_task
 
     tr = request.train
-    version = open_version(tr.root, tr.dataset, None, verify=True)
+    opener = get_task(tr.task)
+    version = opener.open_version(tr.root, tr.dataset, None) if hasattr(opener, "open_version") else open_version(tr.root, tr.dataset, None, verify=True)
     result = train(dataclasses.replace(tr, version=version.version), progress)
     task = get_task(tr.task)
     record = registry.find_model(tr.root, tr.task, result.model_version)

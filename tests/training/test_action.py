@@ -189,3 +189,20 @@ def test_all_folds_cli_writes_summary(motion_root: Path) -> None:
     tops = [resolve(str(motion_root), f"action-gru@{out['models'][f]}").metrics["top1"] for f in ("split1", "split2", "split3")]
     assert written["top1"]["mean"] == pytest.approx(float(np.mean(tops))) and written["folds"]["split2"]["top1"] == tops[1]
     assert len(set(out["models"].values())) == 3
+
+
+def test_retrain_champion_bootstrap_on_sequences(motion_root: Path) -> None:
+    """``retrain`` twice (two seeds) on the sequence dataset: the second run's gate bootstraps both
+    models' per-clip gate samples and records a decision."""
+    import dataclasses
+
+    from tasks.training.retrain import RetrainRequest, retrain
+    from tasks.training.train import TrainRequest
+
+    tr = TrainRequest("skeleton-cnn", str(motion_root), "ucf101-keypoints", params={"epochs": "3"}, seed=5)
+    first = retrain(RetrainRequest(tr, resamples=50))
+    second = retrain(RetrainRequest(dataclasses.replace(tr, seed=6), resamples=50))
+    assert first.decision.status == "first_model" and first.champion_after == first.train.model_version
+    assert second.champion_before == first.train.model_version and second.decision.champion == first.train.model_version
+    assert second.decision.status in ("promoted", "refused") and second.decision.champion_metrics is not None
+    assert any(c.metric == "macro_f1" for c in second.decision.checks)
