@@ -508,8 +508,11 @@ class ActionLstmTask(_SequenceTask):
             w, hgt = spec.input_wh
             inp = keras.Input((t, hgt, w, 3), name="frames")
             f = int(params["filters"])
-            cnn = keras.Sequential([keras.layers.Conv2D(f, 3, strides=2, activation="relu"), keras.layers.Conv2D(2 * f, 3, strides=2, activation="relu"),
-                                    keras.layers.GlobalAveragePooling2D()])  # fmt: skip
+            # where the limbs are matters (motion is their displacement): pooled and flattened, not averaged away
+            cnn = keras.Sequential([keras.layers.Conv2D(f, 3, strides=2, padding="same", activation="relu"),
+                                    keras.layers.Conv2D(2 * f, 3, strides=2, padding="same", activation="relu"),
+                                    keras.layers.MaxPooling2D(4), keras.layers.Flatten(),
+                                    keras.layers.Dense(int(params["units"]), activation="relu")])  # fmt: skip
             h = keras.layers.TimeDistributed(cnn)(inp)
         h = keras.layers.LSTM(int(params["units"]), name="features")(h)
         out = keras.layers.Dense(len(spec.classes), activation="softmax", dtype="float32")(h)
