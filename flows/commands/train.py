@@ -25,7 +25,7 @@ models_app = typer.Typer(name="models", help="Registered models: list, show line
 RootOpt = Annotated[str | None, typer.Option("--root", help="storage root [env POSEPIPE_ROOT]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 # the options `posepipe train` and `posepipe retrain` share (same names, same help)
-TaskArg = Annotated[str, typer.Argument(help="training task: pose-heatmap, flic-regression, mpii-activity, pose-mlp")]
+TaskArg = Annotated[str, typer.Argument(help="training task: pose-heatmap, flic-regression, mpii-activity, pose-mlp, action-gru, action-lstm, skeleton-cnn")]
 TaskParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="task parameter key=value, repeatable")]
 PresetOpt = Annotated[str, typer.Option("--preset", help="tiny (CPU, seconds per epoch) or full")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="epochs (default: the preset's)")]

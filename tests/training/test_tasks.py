@@ -161,7 +161,7 @@ def test_input_to_crop_px_pixel_centres() -> None:
 
 
 def test_registry_lists_the_four_tasks_without_loading_tensorflow() -> None:
-    assert task_names() == ["flic-regression", "mpii-activity", "pose-heatmap", "pose-mlp"]
+    assert task_names() == ["action-gru", "action-lstm", "flic-regression", "mpii-activity", "pose-heatmap", "pose-mlp", "skeleton-cnn"]
     code = "import sys, tasks.training.tasks as t; t.get_task('pose-heatmap').params({}); print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
