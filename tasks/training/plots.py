@@ -62,7 +62,7 @@ def plot_history(history: Sequence[Mapping[str, Any]], out_path: str | Path, tit
     """Loss (left) and every other numeric metric (right) against the epoch.
 
     Args:
-        history: One mapping per epoch (``{"epoch": 0, "loss": .., "val_loss": .., "coord_error": ..}``);
+        history: One mapping per epoch (``{"epoch": 1, "loss": .., "val_loss": .., "coord_error": ..}``);
             ``epoch`` (default: the position) is the x axis; timing keys are not drawn.
         out_path: ``.png``/``.svg``/``.pdf`` destination.
         title: Figure title.
@@ -72,7 +72,7 @@ def plot_history(history: Sequence[Mapping[str, Any]], out_path: str | Path, tit
     """
     from matplotlib.figure import Figure
 
-    epochs = [int(h.get("epoch", i)) + 1 if "epoch" in h else i + 1 for i, h in enumerate(history)]
+    epochs = [int(h["epoch"]) if "epoch" in h else i + 1 for i, h in enumerate(history)]  # history epochs are 1-based
     keys: list[str] = []
     for h in history:
         for k, v in h.items():
