@@ -137,6 +137,8 @@ class DatasetAdapter(ABC):
     description: ClassVar[str] = ""
     homepage: ClassVar[str] = ""
     citation: ClassVar[str] = ""
+    #: The terms the dataset is published under, as its site states them ("" when it states none).
+    licence: ClassVar[str] = ""
     splits: ClassVar[tuple[str, ...]] = ()
     sources: ClassVar[tuple[Source, ...]] = ()
     fold_hint: ClassVar[str] = ""

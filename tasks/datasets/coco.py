@@ -61,6 +61,7 @@ class CocoKeypoints(DatasetAdapter):
     skeleton = "coco17"
     description = "COCO 2017 person keypoints: 17 joints per person, boxes, crowd flags."
     homepage = "https://cocodataset.org/#keypoints-2017"
+    licence = "annotations CC BY 4.0; images under their own Flickr licences (cocodataset.org/#termsofuse)"
     citation = "Lin et al., Microsoft COCO: Common Objects in Context, ECCV 2014."
     splits = ("train", "val")
     sources = (

@@ -166,6 +166,7 @@ class MpiiAdapter(DatasetAdapter):
         "head boxes (for PCKh) and one of 410 activities per image."
     )
     homepage: ClassVar[str] = "http://human-pose.mpi-inf.mpg.de/"
+    licence: ClassVar[str] = "Simplified BSD License (annotations); images from YouTube videos"
     citation: ClassVar[str] = (
         "@inproceedings{andriluka14cvpr, title={2D Human Pose Estimation: New Benchmark and State of the Art "
         "Analysis}, author={Andriluka, Mykhaylo and Pishchulin, Leonid and Gehler, Peter and Schiele, Bernt}, "

@@ -71,11 +71,7 @@ def _about(dataset: str, run: Mapping[str, Any] | None, manifest: Mapping[str, A
     if adapter is not None:
         about["description"] = adapter.description or None
         about["homepage"] = adapter.homepage or None
-        about["licence"] = (
-            getattr(adapter, "license", "")
-            or getattr(adapter, "licence", "")
-            or "not recorded by the adapter (see the homepage's terms)"
-        )
+        about["licence"] = adapter.licence or "not stated by the source (see the homepage's terms)"
         about["citation"] = adapter.citation or None
         about["skeleton"] = adapter.skeleton
     else:
