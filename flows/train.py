@@ -57,7 +57,7 @@ def _summary_markdown(result: dict[str, Any]) -> str:
 def train_flow(
     task_name: str,
     dataset: str,
-    root: str,
+    root: str | None = None,
     version: str | None = None,
     params: dict[str, str] | None = None,
     preset: str = "tiny",
@@ -70,7 +70,7 @@ def train_flow(
     Args:
         task_name: Training task (``pose-heatmap``...).
         dataset: Dataset name.
-        root: Storage root (local path).
+        root: Storage root (local path; default ``POSEPIPE_ROOT`` from the worker's environment).
         version: Dataset version; None for LATEST.
         params: Task parameter overrides (``key: value`` strings).
         preset: ``tiny`` or ``full``.
@@ -84,6 +84,9 @@ def train_flow(
     from prefect.artifacts import create_markdown_artifact
 
     quiet_domain_tracebacks()
+    from schemas.settings import Settings
+
+    root = root or Settings().root
     request = {"task": task_name, "root": root, "dataset": dataset, "version": version, "params": dict(params or {}), "preset": preset, "epochs": epochs, "seed": seed, "weights": weights}
     result = train_task(task_name, request)  # called, not submitted: runs in this process
     create_markdown_artifact(_summary_markdown(result), key=artifact_key(f"train-{task_name}"), description="training run: model, data, metrics")
