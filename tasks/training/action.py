@@ -181,8 +181,9 @@ class _SequenceTask(TrainingTask):
         self._cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, list[str]]] = {}
 
     # --- dataset ---------------------------------------------------------------------------------
-    def open_version(self, root: str, dataset: str, version: str | None) -> TrainingSequences:
-        """The validated sequence version (:func:`tasks.sequences.read.open_sequences`)."""
+    def open_version(self, root: str, dataset: str, version: str | None = None, pixels: bool = False) -> TrainingSequences:
+        """The validated sequence version (:func:`tasks.sequences.read.open_sequences`; ``pixels`` is
+        not used: the skeleton images are read through the sequence reader)."""
         import dataclasses
 
         from storage.fs import filesystem
@@ -305,7 +306,11 @@ class _SequenceTask(TrainingTask):
             x = augment_sequences(x, perm, seed, epoch, ids, mirror=1.0 if params.get("normalise") == "frame" else 0.0)
         return _frame_features(x), y
 
-    def make_dataset(self, version: Any, split: str, spec: Any, batch_size: int, seed: int, epoch: int, augment: Any = None, shuffle: bool = True) -> Any:
+    def plan_dataset(self, version: Any, split: str, spec: Any) -> None:
+        """Nothing to plan: each epoch's arrays come from the sequence reader."""
+        return None
+
+    def make_dataset(self, version: Any, split: str, spec: Any, batch_size: int, seed: int, epoch: int, augment: Any = None, shuffle: bool = True, plan: Any = None) -> Any:
         """One epoch's ``tf.data.Dataset`` of ``(x, y)``, shuffled by ``(seed, epoch)``."""
         import tensorflow as tf
 

@@ -206,14 +206,12 @@ def retrain(request: RetrainRequest, progress: Callable[[dict[str, Any]], None] 
         TaskDataError, NonFiniteLossError, TrainingError: Training refused or failed (no decision:
             there is no candidate).
     """
-    from storage.reader import open_version
     from tasks.training.tasks import get_task
 
     tr = request.train
-    opener = get_task(tr.task)
-    version = opener.open_version(tr.root, tr.dataset, None) if hasattr(opener, "open_version") else open_version(tr.root, tr.dataset, None, verify=True)
-    result = train(dataclasses.replace(tr, version=version.version), progress)
     task = get_task(tr.task)
+    version = task.open_version(tr.root, tr.dataset, None)
+    result = train(dataclasses.replace(tr, version=version.version), progress)
     record = registry.find_model(tr.root, tr.task, result.model_version)
     if record is None:  # train() registered it: it cannot be missing
         raise ModelNotFoundError(f"{tr.task}@{result.model_version} was trained but is not registered")

@@ -335,6 +335,44 @@ class TrainingTask(ABC):
         if cls.name:
             _TASKS[cls.name] = cls
 
+    # --- data and files: image datasets by default; a task of another dataset kind overrides these
+    def open_version(self, root: str, dataset: str, version: str | None = None, pixels: bool = False) -> DatasetVersion:
+        """The validated version this task trains on (``storage.reader.open_version``, checksums verified).
+
+        Args:
+            pixels: Also verify every shard's pixels now (training does, once, before any epoch runs,
+                so a tampered shard is refused at once and the input threads never verify concurrently).
+        """
+        from storage.reader import open_version
+
+        opened = open_version(root, dataset, version, verify=True)
+        if pixels:
+            opened.verify(pixels=True)
+        return opened
+
+    def plan_dataset(self, version: DatasetVersion, split: str, spec: TargetSpec) -> Any:
+        """What the input pipeline reads once per run and reuses every epoch (``data.plan_split``)."""
+        from tasks.training import data
+
+        return data.plan_split(version, split, spec)
+
+    def make_dataset(
+        self, version: DatasetVersion, split: str, spec: TargetSpec, batch_size: int, seed: int, epoch: int,
+        augment: Any = None, shuffle: bool = True, plan: Any = None,
+    ) -> Any:  # fmt: skip
+        """One epoch of ``split`` as a ``tf.data.Dataset`` (:func:`tasks.training.data.make_dataset`)."""
+        from tasks.training import data
+
+        return data.make_dataset(version, split, spec, batch_size=batch_size, seed=seed, epoch=epoch, augment=augment, shuffle=shuffle, plan=plan)
+
+    def save_extra(self, model: keras.Model, folder: str) -> None:
+        """Write files a model needs beside its Keras weights into ``folder`` (none by default)."""
+        return None
+
+    def load_extra(self, model: keras.Model, folder: str) -> None:
+        """Reload what :meth:`save_extra` wrote (nothing by default)."""
+        return None
+
     # --- parameters ------------------------------------------------------------------------------
     def defaults(self, preset: str = "tiny") -> dict[str, Any]:
         """The preset's parameters (common ones merged in).

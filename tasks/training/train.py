@@ -436,20 +436,13 @@ def open_for_training(request: TrainRequest) -> tuple[Any, Any, dict[str, Any], 
         TaskDataError: The dataset lacks what the task needs.
         ConfigError: Unknown task, parameter or preset.
     """
-    from storage.reader import open_version
 
     task = _get_task(request.task)
     params = dict(task.params(dict(request.params), preset=request.preset))
     epochs = _epochs(request, params)
     if "epochs" in params:
         params["epochs"] = epochs
-    if hasattr(task, "open_version"):  # a task with its own dataset kind (sequence datasets)
-        version = task.open_version(request.root, request.dataset, request.version)
-    else:
-        version = open_version(request.root, request.dataset, request.version, verify=True)
-        # every shard's pixels checked here, once, in this thread: a tampered shard is refused before any
-        # epoch runs (not hours in), and the input pipeline's reader threads never verify concurrently
-        version.verify(pixels=True)
+    version = task.open_version(request.root, request.dataset, request.version, pixels=True)
     task.check_dataset(version, params)
     if request.weights and not os.path.isfile(request.weights):
         raise ConfigError(f"--weights {request.weights} is not a file", hint="give a Keras .h5/.weights.h5 file; nothing is downloaded")
@@ -521,7 +514,6 @@ def _train_in_staging(
     """Train into ``paths.staging`` and commit; a non-chief worker (``resume_from`` = the chief's
     paths, ``paths`` a scratch folder) resumes from the chief's checkpoint, trains and returns
     without evaluating or committing."""
-    from tasks.training import data
     from tasks.training.multiworker import keras_fit_fixes
 
     chief = resume_from is None
@@ -551,11 +543,10 @@ def _train_in_staging(
                   "epochs": epochs, "first_epoch": first_epoch, "resumed_from_epoch": resumed[0] if resumed else None})  # fmt: skip
     batch_size = int(params.get("batch_size", 32))
     augment = _augment_config(params)
-    source = task if hasattr(task, "make_dataset") else data  # a task may provide its own input pipeline
-    plan = {"plan": data.plan_split(version, train_split, spec)} if source is data and hasattr(data, "plan_split") else {}  # records read once
+    plan = task.plan_dataset(version, train_split, spec)  # records read once
     for epoch in range(first_epoch, epochs + 1):
         _seed_host_rngs(request.seed, epoch)
-        ds = source.make_dataset(version, train_split, spec, batch_size=batch_size, seed=request.seed, epoch=epoch, augment=augment, shuffle=True, **plan)
+        ds = task.make_dataset(version, train_split, spec, batch_size=batch_size, seed=request.seed, epoch=epoch, augment=augment, shuffle=True, plan=plan)
         cbs = _callbacks(epoch, _dataset_steps(ds), progress)
         with keras_fit_fixes(model, strategy, next(iter(ds))) if multi_worker else contextlib.nullcontext():
             fit = model.fit(ds, epochs=1, verbose=0, callbacks=[*cbs, *extra_callbacks])
@@ -586,8 +577,7 @@ def _train_in_staging(
     except Exception as exc:  # noqa: BLE001 - recorded in the lineage; the weights file is the model of record
         model_file_error = f"{type(exc).__name__}: {exc}"
     predictions = task.predict(model, version, eval_split, spec, params)
-    if hasattr(task, "save_extra"):  # files of a head fitted outside Keras (action-gru's logreg.npz)
-        task.save_extra(model, staged)
+    task.save_extra(model, staged)  # files of a head fitted outside Keras (action-gru's logreg.npz)
     _write_parquet(join(staged, PREDICTIONS), predictions)
     metrics = _relative_paths(_jsonable(task.evaluate(predictions, version, eval_split, params, staged)), staged)
     fs, _ = filesystem(staged)
@@ -715,8 +705,7 @@ def load_registered_model(record: registry.ModelRecord) -> tuple[Any, Any, Any, 
     with _strategy().scope():
         model = task.build_model(spec, params, weights=None)
     model.load_weights(record.file(WEIGHTS))
-    if hasattr(task, "load_extra"):
-        task.load_extra(model, record.dir)
+    task.load_extra(model, record.dir)
     return task, model, spec, params
 
 
@@ -736,7 +725,7 @@ def evaluate_registered(root: str, ref: str, dataset_ref: str | None = None, out
     """
     import pyarrow.parquet as pq
 
-    from storage.reader import open_version, parse_dataset_ref
+    from storage.reader import parse_dataset_ref
 
     record = registry.resolve(root, ref)
     lineage = record.lineage
@@ -748,14 +737,14 @@ def evaluate_registered(root: str, ref: str, dataset_ref: str | None = None, out
             task = _get_task(record.task)
             params = dict(lineage.get("params", {}))
             ds = lineage["dataset"]
-            version = task.open_version(root, ds["name"], ds["version"]) if hasattr(task, "open_version") else open_version(root, ds["name"], ds["version"], verify=True)
+            version = task.open_version(root, ds["name"], ds["version"])
             split = ds["eval_split"]
             predictions = pq.read_table(record.file(PREDICTIONS))
             source = "stored predictions"
         else:
             name, version_id = parse_dataset_ref(dataset_ref)
             task, model, spec, params = load_registered_model(record)
-            version = task.open_version(root, name, version_id) if hasattr(task, "open_version") else open_version(root, name, version_id, verify=True)
+            version = task.open_version(root, name, version_id)
             task.check_dataset(version, params)
             split = task.splits(version, params)[1]
             predictions = task.predict(model, version, split, spec, params)
