@@ -251,8 +251,9 @@ class _SequenceTask(TrainingTask):
     def _skeleton_images(self, version: Any, split: str, params: Mapping[str, Any], per_frame: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Composite ``(N, H, W, 3)`` or per-frame ``(N, T, H, W, 3)`` skeleton images (uint8) of ``split``."""
         import h5py
+        import pyarrow.parquet as pq
 
-        from storage.fs import filesystem, join
+        from storage.fs import filesystem
         from storage.layout import VersionPaths
 
         fold, side = split.rsplit(":", 1)
@@ -263,13 +264,11 @@ class _SequenceTask(TrainingTask):
         _, rpath = filesystem(version.root)
         paths = VersionPaths(rpath, version.dataset, version.version)
         xs, ys, ids = [], [], []
-        import pyarrow.parquet as pq
-
         t = int(params["num_frames"])
         for shard in sorted(version.manifest["shards"], key=lambda s: (s["split"], s["index"])):
             cols = ["clip_id", "pixels_row", "num_frames"] + (["frames_offset"] if per_frame else [])
             rows = pq.read_table(paths.file(shard["parquet"]), columns=cols).to_pylist()
-            with h5py.File(join(paths.file(shard["hdf5"]) if shard.get("hdf5") else paths.file(shard["parquet"]).replace(".parquet", ".h5")), "r") as h5:
+            with h5py.File(paths.file(shard["hdf5"]), "r") as h5:
                 for r in rows:
                     clip = wanted.get(r["clip_id"])
                     if clip is None:
@@ -300,10 +299,7 @@ class _SequenceTask(TrainingTask):
             from schemas.skeletons import get_skeleton
 
             skel = get_skeleton(version.manifest.get("skeleton") or next(version.clips()).skeleton)
-            perm = np.arange(skel.num_joints)
-            for a, b in skel.flip_pairs:
-                perm[a], perm[b] = b, a
-            x = augment_sequences(x, perm, seed, epoch, ids, mirror=1.0 if params.get("normalise") == "frame" else 0.0)
+            x = augment_sequences(x, skel.flip_permutation, seed, epoch, ids, mirror=1.0 if params.get("normalise") == "frame" else 0.0)
         return _frame_features(x), y
 
     def plan_dataset(self, version: Any, split: str, spec: Any) -> None:
@@ -349,10 +345,11 @@ class _SequenceTask(TrainingTask):
         cm = confusion_matrix(y, scores.argmax(axis=1) if len(y) else y, len(classes))
         report = classification_report(cm, classes)
         k = min(5, len(classes))
+        top_k = top_k_accuracy(scores, y, k)
         return {
             "task": self.name, "dataset": version.dataset, "version": version.version, "split": split, "fold": split.rsplit(":", 1)[0],
             "units": "fraction", "num_samples": int(len(y)), "classes": classes, **report,
-            "top1": report["accuracy"], f"top{k}": top_k_accuracy(scores, y, k), "top5": top_k_accuracy(scores, y, k), "top_k": k,
+            "top1": report["accuracy"], f"top{k}": top_k, "top5": top_k, "top_k": k,
             "mean_class_accuracy": mean_class_accuracy(cm), "confusion_matrix": cm.tolist(),
             "chance": 1.0 / len(classes), "score_name": "macro_f1", "score": report["macro_f1"],
         }  # fmt: skip
@@ -365,9 +362,10 @@ class _SequenceTask(TrainingTask):
         def f1(idx: np.ndarray) -> float:
             return float(classification_report(confusion_matrix(y[idx], pred[idx], len(classes)), classes)["macro_f1"])
 
-        return GateSamples(tuple(ids), {"accuracy": lambda idx: float(np.mean(y[idx] == pred[idx])) if len(idx) else float("nan"),
-                                        "top1": lambda idx: float(np.mean(y[idx] == pred[idx])) if len(idx) else float("nan"),
-                                        "macro_f1": f1, "score": f1})  # fmt: skip
+        def accuracy(idx: np.ndarray) -> float:
+            return float(np.mean(y[idx] == pred[idx])) if len(idx) else float("nan")
+
+        return GateSamples(tuple(ids), {"accuracy": accuracy, "top1": accuracy, "macro_f1": f1, "score": f1})
 
     def plots(self, predictions: pa.Table, version: Any, split: str, history: list[dict[str, Any]], out_dir: str) -> list[str]:
         """Training curves and the confusion matrix."""
