@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -257,16 +258,21 @@ class RecordKind(ABC):
         """The gate's report on one built shard."""
         return ShardReport(summary.parquet.removesuffix(".parquet"), tuple(self.checks(spec, summary)))
 
-    def build_and_check(self, spec: ShardSpec) -> tuple[ShardSummary, ShardReport, dict[str, float]]:
-        """Build one shard and gate it: ``(summary, report, {"build": s, "validate": s})``.
+    def build_in_memory(self, spec: ShardSpec) -> tuple[ShardSummary, Callable[[], list[CheckResult]] | None]:
+        """Build one shard; also, for a kind whose builder keeps what it wrote in memory, a function
+        running :meth:`checks` on that instead of the files (None: the gate reads the shard back)."""
+        return self.build(spec), None
 
-        The default gates the shard as read back from storage (:meth:`validate`); a kind whose
-        builder keeps what it wrote in memory overrides this to check that instead (nothing re-read).
-        """
+    def build_and_check(self, spec: ShardSpec) -> tuple[ShardSummary, ShardReport, dict[str, float]]:
+        """Build one shard and gate it: ``(summary, report, {"build": s, "validate": s})`` (the checks
+        on what :meth:`build_in_memory` kept, else on the shard as read back: :meth:`validate`)."""
         t0 = time.perf_counter()
-        summary = self.build(spec)
+        summary, in_memory_checks = self.build_in_memory(spec)
         t1 = time.perf_counter()
-        report = self.validate(spec, summary)
+        if in_memory_checks is None:
+            report = self.validate(spec, summary)
+        else:
+            report = ShardReport(summary.parquet.removesuffix(".parquet"), tuple(in_memory_checks()))
         return summary, report, {"build": round(t1 - t0, 4), "validate": round(time.perf_counter() - t1, 4)}
 
     def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -12,11 +12,10 @@ import pyarrow as pa
 from schemas.expectations import ExpectationSpec, suite_for
 from schemas.records import PROCESSED_SAMPLES_SCHEMA, SAMPLES_SCHEMA
 from storage.hdf5 import read_hdf5_rows
-from storage.layout import VersionPaths
 from storage.parquet import read_parquet
 from tasks.checks import geometry_rejects
 from tasks.datasets.base import Reject
-from tasks.kinds.base import CheckResult, RecordKind, ShardReport, ShardSpec, ShardSummary
+from tasks.kinds.base import CheckResult, RecordKind, ShardSpec, ShardSummary
 from tasks.shards import build_shard, plan_shards, process_shard
 from tasks.transforms.geometry import CropConfig
 from tasks.validate import semantic_checks
@@ -64,21 +63,14 @@ class Samples(RecordKind):
         ids, pixels = read_hdf5_rows(fs, paths.file(summary.hdf5 or ""))
         return semantic_checks(table, ids, pixels)
 
-    def build_and_check(self, spec: ShardSpec) -> tuple[ShardSummary, ShardReport, dict[str, float]]:
-        """Build the shard and run the semantic checks on the rows and pixels just written, still in
+    def build_in_memory(self, spec: ShardSpec) -> tuple[ShardSummary, Callable[[], list[CheckResult]]]:
+        """Build the shard; its semantic checks run on the rows and pixels just written, still in
         memory (the same checks :meth:`checks` runs on the files; nothing is read back)."""
-        t0 = time.perf_counter()
         built = build_shard(spec)
-        t1 = time.perf_counter()
-        report = ShardReport(built.summary.parquet.removesuffix(".parquet"), tuple(semantic_checks(built.table, built.sample_ids, built.pixels)))
-        return built.summary, report, {"build": round(t1 - t0, 4), "validate": round(time.perf_counter() - t1, 4)}
-
-    def version_checks(self, paths: VersionPaths, fs: Any, summaries: list[ShardSummary]) -> list[CheckResult]:
-        """Sample ids unique across shards; no image in two splits."""
-        return self.version_checks_on([read_parquet(fs, paths.file(shard.parquet)) for shard in summaries])
+        return built.summary, lambda: semantic_checks(built.table, built.sample_ids, built.pixels)
 
     def version_checks_on(self, tables: list[pa.Table]) -> list[CheckResult]:
-        """:meth:`version_checks` on the shards' rows already read."""
+        """Sample ids unique across shards; no image in two splits (on the shards' rows)."""
         ids: list[str] = []
         images: dict[str, set[str]] = {}
         for t in tables:
