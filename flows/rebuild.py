@@ -21,6 +21,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.report import link_report
 from flows.runtime import (
     dask_task_runner,
     held_dataset_lock,
@@ -94,8 +95,6 @@ def rebuild_flow(
     executed_on = _executed_on()
     print(f"{dataset}: {summary['version']} {'reused' if summary['reused'] else 'built'} on {executed_on}")
     _report_artifact(summary, executed_on)
-    from flows.report import link_report
-
     link_report("dataset", root, f"{summary['dataset']}@{summary['version']}", f"rebuild-{summary['dataset']}-card", "dataset card (HTML)")
     if not summary["reused"]:
         from prefect.events import emit_event

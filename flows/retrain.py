@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.report import link_report
 from flows.runtime import quiet_domain_tracebacks
 from flows.train import artifact_key
 from schemas.settings import Settings
@@ -78,8 +79,6 @@ def retrain_flow(
         print(f"triggered by {dataset} {committed_version}")
     result = retrain_task(task_name, request, force, thresholds, actor)
     create_markdown_artifact(decision_markdown(result), key=artifact_key(f"retrain-{task_name}"), description="retrain decision: candidate vs champion")
-    from flows.report import link_report
-
     link_report("model", request["root"], f"{task_name}@{result['candidate']}", f"retrain-{task_name}-card", "candidate's model card with the decision (HTML)")
     print(f"{task_name}: {result['decision']['status']}; champion {result['champion_before']} -> {result['champion_after']}")
     return result

@@ -13,7 +13,9 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.report import link_report
 from flows.runtime import quiet_domain_tracebacks
+from schemas.settings import Settings
 
 
 def artifact_key(name: str) -> str:
@@ -84,14 +86,10 @@ def train_flow(
     from prefect.artifacts import create_markdown_artifact
 
     quiet_domain_tracebacks()
-    from schemas.settings import Settings
-
     root = root or Settings().root
     request = {"task": task_name, "root": root, "dataset": dataset, "version": version, "params": dict(params or {}), "preset": preset, "epochs": epochs, "seed": seed, "weights": weights}
     result = train_task(task_name, request)  # called, not submitted: runs in this process
     create_markdown_artifact(_summary_markdown(result), key=artifact_key(f"train-{task_name}"), description="training run: model, data, metrics")
-    from flows.report import link_report
-
     link_report("model", root, f"{result['task']}@{result['model_version']}", f"train-{task_name}-card", "model card (HTML)")
     print(f"{task_name}: {result['model_version']} {'reused' if result['reused'] else 'registered'} in {result['dir']}")
     return result
