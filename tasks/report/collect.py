@@ -17,7 +17,8 @@ import numpy as np
 
 from schemas.errors import PosepipeError, VersionNotValidatedError
 from storage.fs import filesystem, join
-from storage.layout import REJECTS, VersionPaths, latest_path, model_dir
+from storage.layout import REJECTS, VersionPaths, model_dir
+from storage.manifest import read_latest, read_manifest
 from storage.reader import open_version, parse_dataset_ref
 from tasks.report.html import png_data_uri
 
@@ -54,9 +55,7 @@ def _read_json(fs: Any, path: str) -> dict[str, Any] | None:
     try:
         with fs.open(path, "rb") as fh:
             return json.load(fh)
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError:
+    except (FileNotFoundError, json.JSONDecodeError):  # a card shows what is there
         return None
 
 
@@ -221,10 +220,8 @@ def dataset_card_data(root: str, ref: str) -> dict[str, Any]:
         version = open_version(root, dataset, version_id, verify=False)
         version_id, manifest = version.version, version.manifest
     except VersionNotValidatedError:
-        if version_id is None:
-            with fs.open(latest_path(rpath, dataset), "rb") as fh:
-                version_id = fh.read().decode().strip()
-        manifest = _read_json(fs, VersionPaths(rpath, dataset, version_id).manifest) or {}
+        version_id = version_id or read_latest(fs, rpath, dataset)
+        manifest = read_manifest(fs, rpath, dataset, str(version_id))
         samples_note = "the version failed its gate: its records are not read"
     paths = VersionPaths(rpath, dataset, version_id)
     run = _read_json(fs, paths.file("_run.json"))
@@ -244,7 +241,7 @@ def dataset_card_data(root: str, ref: str) -> dict[str, Any]:
     return {
         "dataset": dataset,
         "version": version_id,
-        "record": "sequences" if manifest.get("record") == "sequences" else manifest.get("record"),
+        "record": manifest.get("record"),
         "about": _about(dataset, run, manifest),
         "counts": dict(manifest.get("counts", {})),
         "totals": {k: manifest.get(k) for k in ("parsed", "written", "rejected")},

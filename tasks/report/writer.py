@@ -19,10 +19,7 @@ REPORT_FILE = "index.html"
 def write_html(out: str, text: str) -> str:
     """Write ``text`` (UTF-8) to ``out`` (path or fsspec URL) atomically, creating its folder; returns ``out``."""
     fs, path = filesystem(out)
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    write_bytes_atomic(fs, path, text.encode("utf-8"))
+    write_bytes_atomic(fs, path, text.encode("utf-8"))  # atomic_open creates the folder
     return out
 
 
