@@ -1,4 +1,4 @@
-"""Options more than one command takes, declared once: adapter params (``-p key=value``).
+"""Options more than one command takes, declared once: adapter params (``-p key=value``), the storage root.
 
 Not a command module (its name starts with ``_``, so :func:`flows.cli._register_commands` skips it).
 """
@@ -15,6 +15,9 @@ from schemas.errors import ConfigError
 AdapterParamOption = Annotated[
     list[str] | None, typer.Option("--param", "-p", help="adapter policy key=value, repeatable")
 ]
+
+#: ``--root``: the storage root (default ``POSEPIPE_ROOT``, through :class:`schemas.settings.Settings`).
+RootOpt = Annotated[str | None, typer.Option("--root", help="storage root [env POSEPIPE_ROOT]")]
 
 
 def parse_kv(pairs: list[str] | None) -> dict[str, Any]:

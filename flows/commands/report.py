@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 
+from flows.commands._options import RootOpt
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 
-RootOpt = Annotated[str | None, typer.Option("--root", help="storage root [env POSEPIPE_ROOT]")]
 OutOpt = Annotated[
     str | None, typer.Option("--out", help="HTML file to write (default: inside the version or model folder)")
 ]

@@ -16,12 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.commands._options import parse_kv
+from flows.commands._options import RootOpt, parse_kv
 from flows.commands.train import (
     EpochsOpt,
     JsonOpt,
     PresetOpt,
-    RootOpt,
     SeedOpt,
     TaskArg,
     TaskParamOpt,

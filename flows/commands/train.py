@@ -16,13 +16,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.commands._options import parse_kv
+from flows.commands._options import RootOpt, parse_kv
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 
 models_app = typer.Typer(name="models", help="Registered models: list, show lineage and metrics, compare two.", no_args_is_help=True)
 
-RootOpt = Annotated[str | None, typer.Option("--root", help="storage root [env POSEPIPE_ROOT]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 # the options `posepipe train` and `posepipe retrain` share (same names, same help)
 TaskArg = Annotated[str, typer.Argument(help="training task: pose-heatmap, flic-regression, mpii-activity, pose-mlp, action-gru, action-lstm, skeleton-cnn")]
