@@ -53,18 +53,15 @@ def prefect_env(tmp_path: Path, api: str, **extra: str) -> dict[str, str]:
 
 def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
     """Poll ``{url}/health`` until it answers 200 (or the server exits)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {server.returncode}")
+
+    def healthy() -> bool:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
+                return response.status == 200
         except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} not healthy after {timeout_s} s")
+            return False
+
+    wait_until(f"{url} healthy", healthy, timeout_s, 0.3, (server,))
 
 
 def stop(proc: subprocess.Popen | None) -> None:
@@ -96,17 +93,19 @@ def api_get(api: str, path: str) -> Any:
 
 def wait_for_run(api: str, deployment_name: str, timeout_s: float) -> dict:
     """The first flow run of ``deployment_name`` once it reaches a final state (polling the REST API)."""
-    deadline = time.monotonic() + timeout_s
     runs: list = []
-    while time.monotonic() < deadline:
+
+    def finished() -> dict | None:
         deployments = api_post(api, "/deployments/filter", {"deployments": {"name": {"any_": [deployment_name]}}})
-        if deployments:
-            runs = api_post(api, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployments[0]["id"]]}}})
-            final = [r for r in runs if r["state_type"] in FINAL_STATES]
-            if final:
-                return final[0]
-        time.sleep(2)
-    raise TimeoutError(f"no finished run of {deployment_name} after {timeout_s} s (runs: {[(r['name'], r['state_type']) for r in runs]})")
+        if not deployments:
+            return None
+        runs[:] = api_post(api, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployments[0]["id"]]}}})
+        return next((r for r in runs if r["state_type"] in FINAL_STATES), None)
+
+    try:
+        return wait_until(f"a finished run of {deployment_name}", finished, timeout_s, 2.0)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc} (runs: {[(r['name'], r['state_type']) for r in runs]})") from None
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout_s: float, interval_s: float = 0.5, alive: tuple[subprocess.Popen, ...] = ()) -> Any:
