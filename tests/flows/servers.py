@@ -64,12 +64,12 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 120) -> 
     wait_until(f"{url} healthy", healthy, timeout_s, 0.3, (server,))
 
 
-def stop(proc: subprocess.Popen | None) -> None:
-    """SIGTERM the process group, SIGKILL what is left after 20 s."""
+def stop(proc: subprocess.Popen | None, first: signal.Signals = signal.SIGTERM) -> None:
+    """``first`` (SIGTERM) to the process group, SIGKILL what is left after 20 s."""
     if proc is None or proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, first)
         proc.wait(20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -265,13 +265,7 @@ def postgres_cluster() -> Iterator[Postgres]:
         wait_until("postgres accepting connections", ready, 60, 0.3, (server,))
         yield Postgres(port, user, pg_bin)
     finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGINT)  # fast shutdown
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(10)
+        stop(server, signal.SIGINT)  # PostgreSQL's fast shutdown
         log.close()
         shutil.rmtree(base, ignore_errors=True)
         Path(log.name).unlink(missing_ok=True)
