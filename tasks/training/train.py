@@ -522,7 +522,8 @@ def _train_in_staging(
     train_split, eval_split = task.splits(version, params)
     spec = task.target_spec(version, params)
     strategy = _strategy()  # first: a multi-worker strategy must exist before other TensorFlow ops
-    multi_worker = int(getattr(strategy.extended, "_num_workers", 1)) > 1
+    workers = int(getattr(strategy.extended, "_num_workers", 1))  # MultiWorkerMirroredStrategy's cluster size
+    multi_worker = workers > 1
     seed_everything(request.seed)
     with strategy.scope():
         model = task.build_model(spec, params, weights=request.weights)
@@ -611,7 +612,7 @@ def _train_in_staging(
         "weights": {"path": str(request.weights), "sha256": file_sha256(request.weights)} if request.weights else None,
         "parent_model": _parent_model(request),
         "strategy": type(strategy).__name__,
-        "workers": int(getattr(strategy.extended, "_num_workers", 1)),
+        "workers": workers,
         "replicas": int(getattr(strategy, "num_replicas_in_sync", 1)),
         "libraries": libraries(),
         "hardware": hardware(),
