@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tasks import rebuild as stages
+from tests.report.headings import DATASET_HEADINGS, MODEL_HEADINGS
 from tests.sequences.fakes import extract, write_ucf101
 from tests.training.fakes import build_activity_version, write_activity_source
 
@@ -24,22 +25,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 POSEPIPE = str(Path(sys.executable).parent / "posepipe")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DATASET_HEADINGS = [
-    "Source",
-    "Counts per split",
-    "Rejects by reason",
-    "Samples with skeletons",
-    "Validation",
-    "Build parameters",
-]
-MODEL_HEADINGS = [
-    "Lineage",
-    "Metrics",
-    "Training curves",
-    "Per-joint / per-class",
-    "Worst predictions",
-    "Decision against the champion",
-]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

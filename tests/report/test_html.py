@@ -10,6 +10,7 @@ import numpy as np
 
 from tasks.report.collect import _reject_thumbnail, sample_rows
 from tasks.report.html import bar_chart, dataset_card, esc, model_card, table
+from tests.report.headings import MODEL_HEADINGS
 
 EVIL = '<script>alert("x")</script>&'
 
@@ -79,14 +80,7 @@ def test_model_card_lineage_metrics_curves_and_refused_decision() -> None:
         "decision": decision, "champion": "m-1",
     }  # fmt: skip
     page = model_card(data)
-    assert headings(page) == [
-        "Lineage",
-        "Metrics",
-        "Training curves",
-        "Per-joint / per-class",
-        "Worst predictions",
-        "Decision against the champion",
-    ]
+    assert headings(page) == MODEL_HEADINGS
     assert "mpii@v-1" in page and "per_class/a&lt;b/f1" in page and '<td class="num">1.2</td>' in page
     assert (
         'class="bad">refused' in page and "macro_f1 fell by 0.05" in page and "-0.05" in page and "[-0.09, NaN]" in page
