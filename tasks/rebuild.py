@@ -20,6 +20,7 @@ its schemas, checks and shard builder.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -218,16 +219,35 @@ def _plan(request: RebuildRequest, source: str) -> _Plan:
     return _Plan(prepared, records, rejects, source_root, digests, cache)
 
 
+#: The last plan :func:`plan_version` made in this process, for :func:`prepare` of the same request.
+_HANDOFF: dict[str, _Plan] = {}
+
+
+def _handoff_key(request: RebuildRequest, source: str) -> str:
+    """What a handed-off plan must match: every field of the request and the source it parsed."""
+    return repr((dataclasses.asdict(request), str(source)))
+
+
 def plan_version(request: RebuildRequest) -> Prepared:
     """Parse ``request.source`` and name its version without writing anything under the version folder.
 
     Cheap enough to run before an orchestrator starts: a validated version with this id means the
     rebuild has nothing to do (``reused`` is True). The only write is the digest cache.
 
+    A plan that is not reused is kept in this process (one slot) for the :func:`prepare` of the same
+    request that follows once the orchestrator has started, so a rebuild parses and fingerprints its
+    inputs once, not twice (at 40k samples the second parse was ~11 s of a 92 s rebuild). A later
+    :func:`plan_version` replaces it, and :func:`prepare` takes it at most once.
+
     Returns:
         :class:`Prepared` with ``specs`` empty.
     """
-    return _plan(request, _local_source(request)).prepared
+    source = _local_source(request)
+    plan = _plan(request, source)
+    _HANDOFF.clear()
+    if not plan.prepared.reused:
+        _HANDOFF[_handoff_key(request, source)] = plan
+    return dataclasses.replace(plan.prepared)
 
 
 def prepare(request: RebuildRequest) -> Prepared:
@@ -250,7 +270,8 @@ def _local_source(request: RebuildRequest) -> str:
 
 
 def _prepare(request: RebuildRequest, source: str) -> Prepared:
-    plan = _plan(request, source)
+    plan = _HANDOFF.pop(_handoff_key(request, source), None) or _plan(request, source)
+    _HANDOFF.clear()
     prepared = plan.prepared
     if prepared.reused:
         return prepared

@@ -328,3 +328,23 @@ def test_the_run_record_says_where_the_time_went(tmp_path):
     assert set(stages_s) == {"parse", "shards_wall", "build_worker", "validate_worker", "commit"}
     assert all(v >= 0 for v in stages_s.values()) and stages_s["validate_worker"] > 0 and run["shards"] >= 2
     assert "stages_s" not in json.loads((Path(summary["location"]) / "_manifest.json").read_text())  # times never reach the id's files
+
+
+def test_the_plan_named_before_the_orchestrator_starts_is_parsed_once_and_only_for_its_request(tmp_path, monkeypatch):
+    """plan_version's parse is handed to the prepare of the same request (once); any other request parses."""
+    src = write_synthetic_coco(tmp_path / "src", {"val": 6}, seed=3, size_wh=(160, 120))
+    root = str(tmp_path / "root")
+    parses: list[str] = []
+    real_plan = stages._plan
+    monkeypatch.setattr(stages, "_plan", lambda request, source: parses.append(request.root) or real_plan(request, source))
+    request = stages.RebuildRequest("coco", root, str(src), crop=SMALL, shard_size=4)
+    named = stages.plan_version(request)
+    other = stages.RebuildRequest("coco", str(tmp_path / "other"), str(src), crop=SMALL, shard_size=4)
+    assert stages.prepare(other).version == named.version and parses == [root, other.root]  # another request: its own parse
+    stages.plan_version(request)
+    summary = stages.run(request)
+    assert parses == [root, other.root, root] and summary["version"] == named.version and not summary["reused"]
+    stages.prepare(stages.RebuildRequest("coco", str(tmp_path / "third"), str(src), crop=SMALL, shard_size=4))
+    assert len(parses) == 4  # taken at most once: the slot is empty now
+    plain = str(tmp_path / "plain")
+    assert _files(Path(stages.run(stages.RebuildRequest("coco", plain, str(src), crop=SMALL, shard_size=4))["location"])) == _files(Path(summary["location"]))
