@@ -27,12 +27,15 @@ from flows.runtime import (
     held_dataset_lock,
     quiet_domain_tracebacks,
     rebuild_unless_built,
+    share_prefect_tls_contexts,
     workers_share_prefect_api,
 )
-from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED, DEFAULT_SHARD_SIZE, Settings
+from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED, Settings
 from tasks import rebuild as stages
 from tasks.kinds import ShardResult, ShardSpec
 from tasks.transforms.geometry import CropConfig
+
+share_prefect_tls_contexts()  # this module's tasks run on Dask workers: one TLS context per worker, not per task
 
 
 @task(name="shard", cache_policy=NO_CACHE, task_run_name="shard-{spec.split}-{spec.index}")
@@ -64,7 +67,7 @@ def rebuild_flow(
     adapter_params: dict[str, Any] | None = None,
     crop: dict[str, Any] | None = None,
     seed: int = DEFAULT_SEED,
-    shard_size: int = DEFAULT_SHARD_SIZE,
+    shard_size: int | None = None,
     max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO,
     mirror: str | None = None,
     manual_dir: str | None = None,
@@ -81,7 +84,7 @@ def rebuild_flow(
         adapter_params: Parse policy overrides.
         crop: :class:`CropConfig` overrides (converted once, here).
         seed: Run seed.
-        shard_size: Samples per shard.
+        shard_size: Records per shard (None: the record kind chooses, by crop bytes for samples).
         max_reject_ratio: Fail past this share of data-error rejects.
         mirror: Download mirror prefix (fetch only).
         manual_dir: Folder of manually downloaded files (fetch only).
@@ -167,7 +170,7 @@ def _request(
     adapter_params: dict[str, Any] | None,
     crop: dict[str, Any] | None,
     seed: int,
-    shard_size: int,
+    shard_size: int | None,
     max_reject_ratio: float,
     mirror: str | None,
     manual_dir: str | None,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
-from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED, DEFAULT_SHARD_SIZE
+from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED
 from storage.reader import Batch, DatasetVersion, ShardRef, open_version, parse_dataset_ref
 from tasks.rebuild import RebuildRequest, run
 from tasks.transforms.geometry import CropConfig
@@ -42,7 +42,7 @@ def rebuild(
     adapter_params: dict[str, Any] | None = None,
     crop: CropConfig | None = None,
     seed: int = DEFAULT_SEED,
-    shard_size: int = DEFAULT_SHARD_SIZE,
+    shard_size: int | None = None,
     max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO,
 ) -> dict[str, Any]:
     """Build (or reuse) a validated version of ``dataset`` from ``source`` under ``root``, in-process.

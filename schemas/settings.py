@@ -12,6 +12,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: Defaults written once: the settings, the rebuild request, the flows and the Python API use these.
 DEFAULT_SEED = 0
 DEFAULT_SHARD_SIZE = 512
+#: Pixel bytes of one ``samples`` shard when no shard size is given: 512 crops at the default
+#: 256 x 192 (72 MiB). Smaller crops get more rows per shard (at most MAX_AUTO_SHARD_ROWS), so a
+#: worker's memory stays the same whatever the crop size while the per-shard orchestration cost
+#: (one Prefect task, about 0.1-0.3 CPU-seconds here) is spread over more samples.
+SHARD_PIXEL_BYTES = 512 * 256 * 192 * 3
+MAX_AUTO_SHARD_ROWS = 4096
 DEFAULT_MAX_REJECT_RATIO = 0.5
 
 
@@ -26,7 +32,8 @@ class Settings(BaseSettings):
         threads_per_worker: Threads per LocalCluster worker.
         seed: Run seed; per-sample randomness is seeded by (seed, stable hash of sample_id).
         max_reject_ratio: A rebuild fails (and says so) when rejected/parsed exceeds this.
-        shard_size: Samples per shard (one Prefect task each).
+        shard_size: Records per shard (one Prefect task each); None lets the record kind choose
+            (``samples``: :data:`SHARD_PIXEL_BYTES` of crops; others: :data:`DEFAULT_SHARD_SIZE`).
         max_extract_bytes: Most uncompressed bytes one fetched archive may expand to (zip bombs).
         max_compression_ratio: Most uncompressed bytes per compressed byte, per archive member and
             per archive, before extraction refuses it as a zip bomb.
@@ -43,7 +50,7 @@ class Settings(BaseSettings):
     threads_per_worker: int = Field(default=1, ge=1)
     seed: int = DEFAULT_SEED
     max_reject_ratio: float = Field(default=DEFAULT_MAX_REJECT_RATIO, ge=0.0, le=1.0)
-    shard_size: int = Field(default=DEFAULT_SHARD_SIZE, ge=1)
+    shard_size: int | None = Field(default=None, ge=1)
     max_extract_bytes: int = Field(default=64 * 1024**3, ge=1)
     max_compression_ratio: float = Field(default=100.0, gt=1.0)
     train_preset: str = Field(default="full", pattern="^(tiny|full)$")

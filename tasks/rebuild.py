@@ -38,7 +38,7 @@ from schemas.records import (
     SCHEMA_VERSION,
     schema_fingerprint,
 )
-from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED, DEFAULT_SHARD_SIZE
+from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED
 from storage.fs import filesystem, flush_to_disk, write_bytes_atomic
 from storage.layout import INPUTS, VALIDATION_HTML, VALIDATION_JSON, VersionPaths, digest_cache_path
 from storage.manifest import compute_version, dataset_lock, read_json, set_latest, write_json, write_manifest
@@ -90,7 +90,7 @@ class RebuildRequest:
         adapter_params: Parse policy overrides (validated by the adapter).
         crop: Crop configuration.
         seed: Run seed.
-        shard_size: Records per shard.
+        shard_size: Records per shard; None lets the record kind choose (:meth:`RecordKind.default_shard_size`).
         max_reject_ratio: Fail past this share of data-error rejects.
         mirror: Download mirror prefix (fetch only).
         manual_dir: Folder of manually downloaded files (fetch only).
@@ -102,7 +102,7 @@ class RebuildRequest:
     adapter_params: dict[str, Any] = field(default_factory=dict)
     crop: CropConfig = field(default_factory=CropConfig)
     seed: int = DEFAULT_SEED
-    shard_size: int = DEFAULT_SHARD_SIZE
+    shard_size: int | None = None
     max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO
     mirror: str | None = None
     manual_dir: str | None = None
@@ -195,7 +195,7 @@ def _plan(request: RebuildRequest, source: str) -> _Plan:
         write_digest_cache(fs, cache_path, cache)
     inputs = dict(result.input_checksums)
     inputs[kind.inputs_key] = images_fingerprint(digests)
-    params = {"adapter": p.model_dump(mode="json"), "seed": request.seed, "shard_size": request.shard_size, **kind.version_params(request.crop)}
+    params = {"adapter": p.model_dump(mode="json"), "seed": request.seed, "shard_size": kind.shard_size(request.shard_size, request.crop), **kind.version_params(request.crop)}
     code = code_version(type(adapter).__module__, type(kind).__module__)
     version = compute_version(inputs, params, SCHEMA_VERSION, code)
     prepared = Prepared(
@@ -283,7 +283,7 @@ def _prepare(request: RebuildRequest, source: str) -> Prepared:
         fs.rm(paths.dir, recursive=True)
     write_parquet(fs, paths.staged("rejects-parse.parquet"), plan.rejects, REJECTS_SCHEMA)
     write_parquet(fs, paths.staged("inputs.parquet"), inputs_table(plan.digests, plan.source_root, plan.digest_cache), INPUTS_SCHEMA)
-    ctx = StageContext(request.dataset, prepared.version, request.root, request.shard_size, str(plan.source_root), request.crop, request.seed, prepared.splits, prepared.skeleton)
+    ctx = StageContext(request.dataset, prepared.version, request.root, kind.shard_size(request.shard_size, request.crop), str(plan.source_root), request.crop, request.seed, prepared.splits, prepared.skeleton)
     prepared.specs = kind.stage(plan.records, ctx)
     return prepared
 

@@ -51,7 +51,7 @@ def rebuild(
     from_extract: Annotated[str | None, typer.Option(help="NAME-keypoints: the extraction run (folder or run key) to build sequences from")] = None,
     size: Annotated[str, typer.Option(help="crop size HEIGHTxWIDTH")] = "256x192",
     seed: Annotated[int | None, typer.Option(help="run seed")] = None,
-    shard_size: Annotated[int | None, typer.Option(help="samples per shard")] = None,
+    shard_size: Annotated[int | None, typer.Option(help="records per shard (default: 72 MiB of crops for image datasets, 512 at 256x192; 512 records otherwise)")] = None,
     workers: Annotated[int | None, typer.Option(help="LocalCluster workers (default: one per core)")] = None,
     dask_address: Annotated[str | None, typer.Option(help="tcp://HOST:PORT of an existing Dask scheduler")] = None,
     max_reject_ratio: Annotated[float | None, typer.Option(help="fail past this share of data-error rejects")] = None,

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.errors import ConfigError
+from schemas.settings import DEFAULT_SHARD_SIZE
 from storage.fs import filesystem
 from storage.layout import VersionPaths, staging_relpath
 from storage.parquet import read_parquet, write_parquet
@@ -223,6 +224,10 @@ class RecordKind(ABC):
     def version_params(self, crop: CropConfig) -> dict[str, Any]:
         """Parameters of this kind that the version id hashes (besides adapter params, seed, shard size)."""
         return {}
+
+    def shard_size(self, requested: int | None, crop: CropConfig) -> int:
+        """Records per shard: ``requested``, or this kind's default when None (part of the version id)."""
+        return requested or DEFAULT_SHARD_SIZE
 
     def plan(self, records: pa.Table, shard_size: int) -> list[tuple[str, int, int, int]]:
         """``(split, index, start, stop)`` per shard over sorted records."""

@@ -7,7 +7,47 @@ import dask
 import pytest
 from distributed import Client, LocalCluster
 
-from flows.runtime import share_inference_threads, tune_worker_environment
+from flows.runtime import (
+    _SharedVerifiedContexts,
+    share_inference_threads,
+    share_prefect_tls_contexts,
+    tune_worker_environment,
+)
+
+
+class _CountingSsl:
+    """The ssl module, counting the contexts it creates."""
+
+    def __init__(self) -> None:
+        import ssl
+
+        self.real, self.created = ssl, 0
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def create_default_context(self, *args, **kwargs):
+        self.created += 1
+        return self.real.create_default_context(*args, **kwargs)
+
+
+def test_prefect_clients_build_one_verified_tls_context_per_process(monkeypatch):
+    from prefect.client import orchestration
+    from prefect.settings import PREFECT_API_TLS_INSECURE_SKIP_VERIFY, temporary_settings
+
+    share_prefect_tls_contexts()
+    share_prefect_tls_contexts()  # idempotent: still one layer
+    assert isinstance(orchestration.ssl, _SharedVerifiedContexts) and not isinstance(orchestration.ssl._module, _SharedVerifiedContexts)
+    counting = _CountingSsl()
+    monkeypatch.setattr(orchestration, "ssl", _SharedVerifiedContexts(counting))
+    clients = [orchestration.SyncPrefectClient("http://127.0.0.1:9/api") for _ in range(3)]
+    clients += [orchestration.PrefectClient("http://127.0.0.1:9/api") for _ in range(2)]
+    assert counting.created == 1  # one CA bundle load for five clients (it was one per client)
+    assert orchestration.ssl.SSLContext is counting.real.SSLContext  # the rest of the module is the real one
+    with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):  # modifies its context: never shared
+        orchestration.SyncPrefectClient("http://127.0.0.1:9/api")
+        orchestration.SyncPrefectClient("http://127.0.0.1:9/api")
+    assert counting.created == 3
 
 
 def _worker_view() -> tuple[bool, str | None]:
