@@ -127,6 +127,9 @@ class Prepared:
         code_version: Hash of the code the version depends on.
         record: Record kind name.
         source: Where the inputs were read from (for ``_run.json``; not hashed).
+        planned_before_s: Seconds spent parsing and fingerprinting in :func:`plan_version` before
+            the run that took this plan over (0 when the run parsed itself); ``_run.json`` counts
+            them in its parse stage.
     """
 
     dataset: str
@@ -143,6 +146,7 @@ class Prepared:
     code_version: str = ""
     record: str = "samples"
     source: str = ""
+    planned_before_s: float = 0.0
 
 
 @dataclass
@@ -155,6 +159,7 @@ class _Plan:
     source_root: Path
     digests: dict[str, str | None]
     digest_cache: dict[str, list[Any]]
+    seconds: float = 0.0
 
 
 def check(request: RebuildRequest) -> None:
@@ -175,6 +180,7 @@ def check(request: RebuildRequest) -> None:
 
 def _plan(request: RebuildRequest, source: str) -> _Plan:
     """Parse, apply the kind's parse checks, fingerprint the inputs by content, name the version."""
+    started = time.perf_counter()
     adapter = get_adapter(request.dataset)
     kind = get_kind(adapter.record_kind)
     p = adapter.make_params(request.adapter_params)
@@ -216,7 +222,7 @@ def _plan(request: RebuildRequest, source: str) -> _Plan:
     manifest_path = VersionPaths(rpath, request.dataset, version).manifest
     if fs.exists(manifest_path) and read_json(fs, manifest_path).get("validation", {}).get("success"):
         prepared.reused = True
-    return _Plan(prepared, records, rejects, source_root, digests, cache)
+    return _Plan(prepared, records, rejects, source_root, digests, cache, time.perf_counter() - started)
 
 
 #: The last plan :func:`plan_version` made in this process, for :func:`prepare` of the same request.
@@ -270,9 +276,11 @@ def _local_source(request: RebuildRequest) -> str:
 
 
 def _prepare(request: RebuildRequest, source: str) -> Prepared:
-    plan = _HANDOFF.pop(_handoff_key(request, source), None) or _plan(request, source)
+    handed = _HANDOFF.pop(_handoff_key(request, source), None)
     _HANDOFF.clear()
+    plan = handed or _plan(request, source)
     prepared = plan.prepared
+    prepared.planned_before_s = plan.seconds if handed else 0.0
     if prepared.reused:
         return prepared
     kind = get_kind(prepared.record)
@@ -348,7 +356,7 @@ def run(
             "seconds": round(time.time() - started, 3),
             "shards": len(results),
             "pid": os.getpid(),
-            "stages_s": _stage_seconds(t_shards - t_parse, t_commit - t_shards, results),
+            "stages_s": _stage_seconds(prepared.planned_before_s + t_shards - t_parse, t_commit - t_shards, results),
         }
         return commit(request.root, prepared, results, request.max_reject_ratio, run_info, commit_started=t_commit)
 

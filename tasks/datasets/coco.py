@@ -143,13 +143,14 @@ class CocoKeypoints(DatasetAdapter):
         rows: list[dict[str, Any]] = []
         rejects: list[Reject] = []
         seen: set[Any] = set()
+        paths: dict[int, tuple[str | None, RejectReason | None, str]] = {}  # per image: checked once, not per person
         for ann in data["annotations"]:
             key = str(ann.get("id", "?")) if isinstance(ann, dict) else "?"
             try:
                 if isinstance(ann, dict) and _as_int(ann.get("image_id")) is None and str(ann.get("image_id")) in malformed:
                     rejects.append(Reject(key, RejectReason.MALFORMED_ANNOTATION, malformed[str(ann.get("image_id"))], split=split))
                     continue
-                row, reject = self._convert(ann, images, split, images_dir, root, seen, p)
+                row, reject = self._convert(ann, images, split, images_dir, root, seen, p, paths)
             except (TypeError, ValueError, KeyError) as exc:
                 row, reject = None, Reject(key, RejectReason.MALFORMED_ANNOTATION, f"{ann_file.name}: {exc!r}", split=split)
             if row is not None:
@@ -167,6 +168,7 @@ class CocoKeypoints(DatasetAdapter):
         root: Path,
         seen: set[Any],
         p: CocoParams,
+        paths: dict[int, tuple[str | None, RejectReason | None, str]],
     ) -> tuple[dict[str, Any] | None, Reject | None]:
         ann_id = ann["id"]
         key = str(ann_id)
@@ -200,22 +202,17 @@ class CocoKeypoints(DatasetAdapter):
             outside = (lab[:, 0] < 0) | (lab[:, 1] < 0) | (lab[:, 0] > width) | (lab[:, 1] > height)
             if outside.any():
                 return None, Reject(key, RejectReason.KEYPOINTS_OUT_OF_IMAGE, f"{int(outside.sum())} labelled keypoints outside {width}x{height}", split=split)
-        if not isinstance(image.get("file_name"), str) or not image["file_name"]:
-            return None, Reject(key, RejectReason.MALFORMED_ANNOTATION, f"image {image.get('id')}: file_name {image.get('file_name')!r} is not a file name", split=split)
-        try:
-            image["file_name"].encode("utf-8")
-        except UnicodeEncodeError:
-            shown = image["file_name"].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            return None, Reject(key, RejectReason.PATH_NOT_UTF8, f"image {image.get('id')}: file_name {shown!r} is not valid UTF-8", split=split)
-        rel = safe_relative_path(root, f"{images_dir}/{image['file_name']}" if images_dir else str(image["file_name"]))
-        if rel is None or ".." in Path(str(image["file_name"])).parts or Path(str(image["file_name"])).is_absolute():
-            return None, Reject(key, RejectReason.PATH_ESCAPES_SOURCE, f"file_name {image['file_name']!r}", split=split)
         image_id = int(ann["image_id"])
+        if image_id not in paths:
+            paths[image_id] = _image_relpath(image, images_dir, root)
+        rel, reason, detail = paths[image_id]
+        if rel is None:
+            return None, Reject(key, reason, detail, split=split)  # type: ignore[arg-type]
         row = {
             "sample_id": f"coco-{image_id:012d}-{ann_id}",
             "dataset": self.name,
             "split": split,
-            "image_path": rel.as_posix(),
+            "image_path": rel,
             "image_width_px": width,
             "image_height_px": height,
             "person_index": 0,
@@ -229,6 +226,28 @@ class CocoKeypoints(DatasetAdapter):
             "extra": json.dumps({"image_id": image_id, "area": ann.get("area"), "iscrowd": int(ann.get("iscrowd", 0))}),
         }
         return row, None
+
+
+def _image_relpath(image: dict[str, Any], images_dir: str, root: Path) -> tuple[str | None, RejectReason | None, str]:
+    """An image entry's path relative to the source root, or why it cannot be used.
+
+    Returns:
+        ``(relative POSIX path, None, "")``, or ``(None, reason, detail)`` for a missing or
+        non-text ``file_name`` (``malformed_annotation``), one that is not UTF-8 (``path_not_utf8``)
+        or one that escapes the source (``path_escapes_source``).
+    """
+    name = image.get("file_name")
+    if not isinstance(name, str) or not name:
+        return None, RejectReason.MALFORMED_ANNOTATION, f"image {image.get('id')}: file_name {name!r} is not a file name"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return None, RejectReason.PATH_NOT_UTF8, f"image {image.get('id')}: file_name {shown!r} is not valid UTF-8"
+    rel = safe_relative_path(root, f"{images_dir}/{name}" if images_dir else name)
+    if rel is None or ".." in Path(name).parts or Path(name).is_absolute():
+        return None, RejectReason.PATH_ESCAPES_SOURCE, f"file_name {name!r}"
+    return rel.as_posix(), None, ""
 
 
 def _as_int(value: Any) -> int | None:
