@@ -222,17 +222,24 @@ def to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
         SchemaError: On unknown keys, missing non-nullable fields or values of the wrong type.
     """
     rows = list(rows)
-    names = set(schema.names)
-    columns: dict[str, list[Any]] = {n: [] for n in schema.names}
-    for i, row in enumerate(rows):
-        unknown = set(row) - names
-        if unknown:
-            raise SchemaError(f"row {i} has fields not in the {schema.metadata.get(b'posepipe.record', b'?').decode()} schema: {sorted(unknown)}")
-        for f in schema:
-            value = row.get(f.name)
-            if value is None and not f.nullable:
-                raise SchemaError(f"row {i}: non-nullable field {f.name!r} is missing", hint="fix the adapter that built it")
-            columns[f.name].append(value)
+    names = frozenset(schema.names)
+    # column by column (one comprehension per field, not a Python step per cell); the first bad row
+    # is found only when there is one, and reported as a row-by-row check would (unknown keys
+    # before the row's missing fields, fields in schema order)
+    columns = {f.name: [row.get(f.name) for row in rows] for f in schema}
+    problems: list[tuple[int, int, str]] = []
+    if any(not names.issuperset(keys) for keys in {frozenset(row) for row in rows}):
+        i = next(i for i, row in enumerate(rows) if not names.issuperset(row))
+        unknown = set(rows[i]) - names
+        problems.append((i, -1, f"row {i} has fields not in the {schema.metadata.get(b'posepipe.record', b'?').decode()} schema: {sorted(unknown)}"))
+    for k, f in enumerate(schema):
+        if not f.nullable:
+            i = next((i for i, value in enumerate(columns[f.name]) if value is None), None)
+            if i is not None:
+                problems.append((i, k, f"row {i}: non-nullable field {f.name!r} is missing"))
+    if problems:
+        i, k, message = min(problems)
+        raise SchemaError(message) if k < 0 else SchemaError(message, hint="fix the adapter that built it")
     try:
         arrays = [pa.array(columns[f.name], type=f.type) for f in schema]
         return pa.Table.from_arrays(arrays, schema=schema)

@@ -38,13 +38,10 @@ def join(*parts: str) -> str:
     return "/".join(p.rstrip("/") for p in parts if p)
 
 
-def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a local file, read in chunks (the one checksum every manifest and registry uses)."""
-    h = hashlib.sha256()
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a local file, read in blocks into one buffer (the one checksum every manifest and registry uses)."""
     with open(path, "rb") as fh:
-        while block := fh.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()  # reads into one reused buffer
 
 
 def _no_room(exc: BaseException, path: str) -> DiskFullError | None:

@@ -35,3 +35,14 @@ def test_code_version_follows_every_imported_project_module():
         assert module in shard_code
     assert not any(m.split(".")[0] in ("prefect", "dask", "numpy") for m in shard_code)  # project modules only
     assert code_version("tasks.datasets.flic") != code_version("tasks.datasets.coco")
+
+
+def test_digests_over_several_hashing_blocks_match_each_file_and_name_missing_ones(tmp_path):
+    names = [f"d{i % 3}/f{i:03d}.bin" for i in range(150)]  # > 2 blocks of 64
+    for i, name in enumerate(names):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(bytes([i % 251]) * (i * 37 + 1))
+    cache: dict = {}
+    out = media_digests(tmp_path, [*names, names[0], "absent.jpg", "d0"], cache)  # a duplicate, a missing file, a folder
+    assert out == {**{n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in names}, "absent.jpg": None, "d0": None}
+    assert len(cache) == 150

@@ -19,8 +19,10 @@ image together in a shard.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,68 +142,85 @@ class CocoKeypoints(DatasetAdapter):
                 malformed[str(img.get("id"))] = f"{ann_file.name}: images[{position}] has id {img.get('id')!r} (not an integer)"
             else:
                 images[image_id] = img
-        rows: list[dict[str, Any]] = []
-        rejects: list[Reject] = []
         seen: set[Any] = set()
-        paths: dict[int, tuple[str | None, RejectReason | None, str]] = {}  # per image: checked once, not per person
+        # Two passes, same checks in the same order as one: per annotation, the structural checks up
+        # to the keypoint count (anything odd raises and becomes malformed_annotation); then the
+        # numeric checks on all survivors' keypoints at once (numpy per person cost ~40 us of ~60).
+        outcomes: list[Reject | _Candidate] = []
         for ann in data["annotations"]:
             key = str(ann.get("id", "?")) if isinstance(ann, dict) else "?"
             try:
                 if isinstance(ann, dict) and _as_int(ann.get("image_id")) is None and str(ann.get("image_id")) in malformed:
-                    rejects.append(Reject(key, RejectReason.MALFORMED_ANNOTATION, malformed[str(ann.get("image_id"))], split=split))
+                    outcomes.append(Reject(key, RejectReason.MALFORMED_ANNOTATION, malformed[str(ann.get("image_id"))], split=split))
                     continue
-                row, reject = self._convert(ann, images, split, images_dir, root, seen, p, paths)
+                outcomes.append(self._screen(ann, images, split, seen, p))
             except (TypeError, ValueError, KeyError) as exc:
-                row, reject = None, Reject(key, RejectReason.MALFORMED_ANNOTATION, f"{ann_file.name}: {exc!r}", split=split)
+                outcomes.append(Reject(key, RejectReason.MALFORMED_ANNOTATION, f"{ann_file.name}: {exc!r}", split=split))
+        candidates = [o for o in outcomes if isinstance(o, _Candidate)]
+        people = _PeopleKeypoints.of([c.keypoints for c in candidates])
+        paths: dict[int, tuple[str | None, RejectReason | None, str]] = {}  # per image: checked once, not per person
+        rows: list[dict[str, Any]] = []
+        rejects: list[Reject] = []
+        done = iter(range(len(candidates)))
+        for outcome in outcomes:
+            if not isinstance(outcome, _Candidate):
+                rejects.append(outcome)
+                continue
+            try:
+                row, reject = self._convert(outcome, people, next(done), split, images_dir, root, p, paths)
+            except (TypeError, ValueError, KeyError) as exc:
+                row, reject = None, Reject(outcome.key, RejectReason.MALFORMED_ANNOTATION, f"{ann_file.name}: {exc!r}", split=split)
             if row is not None:
                 rows.append(row)
             else:
                 rejects.append(reject)  # type: ignore[arg-type]
         return len(images), rows, rejects
 
-    def _convert(
-        self,
-        ann: dict[str, Any],
-        images: dict[int, dict[str, Any]],
-        split: str,
-        images_dir: str,
-        root: Path,
-        seen: set[Any],
-        p: CocoParams,
-        paths: dict[int, tuple[str | None, RejectReason | None, str]],
-    ) -> tuple[dict[str, Any] | None, Reject | None]:
+    def _screen(self, ann: dict[str, Any], images: dict[int, dict[str, Any]], split: str, seen: set[Any], p: CocoParams) -> Reject | _Candidate:
+        """The per-annotation checks up to the keypoint count (first pass of :meth:`_parse_file`)."""
         ann_id = ann["id"]
         key = str(ann_id)
         if ann_id in seen:
-            return None, Reject(key, RejectReason.DUPLICATE_ID, f"annotation id {ann_id} appears more than once", split=split)
+            return Reject(key, RejectReason.DUPLICATE_ID, f"annotation id {ann_id} appears more than once", split=split)
         seen.add(ann_id)
         if int(ann.get("category_id", 1)) != 1:
-            return None, Reject(key, RejectReason.MALFORMED_ANNOTATION, f"category_id {ann.get('category_id')} is not person", split=split)
+            return Reject(key, RejectReason.MALFORMED_ANNOTATION, f"category_id {ann.get('category_id')} is not person", split=split)
         image = images.get(int(ann["image_id"]))
         if image is None:
-            return None, Reject(key, RejectReason.UNKNOWN_IMAGE, f"image_id {ann['image_id']} not in images", split=split)
+            return Reject(key, RejectReason.UNKNOWN_IMAGE, f"image_id {ann['image_id']} not in images", split=split)
         if ann.get("iscrowd", 0) and not p.keep_crowd:
-            return None, Reject(key, RejectReason.CROWD, "iscrowd=1", split=split)
+            return Reject(key, RejectReason.CROWD, "iscrowd=1", split=split)
         kps = np.asarray(ann.get("keypoints") or [0] * (3 * _NUM_JOINTS), dtype=np.float64)
         if kps.size != 3 * _NUM_JOINTS:
-            return None, Reject(key, RejectReason.MALFORMED_ANNOTATION, f"{kps.size} keypoint values, expected 51", split=split)
-        kps = kps.reshape(_NUM_JOINTS, 3)
-        vis = np.clip(kps[:, 2], 0, 2).astype(np.int8)
-        labelled = vis > 0
-        if int(labelled.sum()) < p.min_keypoints:
-            return None, Reject(key, RejectReason.ZERO_KEYPOINTS, f"{int(labelled.sum())} labelled keypoints", split=split)
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        if not (np.isfinite([x, y, w, h]).all()) or w <= 0 or h <= 0:
+            return Reject(key, RejectReason.MALFORMED_ANNOTATION, f"{kps.size} keypoint values, expected 51", split=split)
+        return _Candidate(ann, key, image, kps.reshape(_NUM_JOINTS, 3))
+
+    def _convert(
+        self,
+        c: _Candidate,
+        people: _PeopleKeypoints,
+        i: int,
+        split: str,
+        images_dir: str,
+        root: Path,
+        p: CocoParams,
+        paths: dict[int, tuple[str | None, RejectReason | None, str]],
+    ) -> tuple[dict[str, Any] | None, Reject | None]:
+        """The rest of the checks and the record of candidate ``c`` (row ``i`` of ``people``)."""
+        ann, key, image = c.ann, c.key, c.image
+        labelled = int(people.labelled[i])
+        if labelled < p.min_keypoints:
+            return None, Reject(key, RejectReason.ZERO_KEYPOINTS, f"{labelled} labelled keypoints", split=split)
+        x, y, w, h = map(float, ann["bbox"])
+        if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(w) and math.isfinite(h)) or w <= 0 or h <= 0:
             return None, Reject(key, RejectReason.INVALID_BOX, f"bbox {ann['bbox']}", split=split)
         if w <= p.min_box_side_px or h <= p.min_box_side_px:
             return None, Reject(key, RejectReason.BOX_TOO_SMALL, f"bbox {w:.1f}x{h:.1f} px", split=split)
         width, height = int(image["width"]), int(image["height"])
-        xy = np.where(labelled[:, None], kps[:, :2], np.nan).astype(np.float32)
         if p.check_keypoints_in_image:
-            lab = xy[labelled]
-            outside = (lab[:, 0] < 0) | (lab[:, 1] < 0) | (lab[:, 0] > width) | (lab[:, 1] > height)
-            if outside.any():
-                return None, Reject(key, RejectReason.KEYPOINTS_OUT_OF_IMAGE, f"{int(outside.sum())} labelled keypoints outside {width}x{height}", split=split)
+            outside = people.outside(i, width, height)
+            if outside:
+                return None, Reject(key, RejectReason.KEYPOINTS_OUT_OF_IMAGE, f"{outside} labelled keypoints outside {width}x{height}", split=split)
         image_id = int(ann["image_id"])
         if image_id not in paths:
             paths[image_id] = _image_relpath(image, images_dir, root)
@@ -209,7 +228,7 @@ class CocoKeypoints(DatasetAdapter):
         if rel is None:
             return None, Reject(key, reason, detail, split=split)  # type: ignore[arg-type]
         row = {
-            "sample_id": f"coco-{image_id:012d}-{ann_id}",
+            "sample_id": f"coco-{image_id:012d}-{ann['id']}",
             "dataset": self.name,
             "split": split,
             "image_path": rel,
@@ -221,11 +240,64 @@ class CocoKeypoints(DatasetAdapter):
             "center_xy_px": [x + w / 2, y + h / 2],
             "scale": max(w, h) / 200.0,
             "skeleton": self.skeleton,
-            "keypoints_xy_px": xy.tolist(),
-            "keypoints_visibility": vis.tolist(),
-            "extra": json.dumps({"image_id": image_id, "area": ann.get("area"), "iscrowd": int(ann.get("iscrowd", 0))}),
+            "keypoints_xy_px": people.xy_lists[i],
+            "keypoints_visibility": people.visibility_lists[i],
+            "extra": f'{{"image_id": {image_id}, "area": {_json_value(ann.get("area"))}, "iscrowd": {int(ann.get("iscrowd", 0))}}}',
         }
         return row, None
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """An annotation that passed :meth:`CocoKeypoints._screen`: its ``(17, 3) float64`` keypoints."""
+
+    ann: dict[str, Any]
+    key: str
+    image: dict[str, Any]
+    keypoints: np.ndarray
+
+
+@dataclass(frozen=True)
+class _PeopleKeypoints:
+    """The keypoint arrays of M people, computed once for all of them.
+
+    Attributes:
+        visibility: ``(M, 17) int8``, COCO's v clipped to 0..2.
+        labelled: ``(M,) int`` joints with v > 0.
+        xy: ``(M, 17, 2) float32``, NaN where not labelled.
+        low_xy: ``(M, 2) float32`` smallest labelled x and y (inf when none).
+        high_xy: ``(M, 2) float32`` largest labelled x and y (-inf when none).
+        xy_lists: ``xy`` as nested lists (the records' values).
+        visibility_lists: ``visibility`` as nested lists.
+    """
+
+    visibility: np.ndarray
+    labelled: np.ndarray
+    xy: np.ndarray
+    low_xy: np.ndarray
+    high_xy: np.ndarray
+    xy_lists: list[list[list[float]]]
+    visibility_lists: list[list[int]]
+
+    @classmethod
+    def of(cls, keypoints: list[np.ndarray]) -> _PeopleKeypoints:
+        """From each person's ``(17, 3) float64`` (x, y, v) rows."""
+        kps = np.stack(keypoints) if keypoints else np.zeros((0, _NUM_JOINTS, 3))
+        vis = np.clip(kps[:, :, 2], 0, 2).astype(np.int8)
+        labelled = vis > 0
+        xy = np.where(labelled[:, :, None], kps[:, :, :2], np.nan).astype(np.float32)
+        known = labelled[:, :, None] & ~np.isnan(xy)  # a NaN coordinate is never "outside"
+        low = np.where(known, xy, np.inf).min(axis=1)
+        high = np.where(known, xy, -np.inf).max(axis=1)
+        return cls(vis, labelled.sum(axis=1), xy, low, high, xy.tolist(), vis.tolist())  # one tolist each, not one per person
+
+    def outside(self, i: int, width: int, height: int) -> int:
+        """Labelled joints of person ``i`` outside ``[0, width] x [0, height]``."""
+        (x0, y0), (x1, y1) = self.low_xy[i], self.high_xy[i]
+        if x0 >= 0 and y0 >= 0 and x1 <= width and y1 <= height:  # the usual case, without numpy
+            return 0
+        lab = self.xy[i][self.visibility[i] > 0]
+        return int(((lab[:, 0] < 0) | (lab[:, 1] < 0) | (lab[:, 0] > width) | (lab[:, 1] > height)).sum())
 
 
 def _image_relpath(image: dict[str, Any], images_dir: str, root: Path) -> tuple[str | None, RejectReason | None, str]:
@@ -245,9 +317,22 @@ def _image_relpath(image: dict[str, Any], images_dir: str, root: Path) -> tuple[
         shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         return None, RejectReason.PATH_NOT_UTF8, f"image {image.get('id')}: file_name {shown!r} is not valid UTF-8"
     rel = safe_relative_path(root, f"{images_dir}/{name}" if images_dir else name)
-    if rel is None or ".." in Path(name).parts or Path(name).is_absolute():
+    if rel is None or ".." in name.split("/") or name.startswith("/"):
         return None, RejectReason.PATH_ESCAPES_SOURCE, f"file_name {name!r}"
     return rel.as_posix(), None, ""
+
+
+def _json_value(value: Any) -> str:
+    """``json.dumps(value)``, without its call overhead for the usual ``None``, int and finite float.
+
+    Example:
+        ``None`` → ``null``, ``12`` → ``12``, ``1.5`` → ``1.5``, ``"x"`` → ``"x"``.
+    """
+    if value is None:
+        return "null"
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return repr(value)  # what the json encoder writes for these
+    return json.dumps(value)
 
 
 def _as_int(value: Any) -> int | None:

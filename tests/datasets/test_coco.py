@@ -111,3 +111,24 @@ def test_malformed_annotation_and_unknown_image(coco, tmp_path):
     doc["annotations"].append({"id": 3, "image_id": 1, "category_id": 1, "bbox": "oops", "keypoints": [1, 1, 2] + [0] * 48})
     r = coco.parse(_write(tmp_path, doc), coco.make_params())
     assert r.parsed == 3 and _reasons(r) == {"malformed_annotation": 2, "unknown_image": 1}
+
+
+def test_records_and_rejects_keep_annotation_order_across_both_checking_passes(coco, tmp_path):
+    doc = _doc(area=123.5)
+    nan_and_outside = [30, 30, 2, float("nan"), 5, 2, 150, 20, 1] + [0] * 42  # x NaN never counts as outside
+    doc["annotations"] += [
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": "oops", "keypoints": [1, 1, 2] + [0] * 48},  # second pass raises
+        {"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "keypoints": nan_and_outside},
+        {"id": 4, "image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5], "keypoints": [1, 1, 2] + [0] * 48},  # first pass
+        {"id": 5, "image_id": 1, "category_id": 1, "bbox": [20, 30, 40, 50], "keypoints": [25, 35, 1, 26, 36, 0] + [0] * 45},
+    ]
+    r = coco.parse(_write(tmp_path, doc), coco.make_params({"min_box_side_px": 0}))
+    assert r.records.column("source_key").to_pylist() == ["1", "5"]
+    assert r.rejects.column("source_key").to_pylist() == ["2", "3", "4"]
+    assert r.rejects.column("reason").to_pylist() == ["malformed_annotation", "keypoints_out_of_image", "malformed_annotation"]
+    assert r.rejects.column("detail").to_pylist()[1] == "1 labelled keypoints outside 100x100"
+    first, last = r.records.to_pylist()
+    assert first["extra"] == json.dumps({"image_id": 1, "area": 123.5, "iscrowd": 0})
+    assert last["extra"] == json.dumps({"image_id": 1, "area": None, "iscrowd": 0})
+    assert last["keypoints_visibility"][:3] == [1, 0, 0] and last["keypoints_xy_px"][0] == [25.0, 35.0]
+    assert np.isnan(last["keypoints_xy_px"][1]).all() and last["bbox_xyxy_px"] == [20.0, 30.0, 60.0, 80.0]

@@ -17,6 +17,16 @@ def test_to_table_rejects_unknown_and_missing_fields():
         to_table([{"source_key": "1", "stage": "p"}], REJECTS_SCHEMA)
 
 
+def test_to_table_reports_the_first_bad_row_as_a_row_by_row_check_would():
+    ok = {"source_key": "1", "stage": "p", "reason": "r"}
+    with pytest.raises(SchemaError, match=r"row 1: non-nullable field 'stage'"):  # row 1's missing field comes before row 2's typo
+        to_table([ok, {"source_key": "2", "reason": "r"}, {**ok, "typo": 1}], REJECTS_SCHEMA)
+    with pytest.raises(SchemaError, match=r"row 1 has fields not in"):  # in one row, unknown keys first
+        to_table([ok, {"source_key": "2", "typo": 1}], REJECTS_SCHEMA)
+    with pytest.raises(SchemaError, match=r"row 0: non-nullable field 'source_key'"):  # fields in schema order
+        to_table([{"stage": None}], REJECTS_SCHEMA)
+
+
 def test_conform_detects_column_drift():
     with pytest.raises(SchemaError, match="missing"):
         conform(pa.table({"source_key": ["a"]}), REJECTS_SCHEMA)
