@@ -126,9 +126,8 @@ def media_digests(source_root: Path, rel_paths: list[str], cache: dict[str, list
     cache = {} if cache is None else cache
     out: dict[str, str | None] = {}
     todo: list[tuple[str, str, list[Any]]] = []
-    root = str(source_root)
     for rel in sorted(set(rel_paths)):
-        p = os.path.join(root, rel)
+        p = str(source_root / rel)  # the cache's key (and inputs_table's): pathlib's normal form
         try:
             st = os.stat(p)
         except (OSError, ValueError):

@@ -24,6 +24,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,17 +187,22 @@ def _plan(request: RebuildRequest, source: str) -> _Plan:
     p = adapter.make_params(request.adapter_params)
     result = adapter.parse(Path(source), p)
     source_root = Path(source).parent if Path(source).is_file() else Path(source)
-    records = kind.sort(result.records)
-    rejects = result.rejects
-    keep, refused = kind.parse_checks(records)
-    if refused:
-        records = records.filter(pa.array(keep))
-        rejects = pa.concat_tables([rejects, rejects_table(refused)])
     fs, rpath = filesystem(request.root)
     cache_path = digest_cache_path(rpath, request.dataset)
     cache = read_digest_cache(fs, cache_path)
     snapshot = dict(cache)
-    digests = media_digests(source_root, records.column(kind.media_column).to_pylist(), cache)
+    # the content fingerprint (file reads and hashlib, which release the GIL) runs while this thread
+    # sorts and checks the records; files of records the checks refuse are hashed too, then dropped
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint") as pool:
+        hashing = pool.submit(media_digests, source_root, result.records.column(kind.media_column).to_pylist(), cache)
+        records = kind.sort(result.records)
+        rejects = result.rejects
+        keep, refused = kind.parse_checks(records)
+        if refused:
+            records = records.filter(pa.array(keep))
+            rejects = pa.concat_tables([rejects, rejects_table(refused)])
+        every_digest = hashing.result()
+    digests = {rel: every_digest[rel] for rel in sorted(set(records.column(kind.media_column).to_pylist()))}
     if cache != snapshot:
         write_digest_cache(fs, cache_path, cache)
     inputs = dict(result.input_checksums)

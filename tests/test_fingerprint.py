@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+from pathlib import Path
 
 from tasks.fingerprint import _SHARD_CODE, code_version, media_digests, module_closure
 
@@ -46,3 +47,13 @@ def test_digests_over_several_hashing_blocks_match_each_file_and_name_missing_on
     out = media_digests(tmp_path, [*names, names[0], "absent.jpg", "d0"], cache)  # a duplicate, a missing file, a folder
     assert out == {**{n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in names}, "absent.jpg": None, "d0": None}
     assert len(cache) == 150
+
+
+def test_a_relative_source_root_keys_the_cache_as_inputs_table_reads_it(tmp_path, monkeypatch):
+    from tasks.fingerprint import inputs_table
+
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    cache: dict = {}
+    digests = media_digests(Path("."), ["a.jpg", "./a.jpg"], cache)
+    assert inputs_table(digests, Path("."), cache).column("size_bytes").to_pylist() == [1, 1]  # one cache entry serves both spellings
