@@ -2,7 +2,7 @@
 
 Rebuilds (in-process, no orchestrator) a synthetic COCO dataset (with flips), the real COCO-mini
 fixture and the real UCF101 clip lists, and prints per dataset: counts, parsed/written/rejected,
-rejects by reason and, per shard, rows, Parquet sha256 and HDF5 content sha256 (ids + shape +
+rejects by reason and, per shard, rows, Parquet sha256 and HDF5 content digest (ids + shape +
 pixels). Version ids are left out on purpose: they hash the code, which a refactor changes.
 
     python bench/identity.py --out before.json     # on the old commit
@@ -37,7 +37,7 @@ def fingerprint(root: str, summary: dict[str, Any]) -> dict[str, Any]:
         "written": m["written"],
         "rejected": m["rejected"],
         "rejects_by_reason": m["rejects_by_reason"],
-        "shards": [[s["split"], s["index"], s["rows"], s["parquet_sha256"], s["hdf5_content_sha256"]] for s in m["shards"]],
+        "shards": [[s["split"], s["index"], s["rows"], s["parquet_sha256"], s.get("hdf5_content_digest") or s.get("hdf5_content_sha256")] for s in m["shards"]],
     }
 
 

@@ -18,8 +18,8 @@ What is refused, each with its own error and a hint: a version with no manifest 
 :class:`~schemas.errors.VersionNotValidatedError` (naming the failed checks and shards); a shard
 whose bytes differ from the manifest :class:`~schemas.errors.ShardChecksumError` (naming the file).
 Parquet shards are checked against their sha256 when the version is opened; an HDF5 shard's content
-sha256 (:func:`storage.hdf5.content_sha256`) is recomputed, one sample at a time, on the first pixel
-read from it; :meth:`DatasetVersion.verify` checks everything at once.
+digest (:func:`storage.hdf5.content_digest`: xxh3-128, or sha256 for shards written before it) is
+recomputed, a block of rows at a time, on the first pixel read from it; :meth:`DatasetVersion.verify` checks everything at once.
 
 Pixels: the shards hold BGR (their ``color_order`` attribute says so; files written before it existed
 are BGR too) and every crop returned here is RGB. A crop is one raw HDF5 chunk, copied straight into
@@ -59,7 +59,7 @@ from schemas.errors import (
 )
 from schemas.records import CLIPS_SCHEMA, PROCESSED_SAMPLES_SCHEMA, conform, upgrade_legacy_columns
 from storage.fs import filesystem
-from storage.hdf5 import IMAGES, PixelsLayout, open_hdf5, read_rows_into, stream_content_sha256
+from storage.hdf5 import IMAGES, PixelsLayout, digest_algorithm, open_hdf5, read_rows_into, stream_content_digest
 from storage.layout import VersionPaths
 from storage.manifest import read_latest
 
@@ -95,7 +95,8 @@ class ShardRef:
         parquet: Records file, a path on the version's filesystem.
         hdf5: Pixels file (None for record kinds without pixels).
         parquet_sha256: sha256 of the Parquet file's bytes.
-        hdf5_content_sha256: :func:`storage.hdf5.content_sha256` of the pixels (None without pixels).
+        hdf5_content_digest: :func:`storage.hdf5.content_digest` of the pixels, ``"{algorithm}:{hex}"``
+            (None without pixels; a manifest's older ``hdf5_content_sha256`` reads as ``"sha256:{hex}"``).
     """
 
     split: str
@@ -104,7 +105,7 @@ class ShardRef:
     parquet: str
     hdf5: str | None
     parquet_sha256: str
-    hdf5_content_sha256: str | None
+    hdf5_content_digest: str | None
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ class DatasetVersion:
                 parquet=self._paths.file(s["parquet"]),
                 hdf5=self._paths.file(s["hdf5"]) if s.get("hdf5") else None,
                 parquet_sha256=s["parquet_sha256"],
-                hdf5_content_sha256=s.get("hdf5_content_sha256"),
+                hdf5_content_digest=s.get("hdf5_content_digest") or (f"sha256:{s['hdf5_content_sha256']}" if s.get("hdf5_content_sha256") else None),
             )
             shards.setdefault(ref.split, []).append(ref)
         self._shards = {split: sorted(refs, key=lambda r: r.index) for split, refs in shards.items()}
@@ -318,19 +319,20 @@ class DatasetVersion:
     def _verify_hdf5(self, shard: ShardRef) -> None:
         if shard.hdf5 is None or shard.hdf5 in self._verified_hdf5:
             return
+        expected = str(shard.hdf5_content_digest)
         try:
-            got = stream_content_sha256(self._h5(shard.hdf5))
+            got = stream_content_digest(self._h5(shard.hdf5), digest_algorithm(expected))
         except (OSError, KeyError) as exc:
             raise StorageError(f"cannot read HDF5 shard {shard.hdf5}: {exc}", hint="the file is corrupt; rebuild the version") from exc
-        if got != shard.hdf5_content_sha256:
+        if got != expected:
             raise ShardChecksumError(
-                f"{shard.hdf5}: content sha256 {got[:16]}… differs from the manifest's {str(shard.hdf5_content_sha256)[:16]}…",
+                f"{shard.hdf5}: content digest {got[:25]}… differs from the manifest's {expected[:25]}…",
                 hint=f"the pixels changed after {self.dataset}@{self.version} was committed; rebuild the version (posepipe rebuild {self.dataset})",
             )
         self._verified_hdf5.add(shard.hdf5)
 
     def verify(self, pixels: bool = True) -> None:
-        """Check every shard against the manifest: Parquet sha256, and (``pixels``) HDF5 content sha256.
+        """Check every shard against the manifest: Parquet sha256, and (``pixels``) HDF5 content digest.
 
         Raises:
             ShardChecksumError: The first shard that differs, named.
@@ -585,7 +587,7 @@ def open_version(root: str, dataset: str, version: str | None = None, verify: bo
         root: posepipe root (local path or fsspec URL).
         dataset: Dataset name (``"coco"``); ``"coco@v-…"`` is accepted too (see :func:`parse_dataset_ref`).
         version: Version id (default: the one ``LATEST`` points at).
-        verify: Check every Parquet shard's sha256 now and each HDF5 shard's content sha256 on
+        verify: Check every Parquet shard's sha256 now and each HDF5 shard's content digest on
             its first pixel read. ``False`` skips both (call :meth:`DatasetVersion.verify` yourself).
 
     Returns:

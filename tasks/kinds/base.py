@@ -89,7 +89,8 @@ class ShardSummary:
         rejects_by_reason: Reason code → count.
         rejects_file: Staged rejects of this shard (None when it rejected nothing).
         parquet_sha256: sha256 of the Parquet file's bytes.
-        hdf5_content_sha256: :func:`storage.hdf5.content_sha256` of the pixels (ids + shape + pixels).
+        hdf5_content_digest: :func:`storage.hdf5.content_digest` of the pixels (ids + shape + pixels),
+            ``"{algorithm}:{hex}"``.
         parsed: Inputs the shard started from (``rows + rejected``).
     """
 
@@ -102,12 +103,12 @@ class ShardSummary:
     rejects_by_reason: dict[str, int]
     rejects_file: str | None
     parquet_sha256: str
-    hdf5_content_sha256: str | None
+    hdf5_content_digest: str | None
     parsed: int
 
     def manifest_entry(self) -> dict[str, Any]:
         """The shard's entry in ``_manifest.json``."""
-        return {k: getattr(self, k) for k in ("split", "index", "parquet", "hdf5", "rows", "parquet_sha256", "hdf5_content_sha256")}
+        return {k: getattr(self, k) for k in ("split", "index", "parquet", "hdf5", "rows", "parquet_sha256", "hdf5_content_digest")}
 
 
 @dataclass(frozen=True)

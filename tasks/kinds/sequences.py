@@ -41,7 +41,7 @@ from schemas.errors import RejectReason
 from schemas.expectations import sequence_expectations
 from schemas.records import REJECTS_SCHEMA, SEQUENCE_SOURCES_SCHEMA, SEQUENCES_SCHEMA, conform
 from storage.fs import atomic_local_path, file_sha256, join
-from storage.hdf5 import COLOR_ORDER, IMAGES, SAMPLE_IDS, content_sha256, open_hdf5, read_sample_ids
+from storage.hdf5 import COLOR_ORDER, IMAGES, SAMPLE_IDS, content_digest, open_hdf5, read_sample_ids
 from storage.layout import VersionPaths, shard_relpath, staging_relpath
 from storage.parquet import ROW_GROUP_SIZE, read_parquet, write_parquet
 from tasks.datasets.base import Reject, rejects_table
@@ -280,7 +280,7 @@ class Sequences(RecordKind):
         by_reason: dict[str, int] = {}
         for r in rejects:
             by_reason[str(r.reason)] = by_reason.get(str(r.reason), 0) + 1
-        return ShardSummary(spec.split, spec.index, rel, h5_rel, len(ids), len(rejects), by_reason, rejects_rel, sha, content_sha256(ids, images), records.num_rows)
+        return ShardSummary(spec.split, spec.index, rel, h5_rel, len(ids), len(rejects), by_reason, rejects_rel, sha, content_digest(ids, images), records.num_rows)
 
     @staticmethod
     def _clip(rec: dict[str, Any], got: tuple[str, np.ndarray, np.ndarray] | None, build: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray] | None:

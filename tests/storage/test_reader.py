@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
 import posepipe
 from schemas.errors import ConfigError, SchemaError, ShardChecksumError, VersionNotFoundError, VersionNotValidatedError
-from storage.hdf5 import COLOR_ORDER, read_rows_into, stream_content_sha256
+from storage.hdf5 import COLOR_ORDER, content_digest, read_hdf5_rows, read_rows_into, stream_content_digest
 from storage.reader import DatasetVersion, open_version, parse_dataset_ref
 from tasks.synthetic import write_synthetic_coco
 from tasks.transforms.geometry import CropConfig
@@ -201,12 +202,37 @@ def test_tampered_pixel_byte_is_refused_on_first_read(root, built):
     assert open_version(str(root), "coco", verify=False).read_crops(v.shards("train")[1], [0]).shape == (1, H, W, 3)
 
 
-def test_streaming_content_sha256_matches_the_manifest_and_reads_other_layouts(built, tmp_path):
+def test_a_manifest_written_with_sha256_content_hashes_still_verifies_and_still_catches_tampering(root, built):
+    summary = built[1]
+    vdir = _vdir(root, summary)
+    path = vdir / "_manifest.json"
+    m = json.loads(path.read_text())
+    for shard in m["shards"]:  # as the manifests written before xxh3 have them
+        ids, pixels = read_hdf5_rows(LocalFileSystem(), str(vdir / shard["hdf5"]))
+        shard["hdf5_content_sha256"] = content_digest(ids, pixels, "sha256").removeprefix("sha256:")
+        del shard["hdf5_content_digest"]
+    path.write_text(json.dumps(m))
+    v = open_version(str(root), "coco")
+    v.verify()
+    assert all(s.hdf5_content_digest.startswith("sha256:") for s in v.shards("train"))
+    target = vdir / "_pixels/train/part-00001.h5"
+    with h5py.File(target) as f:
+        offset = f["images"].id.get_chunk_info(5).byte_offset + 100
+    data = bytearray(target.read_bytes())
+    data[offset] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(ShardChecksumError, match="content digest sha256:"):
+        open_version(str(root), "coco").read_crops(v.shards("train")[1], [0])
+
+
+def test_streaming_content_digest_matches_the_manifest_and_reads_other_layouts(built, tmp_path):
     root, summary = built
     v = open_version(str(root), "coco")
     for shard in v.shards("train"):
         with h5py.File(shard.hdf5) as f:
-            assert stream_content_sha256(f) == shard.hdf5_content_sha256
+            assert shard.hdf5_content_digest.startswith("xxh3_128:")
+            assert stream_content_digest(f) == shard.hdf5_content_digest
+            assert stream_content_digest(f, "sha256", block_bytes=1) == content_digest(*read_hdf5_rows(LocalFileSystem(), str(shard.hdf5)), "sha256")
     # a file another writer laid out (compressed, other chunking): the same rows through the slow path
     pixels = np.random.default_rng(0).integers(0, 255, (5, 6, 4, 3), dtype=np.uint8)
     with h5py.File(tmp_path / "other.h5", "w") as f:
@@ -360,7 +386,7 @@ def test_other_record_kinds_read_by_their_columns(root, built):
     (b,) = v.batches("val", batch_size=64)
     assert np.array_equal(b.crops, crops) and b.keypoints_xy_px.shape == (len(crops), 17, 2)
     for shard in m["shards"]:
-        shard["hdf5"] = shard["hdf5_content_sha256"] = None
+        shard["hdf5"] = shard["hdf5_content_digest"] = None
     path.write_text(json.dumps(m))
     v = open_version(str(root), "coco")
     (b,) = v.batches("val", batch_size=64, columns=["image_path"])

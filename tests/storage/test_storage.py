@@ -1,3 +1,4 @@
+import hashlib
 import multiprocessing as mp
 import os
 import time
@@ -5,11 +6,12 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
+import xxhash
 
-from schemas.errors import LockError, SchemaError, VersionNotFoundError
+from schemas.errors import LockError, SchemaError, StorageError, VersionNotFoundError
 from schemas.records import REJECTS_SCHEMA
 from storage.fs import atomic_open, filesystem
-from storage.hdf5 import content_sha256, read_hdf5_rows, write_hdf5_shard
+from storage.hdf5 import content_digest, digest_algorithm, read_hdf5_rows, write_hdf5_shard
 from storage.manifest import (
     compute_version,
     dataset_lock,
@@ -46,13 +48,24 @@ def test_parquet_bytes_deterministic_and_schema_enforced(tmp_path):
     assert not (tmp_path / "bad.parquet").exists()
 
 
+def test_content_digest_names_its_algorithm_and_hashes_ids_shape_and_pixels():
+    images = np.arange(6, dtype=np.uint8).reshape(2, 1, 1, 3)
+    payload = b"a\0b" + b"(2, 1, 1, 3)" + bytes(range(6))
+    assert content_digest(["a", "b"], images, "sha256") == "sha256:" + hashlib.sha256(payload).hexdigest()
+    assert content_digest(["a", "b"], images) == "xxh3_128:" + xxhash.xxh3_128(payload).hexdigest()
+    assert content_digest(["a", "b"], images[::-1]) != content_digest(["a", "b"], images)
+    assert digest_algorithm("xxh3_128:00") == "xxh3_128" and digest_algorithm("ab12") == "sha256"  # bare hex: written before
+    with pytest.raises(StorageError, match="unknown content digest 'md4'"):
+        content_digest(["a"], images[:1], "md4")
+
+
 def test_hdf5_shard_checksum_is_a_content_hash(tmp_path):
     fs, _ = filesystem(str(tmp_path))
     images = np.random.default_rng(0).integers(0, 255, (3, 8, 6, 3), dtype=np.uint8)
     a = write_hdf5_shard(fs, str(tmp_path / "a.h5"), ["s1", "s2", "s3"], images)
     time.sleep(1.1)  # a timestamp would differ now
     b = write_hdf5_shard(fs, str(tmp_path / "b.h5"), ["s1", "s2", "s3"], images)
-    assert a == b == content_sha256(["s1", "s2", "s3"], images)
+    assert a == b == content_digest(["s1", "s2", "s3"], images)
     changed = images.copy()
     changed[1, 0, 0, 0] ^= 1
     assert write_hdf5_shard(fs, str(tmp_path / "c.h5"), ["s1", "s2", "s3"], changed) != a
@@ -171,7 +184,7 @@ def test_unbuffered_write_falls_back_where_o_direct_is_refused(tmp_path, monkeyp
     write_hdf5_shard(fs, str(tmp_path / "write-refused.h5"), ["a", "b"], images)
     monkeypatch.setattr(os, "write", real_write)
     buffered = write_hdf5_shard(fs, str(tmp_path / "buffered.h5"), ["a", "b"], images, direct_io=False)
-    assert buffered == content_sha256(["a", "b"], images)
+    assert buffered == content_digest(["a", "b"], images)
     blobs = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert sorted(blobs) == ["buffered.h5", "direct.h5", "open-refused.h5", "write-refused.h5"]  # no temporaries left
     assert len(set(blobs.values())) == 1  # the same bytes whichever way they were written
