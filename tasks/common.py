@@ -8,12 +8,35 @@ video sampling, shard building and extraction can all use them. File digests are
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from schemas.errors import SourceError
+
+
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a block that builds many objects that all live on.
+
+    Parsing an annotation file creates millions of small containers and keeps them; each one counts
+    towards the next collection, and every full collection walks every object of the process (a
+    CLI process holds ~10^6 from its imports). Parsing COCO's 40k annotations spent about half its
+    time there (``_parse_file`` 1.5 s -> 0.6 s with the collector paused). Reference counting still
+    frees everything acyclic; cycles made inside wait for the next collection after the block. The
+    collector's previous state is restored, also on error.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def stable_hash(text: str) -> int:

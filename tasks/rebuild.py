@@ -44,6 +44,7 @@ from storage.fs import filesystem, flush_to_disk, write_bytes_atomic
 from storage.layout import INPUTS, VALIDATION_HTML, VALIDATION_JSON, VersionPaths, digest_cache_path
 from storage.manifest import compute_version, dataset_lock, read_json, set_latest, write_json, write_manifest
 from storage.parquet import read_parquet, write_parquet
+from tasks.common import cyclic_gc_paused
 from tasks.datasets import get_adapter
 from tasks.datasets.base import rejects_table
 from tasks.fingerprint import (
@@ -185,7 +186,8 @@ def _plan(request: RebuildRequest, source: str) -> _Plan:
     adapter = get_adapter(request.dataset)
     kind = get_kind(adapter.record_kind)
     p = adapter.make_params(request.adapter_params)
-    result = adapter.parse(Path(source), p)
+    with cyclic_gc_paused():  # see its docstring: half of a large parse went to collections
+        result = adapter.parse(Path(source), p)
     source_root = Path(source).parent if Path(source).is_file() else Path(source)
     fs, rpath = filesystem(request.root)
     cache_path = digest_cache_path(rpath, request.dataset)
