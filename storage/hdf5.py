@@ -194,11 +194,18 @@ def content_digest(sample_ids: Sequence[str], images: np.ndarray, algorithm: str
         ``content_digest(["a"], np.zeros((1, 1, 1, 3), np.uint8), "sha256")`` is ``"sha256:"`` and
         the sha256 hex of ``b"a" + b"(1, 1, 1, 3)" + bytes(3)``.
     """
-    h = _hasher(algorithm)
-    h.update("\0".join(sample_ids).encode())
-    h.update(repr(tuple(images.shape)).encode())
+    h = _content_hasher(algorithm, sample_ids, images.shape)
     h.update(np.ascontiguousarray(images, dtype=np.uint8).data)
     return f"{algorithm}:{h.hexdigest()}"
+
+
+def _content_hasher(algorithm: str, sample_ids: Sequence[str], shape: tuple[int, ...]) -> Any:
+    """A hasher that has taken a content digest's header: the ids (NUL-separated), then the array
+    shape; :func:`content_digest` and :func:`stream_content_digest` then feed it the pixel bytes."""
+    h = _hasher(algorithm)
+    h.update("\0".join(sample_ids).encode())
+    h.update(repr(tuple(shape)).encode())
+    return h
 
 
 def write_hdf5_shard(
@@ -413,9 +420,7 @@ def read_sample_ids(h5: h5py.File) -> list[str]:
 def stream_content_digest(h5: h5py.File, algorithm: str = CONTENT_DIGEST, block_bytes: int = 4 << 20) -> str:
     """:func:`content_digest` of an open shard, read a block of rows at a time (memory: ``block_bytes``, at least one row)."""
     dset = h5[IMAGES]
-    h = _hasher(algorithm)
-    h.update("\0".join(read_sample_ids(h5)).encode())
-    h.update(repr(tuple(dset.shape)).encode())
+    h = _content_hasher(algorithm, read_sample_ids(h5), dset.shape)
     n = dset.shape[0]
     if n:
         row_bytes = max(1, int(np.prod(dset.shape[1:])))
