@@ -92,7 +92,7 @@ class RebuildRequest:
         adapter_params: Parse policy overrides (validated by the adapter).
         crop: Crop configuration.
         seed: Run seed.
-        shard_size: Records per shard; None lets the record kind choose (:meth:`RecordKind.default_shard_size`).
+        shard_size: Records per shard; None lets the record kind choose (:meth:`~tasks.kinds.base.RecordKind.shard_size`).
         max_reject_ratio: Fail past this share of data-error rejects.
         mirror: Download mirror prefix (fetch only).
         manual_dir: Folder of manually downloaded files (fetch only).
@@ -299,7 +299,7 @@ def _prepare(request: RebuildRequest, source: str) -> Prepared:
         fs.rm(paths.dir, recursive=True)
     write_parquet(fs, paths.staged("rejects-parse.parquet"), plan.rejects, REJECTS_SCHEMA)
     write_parquet(fs, paths.staged("inputs.parquet"), inputs_table(plan.digests, plan.source_root, plan.digest_cache), INPUTS_SCHEMA)
-    ctx = StageContext(request.dataset, prepared.version, request.root, kind.shard_size(request.shard_size, request.crop), str(plan.source_root), request.crop, request.seed, prepared.splits, prepared.skeleton)
+    ctx = StageContext(request.dataset, prepared.version, request.root, prepared.params["shard_size"], str(plan.source_root), request.crop, request.seed, prepared.splits, prepared.skeleton)
     prepared.specs = kind.stage(plan.records, ctx)
     return prepared
 
