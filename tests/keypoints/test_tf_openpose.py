@@ -19,6 +19,7 @@ from tasks.keypoints.tf_openpose import (
     PER_SAMPLE_NORM,
     TfOpenPose,
     batch_dependent_nodes,
+    batch_pieces,
     cached_per_sample_graph,
     per_sample_norm_graph,
     read_graph_def,
@@ -115,15 +116,19 @@ def test_batch_dependence_is_detected_and_batches_are_refused(frozen_backend: Tf
 
 
 def test_rewritten_graph_is_batch_exact_on_real_frames(backend: TfOpenPose, frozen_backend: TfOpenPose, clip_frames: list[np.ndarray]) -> None:
-    """Batch 8 and a ragged last batch give every frame its batch-1 output (within 1e-4)."""
+    """Batch 8 and a ragged last batch give every frame its batch-1 output (within 1e-4; measured 0.0)."""
     assert backend.batch_invariant and backend.graph_revision == PER_SAMPLE_NORM and backend.batch_dependent_nodes == ()
     assert backend.choose_batch(32) == 32
     # the default batch is the fastest the probe allows here, measured once and kept beside the graph
     assert backend.max_batch in (1, 4, 8) and list(backend._cache_dir.glob("*.batch.json"))
     singles = np.concatenate([backend.run_frames(clip_frames[i : i + 1]) for i in range(9)])
     eight = np.concatenate([backend.run_frames(clip_frames[:8]), backend.run_frames(clip_frames[8:])])
-    ragged = np.concatenate([backend.run_frames(clip_frames[:5]), backend.run_frames(clip_frames[5:])])
-    assert np.abs(eight - singles).max() < 1e-4 and np.abs(ragged - singles).max() < 1e-4
+    ragged = np.concatenate([backend.run_frames(clip_frames[:5]), backend.run_frames(clip_frames[5:])])  # 4+1, then 4
+    nine = backend.run_frames(clip_frames)  # 8+1 in one call
+    for batched in (eight, ragged, nine):
+        assert np.abs(batched - singles).max() < 1e-4
+    # graphs exist for the powers of two sent, not for every ragged size
+    assert set(backend._fns) <= {1, 2, 4, 8} and {1, 4, 8} <= set(backend._fns)
     # and batch 1 of the rewrite is what the frozen graph computes at batch 1 (its batch-1 semantics)
     frozen = np.concatenate([frozen_backend.run_frames(clip_frames[i : i + 1]) for i in range(9)])
     assert np.abs(frozen - singles).max() <= 1e-6  # measured 0.0: the same fused kernel on the same numbers
@@ -135,28 +140,41 @@ def test_rewritten_graph_is_batch_exact_on_real_frames(backend: TfOpenPose, froz
         np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
 
 
+def test_batch_pieces_are_the_binary_decomposition() -> None:
+    assert batch_pieces(1) == [1]
+    assert batch_pieces(8) == [8]
+    assert batch_pieces(13) == [8, 4, 1]
+    assert batch_pieces(7) == [4, 2, 1]
+    assert batch_pieces(64) == [64]
+    assert batch_pieces(0) == []
+
+
 def test_the_rewrite_is_cached_by_model_sha256(graph_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tasks.keypoints import tf_openpose
 
     original = read_graph_def(graph_path)
     monkeypatch.setattr(tf_openpose, "_REWRITE_CACHE", {})
-    rewritten, n = cached_per_sample_graph(original, "a" * 64, tmp_path)
+    rewritten, n = cached_per_sample_graph(original, "a" * 64, 8, tmp_path)
     assert n == 39 and training_mode_batch_norms(rewritten) == [] and len(training_mode_batch_norms(original)) == 39
-    cached = tmp_path / f"{'a' * 64}.{PER_SAMPLE_NORM}.pb"
+    cached = tmp_path / f"{'a' * 64}.{PER_SAMPLE_NORM}.b8.pb"
     assert cached.is_file() and (tmp_path / f"{cached.name}.sha256").is_file()
+    # batch 1 needs no rewrite (a sample is its own batch): the graph as read, nothing cached
+    same, n1 = cached_per_sample_graph(original, "a" * 64, 1, tmp_path)
+    assert same is original and n1 == 0 and not list(tmp_path.glob("*.b1.pb"))
     # a new process (empty memory cache) reads the file instead of rewriting
     monkeypatch.setattr(tf_openpose, "_REWRITE_CACHE", {})
-    monkeypatch.setattr(tf_openpose, "per_sample_norm_graph", lambda _g: (_ for _ in ()).throw(AssertionError("rewrote again")))
-    again, n2 = cached_per_sample_graph(original, "a" * 64, tmp_path)
+    monkeypatch.setattr(tf_openpose, "per_sample_norm_graph", lambda _g, _b: (_ for _ in ()).throw(AssertionError("rewrote again")))
+    again, n2 = cached_per_sample_graph(original, "a" * 64, 8, tmp_path)
     assert n2 == 39 and again.SerializeToString(deterministic=True) == cached.read_bytes()
-    # another model sha256 is another entry; a corrupt cache file is rebuilt, not trusted
+    # another model sha256 or batch size is another entry; a corrupt cache file is rebuilt, not trusted
     monkeypatch.undo()
     monkeypatch.setattr(tf_openpose, "_REWRITE_CACHE", {})
     cached.write_bytes(b"garbage")
-    rebuilt, _ = cached_per_sample_graph(original, "a" * 64, tmp_path)
+    rebuilt, _ = cached_per_sample_graph(original, "a" * 64, 8, tmp_path)
     assert rebuilt.SerializeToString(deterministic=True) == cached.read_bytes() != b"garbage"
-    cached_per_sample_graph(original, "b" * 64, tmp_path)
-    assert (tmp_path / f"{'b' * 64}.{PER_SAMPLE_NORM}.pb").is_file()
+    cached_per_sample_graph(original, "b" * 64, 8, tmp_path)
+    cached_per_sample_graph(original, "a" * 64, 4, tmp_path)
+    assert (tmp_path / f"{'b' * 64}.{PER_SAMPLE_NORM}.b8.pb").is_file() and (tmp_path / f"{'a' * 64}.{PER_SAMPLE_NORM}.b4.pb").is_file()
 
 
 def _tiny_graph(is_training: bool, reduce_batch: bool = False):  # noqa: ANN202 - a GraphDef
@@ -182,8 +200,11 @@ def test_per_sample_norm_is_instance_normalisation_on_a_tiny_graph() -> None:
 
     gd = _tiny_graph(is_training=True)
     assert training_mode_batch_norms(gd) == ["bn"] and batch_dependent_nodes(gd) == ["bn"]
-    rewritten, names = per_sample_norm_graph(gd)
+    rewritten, names = per_sample_norm_graph(gd, 3)
     assert names == ["bn"] and batch_dependent_nodes(rewritten) == []
+    assert per_sample_norm_graph(gd, 1) == (gd, [])
+    with pytest.raises(ConfigError, match="batch >= 1"):
+        per_sample_norm_graph(gd, 0)
     x = np.random.default_rng(0).normal(2.0, 3.0, (3, 3, 4, 2)).astype(np.float32)
     run_new = load_frozen_graph(Path("tiny.pb"), "x", "y", rewritten)
     run_old = load_frozen_graph(Path("tiny.pb"), "x", "y", gd)
@@ -191,12 +212,14 @@ def test_per_sample_norm_is_instance_normalisation_on_a_tiny_graph() -> None:
     var = x.var(axis=(1, 2), keepdims=True)  # biased, as the fused op
     want = (x - mean) / np.sqrt(var + 1e-3) * np.array([1.5, 0.5], np.float32) + np.array([0.25, -1.0], np.float32)
     np.testing.assert_allclose(run_new(x), want, atol=1e-5)
-    np.testing.assert_allclose(run_new(x), np.concatenate([run_old(x[i : i + 1]) for i in range(3)]), atol=1e-5)
+    np.testing.assert_array_equal(run_new(x), np.concatenate([run_old(x[i : i + 1]) for i in range(3)]))  # the same kernel per sample
     assert np.abs(run_old(x) - np.concatenate([run_old(x[i : i + 1]) for i in range(3)])).max() > 0.01
+    # a rewritten graph runs the batch it was made for, no other
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        run_new(x[:2])
     # an inference-mode batch norm is left alone; a reduction over the batch axis is named
     assert training_mode_batch_norms(_tiny_graph(is_training=False)) == []
     assert batch_dependent_nodes(_tiny_graph(is_training=False, reduce_batch=True)) == ["batch_mean"]
-    del tf
 
 
 @pytest.mark.parametrize("which", ["frozen", "rewritten"])
