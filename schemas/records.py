@@ -179,7 +179,7 @@ INPUTS_SCHEMA = pa.schema(
     [
         pa.field("path", pa.string(), nullable=False, metadata={"doc": "relative to the source folder"}),
         pa.field("size_bytes", pa.int64(), nullable=True),
-        pa.field("sha256", pa.string(), nullable=True, metadata={"doc": "null: missing or not a regular file"}),
+        pa.field("digest", pa.string(), nullable=True, metadata={"doc": "content digest, xxh3_128:{hex}; null: missing or not a regular file"}),
     ],
     metadata={"posepipe.record": "inputs", "posepipe.schema_version": SCHEMA_VERSION},
 )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import fsspec
+import xxhash
 from fsspec.implementations.local import LocalFileSystem
 
 from schemas.errors import DiskFullError, StorageError
@@ -42,6 +43,30 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a local file, read in blocks into one buffer (the one checksum every manifest and registry uses)."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()  # reads into one reused buffer
+
+
+#: The content digest a dataset version takes of every image/video it references (``_inputs.parquet``).
+#: xxh3-128 (``xxhash``): ~8 GB/s here against sha256's ~1 GB/s, and a rebuild hashes every
+#: referenced file once (16,000 COCO-size JPEGs: 2.0 CPU-seconds with sha256). It detects any
+#: change to a file; it is not a defence against a file crafted to collide.
+FILE_DIGEST = "xxh3_128"
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """``"xxh3_128:{hex}"`` (:data:`FILE_DIGEST`) of a local file's content.
+
+    Read with raw ``os.read`` calls of 1 MiB: a small image is one read, so a hashing thread takes
+    the GIL back a handful of times per file (25 us per 97 KB JPEG here, 41 us through
+    ``hashlib.file_digest``), which matters when it runs beside a parse that holds the GIL.
+    """
+    h = xxhash.xxh3_128()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+    finally:
+        os.close(fd)
+    return f"{FILE_DIGEST}:{h.hexdigest()}"
 
 
 def _no_room(exc: BaseException, path: str) -> DiskFullError | None:

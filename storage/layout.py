@@ -8,7 +8,7 @@
     {root}/datasets/{dataset}/{version}/_pixels/{split}/part-{i:05d}.h5   pixels of the same shard
     {root}/datasets/{dataset}/{version}/_manifest.json             written last; readers trust nothing else
     {root}/datasets/{dataset}/{version}/_rejects.parquet           every parsed input not written, with a reason
-    {root}/datasets/{dataset}/{version}/_inputs.parquet            content sha256 of every referenced image/video
+    {root}/datasets/{dataset}/{version}/_inputs.parquet            content digest of every referenced image/video
     {root}/datasets/{dataset}/{version}/_validation.{json,html}    the gate's report
     {root}/datasets/{dataset}/{version}/_run.json                  when, where and from which source (not hashed)
     {root}/datasets/{dataset}/{version}/_staging/                  work files of an uncommitted build

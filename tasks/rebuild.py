@@ -40,7 +40,7 @@ from schemas.records import (
     schema_fingerprint,
 )
 from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED
-from storage.fs import filesystem, flush_to_disk, write_bytes_atomic
+from storage.fs import FILE_DIGEST, filesystem, flush_to_disk, write_bytes_atomic
 from storage.layout import INPUTS, VALIDATION_HTML, VALIDATION_JSON, VersionPaths, digest_cache_path
 from storage.manifest import compute_version, dataset_lock, read_json, set_latest, write_json, write_manifest
 from storage.parquet import read_parquet, write_parquet
@@ -443,8 +443,8 @@ def commit(
             "file": INPUTS,
             "sha256": inputs_sha,
             "files": inputs.num_rows,
-            "missing": inputs.column("sha256").null_count,
-            "digest": "sha256 of each referenced file's content",
+            "missing": inputs.column("digest").null_count,
+            "digest": f"{FILE_DIGEST} of each referenced file's content",
         },
         "counts": dict(sorted(counts.items())),
         "parsed": prepared.parsed,

@@ -4,6 +4,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import xxhash
+
 from tasks.fingerprint import _SHARD_CODE, code_version, media_digests, module_closure
 
 
@@ -15,7 +17,7 @@ def test_digest_cache_rereads_only_files_whose_stat_changed(tmp_path):
     (src / "b.jpg").write_bytes(b"B" * 100)
     cache: dict = {}
     first = media_digests(src, ["a.jpg", "b.jpg", "a.jpg", "gone.jpg"], cache)
-    assert first == {"a.jpg": hashlib.sha256(b"A" * 100).hexdigest(), "b.jpg": hashlib.sha256(b"B" * 100).hexdigest(), "gone.jpg": None}
+    assert first == {"a.jpg": _xxh3(b"A" * 100), "b.jpg": _xxh3(b"B" * 100), "gone.jpg": None}
     st = (src / "a.jpg").stat()
     # rewrite a.jpg in place (same inode and size) and put its mtime back: the cache answers
     with open(src / "a.jpg", "r+b") as fh:
@@ -23,7 +25,20 @@ def test_digest_cache_rereads_only_files_whose_stat_changed(tmp_path):
     os.utime(src / "a.jpg", ns=(st.st_atime_ns, st.st_mtime_ns))
     assert media_digests(src, ["a.jpg"], cache)["a.jpg"] == first["a.jpg"]  # not re-read: the cache is used
     os.utime(src / "a.jpg", ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # any stat change → read again
-    assert media_digests(src, ["a.jpg"], cache)["a.jpg"] == hashlib.sha256(b"Z" * 100).hexdigest()
+    assert media_digests(src, ["a.jpg"], cache)["a.jpg"] == _xxh3(b"Z" * 100)
+
+
+def _xxh3(data: bytes) -> str:
+    return f"xxh3_128:{xxhash.xxh3_128(data).hexdigest()}"
+
+
+def test_a_cache_entry_of_another_digest_algorithm_is_rehashed(tmp_path):
+    """A cache written when inputs were hashed with sha256 (bare hex) is not trusted for xxh3-128."""
+    (tmp_path / "a.jpg").write_bytes(b"A" * 10)
+    st = (tmp_path / "a.jpg").stat()
+    cache = {str(tmp_path / "a.jpg"): [st.st_size, st.st_mtime_ns, st.st_ino, hashlib.sha256(b"A" * 10).hexdigest()]}
+    assert media_digests(tmp_path, ["a.jpg"], cache) == {"a.jpg": _xxh3(b"A" * 10)}
+    assert cache[str(tmp_path / "a.jpg")][3] == _xxh3(b"A" * 10)
 
 
 def test_code_version_follows_every_imported_project_module():
@@ -45,7 +60,7 @@ def test_digests_over_several_hashing_blocks_match_each_file_and_name_missing_on
         (tmp_path / name).write_bytes(bytes([i % 251]) * (i * 37 + 1))
     cache: dict = {}
     out = media_digests(tmp_path, [*names, names[0], "absent.jpg", "d0"], cache)  # a duplicate, a missing file, a folder
-    assert out == {**{n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in names}, "absent.jpg": None, "d0": None}
+    assert out == {**{n: _xxh3((tmp_path / n).read_bytes()) for n in names}, "absent.jpg": None, "d0": None}
     assert len(cache) == 150
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xxhash
 
 from schemas.errors import AnnotationFormatError, DiskFullError, SourceError, ValidationFailedError
 from storage.fs import filesystem
@@ -77,7 +78,8 @@ def test_same_size_image_change_makes_a_new_version_and_repair_reuses_the_clean_
     m = read_manifest(fs, path, "coco", clean["version"])
     inputs = read_parquet(fs, f"{path}/datasets/coco/{clean['version']}/{m['inputs']['file']}")
     row = next(r for r in inputs.to_pylist() if r["path"] == "images/000000214753.jpg")
-    assert row["sha256"] == hashlib.sha256(original).hexdigest() and row["size_bytes"] == len(original)
+    assert row["digest"] == f"xxh3_128:{xxhash.xxh3_128(original).hexdigest()}" and row["size_bytes"] == len(original)
+    assert m["inputs"]["digest"] == "xxh3_128 of each referenced file's content"
     assert m["inputs"]["files"] == inputs.num_rows == len(set(inputs.column("path").to_pylist()))
     assert m["inputs"]["sha256"] == hashlib.sha256((Path(path) / f"datasets/coco/{clean['version']}/_inputs.parquet").read_bytes()).hexdigest()
 

@@ -14,7 +14,7 @@ run folder (:class:`storage.layout.ExtractionPaths`) instead of a published data
 
 One record per extracted clip (:data:`schemas.records.SEQUENCE_SOURCES_SCHEMA`); the keypoints
 themselves are read by the shard builder (:mod:`tasks.kinds.sequences`), clip by clip. The version
-hashes the run's clips files and per-clip keys (input checksums) and the content sha256 of every
+hashes the run's clips files and per-clip keys (input checksums) and the content digest of every
 part file (the kind's media column), so re-extracting one clip differently makes a new version.
 
 Frames: a run sampled with ``all``/``every_k``/``fps`` lists its frames in decode order, kept as

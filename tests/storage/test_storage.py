@@ -230,3 +230,15 @@ def test_a_shard_of_schema_1_0_0_reads_with_todays_column_names(tmp_path):
     got = t.to_pylist()[0]
     assert (got["crop_width_px"], got["crop_height_px"], got["image_width_px"], got["image_height_px"]) == (192, 256, 640, 480)
     assert t.schema.names == PROCESSED_SAMPLES_SCHEMA.names
+
+
+def test_file_digest_is_xxh3_128_of_the_whole_content_across_read_blocks(tmp_path):
+    from storage.fs import file_digest
+
+    data = bytes(range(256)) * (3 * 4096 + 17)  # 3 MiB + a tail: four 1 MiB reads
+    (tmp_path / "big.bin").write_bytes(data)
+    (tmp_path / "empty.bin").write_bytes(b"")
+    assert file_digest(tmp_path / "big.bin") == f"xxh3_128:{xxhash.xxh3_128(data).hexdigest()}"
+    assert file_digest(tmp_path / "empty.bin") == f"xxh3_128:{xxhash.xxh3_128(b'').hexdigest()}"
+    with pytest.raises(OSError):
+        file_digest(tmp_path / "absent.bin")
