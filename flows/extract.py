@@ -12,12 +12,12 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.runtime import dask_task_runner, share_prefect_tls_contexts, workers_share_prefect_api
+from flows.runtime import dask_task_runner, speed_up_prefect_task_runs, workers_share_prefect_api
 from schemas.settings import Settings
 from tasks.extract.plan import BackendSpec, ExtractShardSpec, plan_dataset
 from tasks.extract.worker import extract_shard, write_run_manifest
 
-share_prefect_tls_contexts()  # this module's tasks run on Dask workers: one TLS context per worker, not per task
+speed_up_prefect_task_runs()  # this module's tasks run on Dask workers: one TLS context and settings validation per worker, not per task
 
 
 @task(name="extract-shard", retries=0)

@@ -27,7 +27,7 @@ from flows.runtime import (
     held_dataset_lock,
     quiet_domain_tracebacks,
     rebuild_unless_built,
-    share_prefect_tls_contexts,
+    speed_up_prefect_task_runs,
     workers_share_prefect_api,
 )
 from schemas.settings import DEFAULT_MAX_REJECT_RATIO, DEFAULT_SEED, Settings
@@ -35,7 +35,7 @@ from tasks import rebuild as stages
 from tasks.kinds import ShardResult, ShardSpec
 from tasks.transforms.geometry import CropConfig
 
-share_prefect_tls_contexts()  # this module's tasks run on Dask workers: one TLS context per worker, not per task
+speed_up_prefect_task_runs()  # this module's tasks run on Dask workers: one TLS context and settings validation per worker, not per task
 
 
 @task(name="shard", cache_policy=NO_CACHE, task_run_name="shard-{spec.split}-{spec.index}")

@@ -9,6 +9,7 @@ from distributed import Client, LocalCluster
 
 from flows.runtime import (
     _SharedVerifiedContexts,
+    reuse_prefect_settings_contexts,
     share_inference_threads,
     share_prefect_tls_contexts,
     tune_worker_environment,
@@ -48,6 +49,44 @@ def test_prefect_clients_build_one_verified_tls_context_per_process(monkeypatch)
         orchestration.SyncPrefectClient("http://127.0.0.1:9/api")
         orchestration.SyncPrefectClient("http://127.0.0.1:9/api")
     assert counting.created == 3
+
+
+def test_task_runs_validate_the_same_prefect_settings_once_per_process(monkeypatch):
+    from prefect import context, flow_engine, task_engine
+    from prefect.settings import PREFECT_LOGGING_LEVEL, get_current_settings, temporary_settings
+
+    reuse_prefect_settings_contexts()
+    reuse_prefect_settings_contexts()  # idempotent: one wrapper
+    wrapper = context.hydrated_context
+    assert wrapper is task_engine.hydrated_context is flow_engine.hydrated_context
+    assert not getattr(wrapper.__wrapped__, "_posepipe_reuses_settings", False)
+    built = []
+    real = context.SettingsContext
+
+    class Counting(real):
+        def __init__(self, **kwargs):
+            built.append(kwargs)
+            super().__init__(**kwargs)
+
+    with temporary_settings({PREFECT_LOGGING_LEVEL: "ERROR"}):
+        serialized = context.serialize_context()
+    with temporary_settings({PREFECT_LOGGING_LEVEL: "CRITICAL"}):
+        other = context.serialize_context()
+    monkeypatch.setattr(context, "SettingsContext", Counting)
+    assert get_current_settings().logging.level != "ERROR"
+    client = object()  # no flow run to restore: a stand-in, so that no API server is started for one
+    for _ in range(3):
+        with task_engine.hydrated_context(serialized, client):  # what a task run on a worker does
+            assert get_current_settings().logging.level == "ERROR"  # the flow's settings are in effect
+            with wrapper(serialized, client):  # a copy nests inside another
+                assert get_current_settings().logging.level == "ERROR"
+        assert get_current_settings().logging.level != "ERROR"  # and are left on exit
+    assert len(built) == 1  # validated once (it was once per task run)
+    with wrapper(other, client):
+        assert get_current_settings().logging.level == "CRITICAL"  # other settings: their own context
+    assert len(built) == 2
+    with wrapper({}):  # nothing to restore: Prefect's own code path
+        pass
 
 
 def _worker_view() -> tuple[bool, str | None]:
