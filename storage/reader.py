@@ -287,6 +287,16 @@ class DatasetVersion:
             self._skeleton = (names.pop() if len(names) == 1 else None,)
         return self._skeleton[0]
 
+    @property
+    def column_names(self) -> list[str]:
+        """The records' columns: the record kind's schema (no shard read), else the first shard's."""
+        if self._schema is not None:
+            return list(self._schema.names)
+        for split in self.splits:
+            for shard in self.shards(split):
+                return self.read_records(shard).column_names
+        return []
+
     def crop_shape(self, split: str) -> tuple[int, int, int]:
         """``(H, W, 3)`` of the crops of ``split`` (from its first non-empty pixels shard).
 
@@ -392,17 +402,42 @@ class DatasetVersion:
         """:meth:`records` as a pandas DataFrame (list columns become arrays per cell)."""
         return self.records(split, columns).to_pandas()
 
-    def keypoints(self, split: str, frame: Literal["crop", "image"] = "crop") -> np.ndarray:
-        """``(N, J, 2) float32`` joints of ``split`` in crop pixels (``frame="crop"``) or source-image pixels; NaN where unknown."""
+    def take(self, split: str, rows: Sequence[int] | np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
+        """Records of ``split`` at positions ``rows`` of :meth:`records` (any order, repeats allowed),
+        reading only the shards that hold them (a few rows of a large split read a few shards).
+
+        Raises:
+            ConfigError: A position outside the split.
+        """
+        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        shards = self.shards(split)
+        starts = np.cumsum([0, *(s.rows for s in shards)])
+        if idx.size and (idx.min() < 0 or idx.max() >= starts[-1]):
+            raise ConfigError(f"{self.dataset}@{self.version} split {split!r} has {int(starts[-1])} records; rows must be in [0, {int(starts[-1])})")
+        which = np.searchsorted(starts, idx, side="right") - 1  # each row's shard
+        needed = np.unique(which)
+        if not needed.size:
+            schema = self._schema if self._schema is not None else pa.schema([])
+            return schema.empty_table() if columns is None else pa.schema([schema.field(c) for c in columns]).empty_table()
+        read = pa.concat_tables([self.read_records(shards[int(k)], columns) for k in needed])
+        offset = np.zeros(len(shards), np.int64)  # where each needed shard starts in ``read``
+        offset[needed] = np.cumsum([0, *(shards[int(k)].rows for k in needed[:-1])])
+        return read.take(pa.array(offset[which] + idx - starts[which]))
+
+    def keypoints(self, split: str, frame: Literal["crop", "image"] = "crop", rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """``(N, J, 2) float32`` joints of ``split`` in crop pixels (``frame="crop"``) or source-image pixels; NaN where unknown.
+
+        ``rows``: only these positions (see :meth:`take`); default every record.
+        """
         column = {"crop": "keypoints_crop_xy_px", "image": "keypoints_xy_px"}.get(frame)
         if column is None:
             raise ConfigError(f"frame must be 'crop' or 'image', not {frame!r}")
-        t = self.records(split, [column])
+        t = self.records(split, [column]) if rows is None else self.take(split, rows, [column])
         return _points(t.column(column), t.num_rows, column)
 
-    def visibility(self, split: str) -> np.ndarray:
-        """``(N, J) int8`` visibility of ``split`` (0 unlabelled, 1 occluded, 2 visible)."""
-        t = self.records(split, ["keypoints_visibility"])
+    def visibility(self, split: str, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """``(N, J) int8`` visibility of ``split`` (0 unlabelled, 1 occluded, 2 visible); ``rows`` as in :meth:`keypoints`."""
+        t = self.records(split, ["keypoints_visibility"]) if rows is None else self.take(split, rows, ["keypoints_visibility"])
         return _flags(t.column("keypoints_visibility"), t.num_rows, "keypoints_visibility")
 
     def labels(self, split: str, column: str = "activity") -> np.ndarray:

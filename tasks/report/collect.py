@@ -180,16 +180,17 @@ def _sample_tiles(version: Any, splits: Sequence[str]) -> list[dict[str, Any]]:
             continue
         rows = sample_rows(n, per_split)
         images_rgb = version.crops(split, rows)  # (k, H, W, 3) uint8 RGB
-        names = version.records(split).column_names
+        names = version.column_names
         id_col = next((c for c in ("sample_id", "clip_id") if c in names), None)
         label_col = next((c for c in ("label", "category", "activity") if c in names), None)
-        ids = version.records(split, [id_col]).column(id_col).to_pylist() if id_col else [""] * n
-        labels = version.records(split, [label_col]).column(label_col).to_pylist() if label_col else [None] * n
+        picked = version.take(split, rows, [c for c in (id_col, label_col) if c])  # the sampled rows' shards only
+        ids = picked.column(id_col).to_pylist() if id_col else [""] * len(rows)
+        labels = picked.column(label_col).to_pylist() if label_col else [None] * len(rows)
         draw = version.record != "sequences" and "keypoints_crop_xy_px" in names and version.skeleton
         if draw:
-            kp = version.keypoints(split)[rows]  # (k, J, 2) crop px
-            vis = version.visibility(split)[rows]  # (k, J)
-        for i, row in enumerate(rows):
+            kp = version.keypoints(split, rows=rows)  # (k, J, 2) crop px
+            vis = version.visibility(split, rows=rows)  # (k, J)
+        for i in range(len(rows)):
             img = np.ascontiguousarray(images_rgb[i][..., ::-1])  # RGB -> BGR
             s = _scale_for(*img.shape[:2])
             big = (
@@ -197,8 +198,8 @@ def _sample_tiles(version: Any, splits: Sequence[str]) -> list[dict[str, Any]]:
             )
             if draw:
                 big = draw_skeleton(big, kp[i], vis[i], version.skeleton, scale=float(s))
-            label = labels[int(row)]
-            caption = f"{split} · {ids[int(row)]}" + (f" · {label}" if label not in (None, "") else "")
+            label = labels[i]
+            caption = f"{split} · {ids[i]}" + (f" · {label}" if label not in (None, "") else "")
             tiles.append({"uri": tile_uri(big), "caption": caption, "width_px": big.shape[1]})
     return tiles
 

@@ -118,6 +118,28 @@ def test_round_trip_records_crops_keypoints(built):
     assert v.records().num_rows == summary["written"]
 
 
+def test_take_reads_only_the_shards_that_hold_the_rows(built, monkeypatch):
+    root, summary = built
+    v = open_version(str(root), "coco")
+    shards = v.shards("train")
+    assert len(shards) >= 3
+    everything = v.records("train")
+    n = everything.num_rows
+    rows = [n - 1, 0, 3, 0]  # any order, repeats allowed
+    read = []
+    real = DatasetVersion.read_records
+    monkeypatch.setattr(DatasetVersion, "read_records", lambda self, shard, columns=None: read.append(shard.parquet) or real(self, shard, columns))
+    got = v.take("train", rows, ["sample_id", "keypoints_visibility"])
+    assert got.column("sample_id").to_pylist() == [everything.column("sample_id")[r].as_py() for r in rows]
+    assert got.column_names == ["sample_id", "keypoints_visibility"]
+    assert sorted(set(read)) == sorted({shards[0].parquet, shards[-1].parquet})  # not the shards in between
+    np.testing.assert_array_equal(v.keypoints("train", rows=rows), v.keypoints("train")[rows])
+    np.testing.assert_array_equal(v.visibility("train", rows=rows), v.visibility("train")[rows])
+    assert v.take("train", []).num_rows == 0 and v.column_names == everything.column_names
+    with pytest.raises(ConfigError, match="rows must be in"):
+        v.take("train", [n])
+
+
 def test_latest_default_explicit_version_and_posepipe_reexport(built, tmp_path):
     root, summary = built
     a = posepipe.open_version(str(root), "coco")
