@@ -148,7 +148,7 @@ def _spawn(case: str, args: argparse.Namespace, **over: object) -> subprocess.Po
         argv += ["--model", str(args.model)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     if over.get("threads"):
-        env.update({"POSEPIPE_INTRA_OP_THREADS": str(over["threads"]), "POSEPIPE_INTER_OP_THREADS": "1"})
+        env.update({"POSEPIPE_INTRA_OP_THREADS": str(over["threads"]), "POSEPIPE_INTER_OP_THREADS": str(over["threads"])})  # as a LocalCluster worker
     return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
 
 

@@ -226,11 +226,14 @@ def share_inference_threads(workers: int, threads_per_worker: int = 1, cores: in
 
     TensorFlow and OpenCV size their thread pools to the whole machine by default: two extraction
     workers on 2 cores then run 2 x 2 compute threads and oversubscribe (measured: 2 workers
-    0.56 x one). Each worker gets ``POSEPIPE_INTRA_OP_THREADS = max(1, cores // (workers x
-    threads_per_worker))`` and ``POSEPIPE_INTER_OP_THREADS = 1``
-    (:func:`tasks.keypoints.api.inference_threads` reads them), unless this process's environment
-    already sets them (then the workers inherit those). An external cluster's workers keep their
-    operator's environment.
+    0.56 x one). Each worker gets ``POSEPIPE_INTRA_OP_THREADS = POSEPIPE_INTER_OP_THREADS =
+    max(1, cores // (workers x threads_per_worker))`` (:func:`tasks.keypoints.api.inference_threads`
+    reads them), unless this process's environment already sets them (then the workers inherit
+    those). Inter-op threads as many as intra-op ones, as TensorFlow's own default is for a whole
+    machine: the OpenPose graphs run branches side by side (the two PAF/heatmap branches, and the
+    per-sample batch norms of the batch-exact tf-openpose graph), and one worker on 2 cores with one
+    inter-op thread ran 20.4 frames/s at batch 1 and 29.3 at batch 8, with two 23.5 and 33.0. An
+    external cluster's workers keep their operator's environment.
 
     Args:
         workers: Worker processes of the cluster.
@@ -248,7 +251,8 @@ def share_inference_threads(workers: int, threads_per_worker: int = 1, cores: in
     if _USER_THREADS is None:  # before any nanny copied its pre-spawn variables into os.environ
         _USER_THREADS = {k: os.environ[k] for k in (INTRA_OP_ENV, INTER_OP_ENV) if k in os.environ}
     cores = cores or os.cpu_count() or 1
-    share = {INTRA_OP_ENV: str(max(1, cores // max(1, workers * threads_per_worker))), INTER_OP_ENV: "1"}
+    per_worker = str(max(1, cores // max(1, workers * threads_per_worker)))
+    share = {INTRA_OP_ENV: per_worker, INTER_OP_ENV: per_worker}
     wanted = {k: v for k, v in share.items() if k not in _USER_THREADS}
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
     env.update(wanted)

@@ -122,15 +122,15 @@ def test_each_started_worker_gets_its_share_of_the_cores_for_inference(monkeypat
     monkeypatch.delenv("POSEPIPE_INTER_OP_THREADS", raising=False)
     monkeypatch.setattr(flows.runtime, "_USER_THREADS", None)
     with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}):
-        assert share_inference_threads(2, 1, cores=4) == {"POSEPIPE_INTRA_OP_THREADS": "2", "POSEPIPE_INTER_OP_THREADS": "1"}
+        assert share_inference_threads(2, 1, cores=4) == {"POSEPIPE_INTRA_OP_THREADS": "2", "POSEPIPE_INTER_OP_THREADS": "2"}
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
             views = list(client.run(_worker_threads).values())
-        assert views == [(2, 1), (2, 1)]
+        assert views == [(2, 2), (2, 2)]
         assert share_inference_threads(3, 2, cores=2) == {"POSEPIPE_INTRA_OP_THREADS": "1", "POSEPIPE_INTER_OP_THREADS": "1"}
         # a user's own setting wins: it is inherited, not overwritten
         monkeypatch.setenv("POSEPIPE_INTRA_OP_THREADS", "3")
         monkeypatch.setattr(flows.runtime, "_USER_THREADS", None)
-        assert share_inference_threads(2, 1, cores=4) == {"POSEPIPE_INTER_OP_THREADS": "1"}
+        assert share_inference_threads(2, 1, cores=4) == {"POSEPIPE_INTER_OP_THREADS": "2"}
         assert "POSEPIPE_INTRA_OP_THREADS" not in dask.config.get("distributed.nanny.pre-spawn-environ")
     monkeypatch.setenv("POSEPIPE_INTRA_OP_THREADS", "zero")
     from schemas.errors import ConfigError
