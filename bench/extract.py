@@ -15,6 +15,7 @@ Usage::
 
     .venv/bin/python bench/extract.py --model ../shared/data/models/tf_pose_mobilenet_v2_small/graph_opt.pb
     .venv/bin/python bench/extract.py --backend tests.extract.doubles:make_blob_backend   # no TF
+    .venv/bin/python bench/extract.py --model ... --gpu 32,64   # the GPU path, where there is one
 """
 
 from __future__ import annotations
@@ -75,10 +76,13 @@ def case_pipeline(args: argparse.Namespace) -> dict[str, float]:
     sampling = SamplingSpec(mode="every_k", k=args.k)
     shard = plan_extract_shards(clips, args.out, "bench", spec, sampling, max(1, len(clips)), args.chunk, enforce_bounds=False,
                                 batch=args.batch or None)[0]  # fmt: skip
-    t0 = time.perf_counter()
+    t0, t0_unix = time.perf_counter(), time.time()
     summary = extract_shard(shard)
     wall = time.perf_counter() - t0
     return {
+        "t0_unix": t0_unix,
+        "t1_unix": time.time(),
+        "gpus": _gpus(),
         "frames": summary.frames,
         "wall_s": wall,
         "decode_s": summary.timings_s.get("decode", 0.0),
@@ -130,11 +134,17 @@ def case_raw(args: argparse.Namespace) -> dict[str, float]:
     frames = (frames * args.clips)[: max(len(frames), 1) * args.clips]
     step = est.choose_batch(args.batch or None)
     _warm_up(est, frames[0], step)
-    t0 = time.perf_counter()
+    t0, t0_unix = time.perf_counter(), time.time()
     for i in range(0, len(frames), step):
         est.infer(frames[i : i + step])
     wall = time.perf_counter() - t0
-    return {"frames": len(frames), "wall_s": wall, "max_batch": step}
+    return {"frames": len(frames), "wall_s": wall, "max_batch": step, "t0_unix": t0_unix, "t1_unix": time.time(), "gpus": _gpus()}
+
+
+def _gpus() -> int:
+    """GPUs TensorFlow sees in this process (0 without TensorFlow loaded or without a GPU)."""
+    tf = sys.modules.get("tensorflow")
+    return len(tf.config.list_physical_devices("GPU")) if tf is not None else 0
 
 
 def _spawn(case: str, args: argparse.Namespace, **over: object) -> subprocess.Popen[str]:
@@ -178,11 +188,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="frames per network call (0: the backend's default)")
     parser.add_argument("--frozen", action="store_true", help="tf-openpose: run the graph as frozen (no per-sample rewrite)")
     parser.add_argument("--only-batching", action="store_true", help="tf-openpose: run only the batch-exact batching comparison")
+    parser.add_argument("--gpu", default="", help="comma-separated batches to measure on the GPU (e.g. 32,64), with nvidia-smi's utilisation; then stop")
     args = parser.parse_args()
     if args.case:
         print(json.dumps(case_pipeline(args) if args.case == "pipeline" else case_raw(args)))
         return
     with tempfile.TemporaryDirectory(prefix="posepipe-bench-") as tmp:
+        if args.gpu:
+            _gpu(args, tmp, [int(b) for b in args.gpu.split(",")])
+            return
         if args.backend == "tf-openpose":
             _batching(args, tmp)
             if args.only_batching:
@@ -243,6 +257,52 @@ def _thread_scaling(args: argparse.Namespace, tmp: str, repeats: int = 2) -> lis
         f"  2 workers x 1 thread                      {med['2x1']:8.2f} frames/s  {spread['2x1']}",
         f"  2x1 / 1x2 = {med['2x1'] / med['1x2']:.2f} (target >= 1.0);  2x1 / 1x1 = {med['2x1'] / med['1x1']:.2f} (target >= 1.8)",
     ]
+
+
+def _gpu(args: argparse.Namespace, tmp: str, batches: list[int]) -> None:
+    """Raw network and end to end at each batch on the GPU, on the clip repeated 20x, with nvidia-smi's
+    utilisation sampled every 100 ms and averaged over each case's timed window; UCF101 hours on one GPU."""
+    import shutil
+
+    if shutil.which("nvidia-smi") is None:
+        print("no nvidia-smi on this machine: no GPU measurements")
+        return
+    long_video = repeat_video(Path(args.video), Path(tmp) / "x20.avi", 20)
+    print(f"GPU path: {Path(args.video).name} x20, every {args.k}th frame; utilisation from nvidia-smi over each timed window")
+    for batch in batches:
+        for case in ("raw", "pipeline"):
+            smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,utilization.gpu,memory.used", "--format=csv,noheader,nounits", "-lms", "100"],
+                                   stdout=subprocess.PIPE, text=True)  # fmt: skip
+            try:
+                r = _result(_spawn(case, args, video=long_video, batch=batch, out=f"{tmp}/gpu-{case}-{batch}"))
+            finally:
+                smi.terminate()
+            util, mem = _smi_window(smi.communicate()[0], r["t0_unix"], r["t1_unix"])
+            fps = r["frames"] / r["wall_s"]
+            line = f"  batch {batch:>3} {case:<8} {fps:9.1f} frames/s  GPU util {util:5.1f} %  memory {mem:7.0f} MiB  (TF saw {r['gpus']} GPU)"
+            if case == "pipeline":
+                n = max(1, r["frames"])
+                line += f"  decode wait {1000 * r['decode_s'] / n:.2f} ms, grouping {1000 * r['group_s'] / n:.2f} ms per frame"
+                line += f"; UCF101 every {args.k}th frame: {UCF101_FRAMES / args.k / fps / 3600:.1f} h on this GPU"
+            print(line)
+
+
+def _smi_window(text: str, t0: float, t1: float) -> tuple[float, float]:
+    """Mean GPU utilisation (%) and peak memory (MiB) of nvidia-smi CSV lines stamped inside [t0, t1] (unix s)."""
+    from datetime import datetime
+
+    utils, mems = [], []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        try:
+            stamp = datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp()
+            util, mem = float(parts[1]), float(parts[2])
+        except (ValueError, IndexError):
+            continue
+        if t0 <= stamp <= t1:
+            utils.append(util)
+            mems.append(mem)
+    return (sum(utils) / len(utils) if utils else float("nan")), (max(mems) if mems else float("nan"))
 
 
 def _keypoints(run_dir: str):  # noqa: ANN202 - (N, J, 3) array
