@@ -226,7 +226,8 @@ def main() -> None:
     ratio = long["peak_rss_mb"] / one["peak_rss_mb"]
     print(f"{'peak RSS, same clip x20':<38}{long['peak_rss_mb']:10.1f} MB  ({long['frames']} frames; {ratio:.3f} x one clip, target <= 1.10)")
     print(f"{'1 worker process':<38}{e2e_fps:10.2f} frames/s")
-    print(f"{'2 worker processes':<38}{two_fps:10.2f} frames/s   ({two_fps / e2e_fps:.2f} x one, incl. model load)")
+    print(f"{'2 processes, TF default threads':<38}{two_fps:10.2f} frames/s   ({two_fps / e2e_fps:.2f} x one, incl. model load;"
+          " no share of the cores: what workers did before POSEPIPE_*_OP_THREADS, see thread scaling)")  # fmt: skip
     for line in scaling:
         print(line)
     per_frame_all = UCF101_FRAMES / args.k
