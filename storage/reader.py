@@ -127,7 +127,7 @@ class Batch:
     visibility: np.ndarray
 
 
-def _points(column: pa.ChunkedArray | pa.Array, n: int, what: str) -> np.ndarray:
+def points_array(column: pa.ChunkedArray | pa.Array, n: int, what: str) -> np.ndarray:
     """A ``list<fixed_size_list<float32, 2>>`` column → ``(n, J, 2) float32`` (null points → NaN)."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if n == 0:
@@ -146,7 +146,7 @@ def _points(column: pa.ChunkedArray | pa.Array, n: int, what: str) -> np.ndarray
     return xy.reshape(n, int(lengths[0]), 2)
 
 
-def _flags(column: pa.ChunkedArray | pa.Array, n: int, what: str) -> np.ndarray:
+def flags_array(column: pa.ChunkedArray | pa.Array, n: int, what: str) -> np.ndarray:
     """A ``list<int8>`` column → ``(n, J) int8``."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if n == 0:
@@ -393,10 +393,12 @@ class DatasetVersion:
         """Records of ``split`` (default: every split, in :attr:`splits` order), in shard order (= sorted by sample id)."""
         splits = [split] if split is not None else self.splits
         tables = [self.read_records(shard, columns) for s in splits for shard in self.shards(s)]
-        if not tables:
-            schema = self._schema if self._schema is not None else pa.schema([])
-            return schema.empty_table() if columns is None else pa.schema([schema.field(c) for c in columns]).empty_table()
-        return pa.concat_tables(tables)
+        return pa.concat_tables(tables) if tables else self._empty_records(columns)
+
+    def _empty_records(self, columns: Sequence[str] | None) -> pa.Table:
+        """No records, with the record schema's columns (or ``columns`` of it)."""
+        schema = self._schema if self._schema is not None else pa.schema([])
+        return schema.empty_table() if columns is None else pa.schema([schema.field(c) for c in columns]).empty_table()
 
     def to_pandas(self, split: str | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """:meth:`records` as a pandas DataFrame (list columns become arrays per cell)."""
@@ -417,28 +419,24 @@ class DatasetVersion:
         which = np.searchsorted(starts, idx, side="right") - 1  # each row's shard
         needed = np.unique(which)
         if not needed.size:
-            schema = self._schema if self._schema is not None else pa.schema([])
-            return schema.empty_table() if columns is None else pa.schema([schema.field(c) for c in columns]).empty_table()
+            return self._empty_records(columns)
         read = pa.concat_tables([self.read_records(shards[int(k)], columns) for k in needed])
         offset = np.zeros(len(shards), np.int64)  # where each needed shard starts in ``read``
         offset[needed] = np.cumsum([0, *(shards[int(k)].rows for k in needed[:-1])])
         return read.take(pa.array(offset[which] + idx - starts[which]))
 
-    def keypoints(self, split: str, frame: Literal["crop", "image"] = "crop", rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """``(N, J, 2) float32`` joints of ``split`` in crop pixels (``frame="crop"``) or source-image pixels; NaN where unknown.
-
-        ``rows``: only these positions (see :meth:`take`); default every record.
-        """
+    def keypoints(self, split: str, frame: Literal["crop", "image"] = "crop") -> np.ndarray:
+        """``(N, J, 2) float32`` joints of ``split`` in crop pixels (``frame="crop"``) or source-image pixels; NaN where unknown."""
         column = {"crop": "keypoints_crop_xy_px", "image": "keypoints_xy_px"}.get(frame)
         if column is None:
             raise ConfigError(f"frame must be 'crop' or 'image', not {frame!r}")
-        t = self.records(split, [column]) if rows is None else self.take(split, rows, [column])
-        return _points(t.column(column), t.num_rows, column)
+        t = self.records(split, [column])
+        return points_array(t.column(column), t.num_rows, column)
 
-    def visibility(self, split: str, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """``(N, J) int8`` visibility of ``split`` (0 unlabelled, 1 occluded, 2 visible); ``rows`` as in :meth:`keypoints`."""
-        t = self.records(split, ["keypoints_visibility"]) if rows is None else self.take(split, rows, ["keypoints_visibility"])
-        return _flags(t.column("keypoints_visibility"), t.num_rows, "keypoints_visibility")
+    def visibility(self, split: str) -> np.ndarray:
+        """``(N, J) int8`` visibility of ``split`` (0 unlabelled, 1 occluded, 2 visible)."""
+        t = self.records(split, ["keypoints_visibility"])
+        return flags_array(t.column("keypoints_visibility"), t.num_rows, "keypoints_visibility")
 
     def labels(self, split: str, column: str = "activity") -> np.ndarray:
         """``(N,) object`` values of ``column`` (``activity``, ``category``, ``activity_id``, ``label``…), None where missing."""
@@ -569,8 +567,8 @@ class DatasetVersion:
                 at += t.num_rows
             table = pa.concat_tables([t for _, t in parts]) if len(parts) > 1 else parts[0][1]
             if joints:
-                kp = _points(table.column("keypoints_crop_xy_px"), n, "keypoints_crop_xy_px")
-                vis = _flags(table.column("keypoints_visibility"), n, "keypoints_visibility")
+                kp = points_array(table.column("keypoints_crop_xy_px"), n, "keypoints_crop_xy_px")
+                vis = flags_array(table.column("keypoints_visibility"), n, "keypoints_visibility")
             else:
                 kp, vis = np.zeros((n, 0, 2), np.float32), np.zeros((n, 0), np.int8)
             ids = [str(v) for v in table.column(id_column).to_pylist()]
@@ -667,4 +665,4 @@ def open_version(root: str, dataset: str, version: str | None = None, verify: bo
     return v
 
 
-__all__ = ["RECORD_SCHEMAS", "Batch", "DatasetVersion", "ShardRef", "open_version", "parse_dataset_ref"]
+__all__ = ["RECORD_SCHEMAS", "Batch", "DatasetVersion", "ShardRef", "flags_array", "open_version", "parse_dataset_ref", "points_array"]

@@ -19,7 +19,7 @@ from schemas.errors import PosepipeError, VersionNotValidatedError
 from storage.fs import filesystem, join
 from storage.layout import REJECTS, VersionPaths, model_dir
 from storage.manifest import read_latest, read_manifest
-from storage.reader import open_version, parse_dataset_ref
+from storage.reader import flags_array, open_version, parse_dataset_ref, points_array
 from tasks.report.html import png_data_uri
 
 __all__ = ["dataset_card_data", "model_card_data", "sample_rows", "tile_uri"]
@@ -183,13 +183,14 @@ def _sample_tiles(version: Any, splits: Sequence[str]) -> list[dict[str, Any]]:
         names = version.column_names
         id_col = next((c for c in ("sample_id", "clip_id") if c in names), None)
         label_col = next((c for c in ("label", "category", "activity") if c in names), None)
-        picked = version.take(split, rows, [c for c in (id_col, label_col) if c])  # the sampled rows' shards only
+        draw = version.record != "sequences" and "keypoints_crop_xy_px" in names and version.skeleton
+        joints = ["keypoints_crop_xy_px", "keypoints_visibility"] if draw else []
+        picked = version.take(split, rows, [c for c in (id_col, label_col, *joints) if c])  # one read of the sampled rows' shards
         ids = picked.column(id_col).to_pylist() if id_col else [""] * len(rows)
         labels = picked.column(label_col).to_pylist() if label_col else [None] * len(rows)
-        draw = version.record != "sequences" and "keypoints_crop_xy_px" in names and version.skeleton
         if draw:
-            kp = version.keypoints(split, rows=rows)  # (k, J, 2) crop px
-            vis = version.visibility(split, rows=rows)  # (k, J)
+            kp = points_array(picked.column("keypoints_crop_xy_px"), len(rows), "keypoints_crop_xy_px")  # (k, J, 2) crop px
+            vis = flags_array(picked.column("keypoints_visibility"), len(rows), "keypoints_visibility")  # (k, J)
         for i in range(len(rows)):
             img = np.ascontiguousarray(images_rgb[i][..., ::-1])  # RGB -> BGR
             s = _scale_for(*img.shape[:2])

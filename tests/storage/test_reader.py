@@ -25,7 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 import posepipe
 from schemas.errors import ConfigError, SchemaError, ShardChecksumError, VersionNotFoundError, VersionNotValidatedError
 from storage.hdf5 import COLOR_ORDER, content_digest, read_hdf5_rows, read_rows_into, stream_content_digest
-from storage.reader import DatasetVersion, open_version, parse_dataset_ref
+from storage.reader import DatasetVersion, flags_array, open_version, parse_dataset_ref, points_array
 from tasks.synthetic import write_synthetic_coco
 from tasks.transforms.geometry import CropConfig
 from tests.helpers import build_version
@@ -133,8 +133,9 @@ def test_take_reads_only_the_shards_that_hold_the_rows(built, monkeypatch):
     assert got.column("sample_id").to_pylist() == [everything.column("sample_id")[r].as_py() for r in rows]
     assert got.column_names == ["sample_id", "keypoints_visibility"]
     assert sorted(set(read)) == sorted({shards[0].parquet, shards[-1].parquet})  # not the shards in between
-    np.testing.assert_array_equal(v.keypoints("train", rows=rows), v.keypoints("train")[rows])
-    np.testing.assert_array_equal(v.visibility("train", rows=rows), v.visibility("train")[rows])
+    joints = v.take("train", rows, ["keypoints_crop_xy_px", "keypoints_visibility"])
+    np.testing.assert_array_equal(points_array(joints.column("keypoints_crop_xy_px"), len(rows), "kp"), v.keypoints("train")[rows])
+    np.testing.assert_array_equal(flags_array(joints.column("keypoints_visibility"), len(rows), "vis"), v.visibility("train")[rows])
     assert v.take("train", []).num_rows == 0 and v.column_names == everything.column_names
     with pytest.raises(ConfigError, match="rows must be in"):
         v.take("train", [n])
