@@ -368,13 +368,15 @@ class TfOpenPose(OpenPoseNet):
         graph_def = read_graph_def(self.model_path)
         self._graph_def = graph_def
         self._cache_dir = Path(graph_cache_dir) if graph_cache_dir is not None else None  # None: the default folder
-        self._per_sample = bool(per_sample_norm and training_mode_batch_norms(graph_def))
+        norms = training_mode_batch_norms(graph_def)
+        self._per_sample = bool(per_sample_norm and norms)
         self.graph_revision = PER_SAMPLE_NORM if self._per_sample else ""
         # batch size -> network; 1 is the graph as frozen (per sample by itself). A per-sample
         # backend adds one rewritten graph per power of two it is sent (:func:`batch_pieces`).
-        self._fns: dict[int, Callable[[Any], Any]] = {1: load_frozen_graph(self.model_path, entry.input_name, entry.output_name, graph_def)}
+        self._fns: dict[int, Callable[[Any], Any]] = {}
+        self._network(1)  # imported now: a graph without the entry's tensors fails here, not on a frame
         if self._per_sample:
-            log.info("%s: %d training-mode batch norms are run per sample", entry.name, len(training_mode_batch_norms(graph_def)))
+            log.info("%s: %d training-mode batch norms are run per sample", entry.name, len(norms))
             graph_def = cached_per_sample_graph(graph_def, self.model_sha256, 2, self._cache_dir)[0]
         self.batch_dependent_nodes = tuple(batch_dependent_nodes(graph_def))
         self._lock = threading.Lock()
@@ -401,7 +403,8 @@ class TfOpenPose(OpenPoseNet):
         return self._default_batch
 
     def _network(self, size: int) -> Callable[[Any], Any]:
-        """The network for batches of exactly ``size`` frames (imported on first use; caller holds the lock)."""
+        """The network for batches of exactly ``size`` frames (imported on first use; caller holds the
+        lock). Size 1 is the graph as frozen, which a backend without the rewrite runs at any batch."""
         fn = self._fns.get(size)
         if fn is None:
             graph_def, _ = cached_per_sample_graph(self._graph_def, self.model_sha256, size, self._cache_dir)
@@ -411,7 +414,7 @@ class TfOpenPose(OpenPoseNet):
     def _run(self, batch: np.ndarray) -> np.ndarray:
         with self._lock:
             if not self._per_sample:
-                out = self._fns[1](batch)
+                out = self._network(1)(batch)
             else:
                 outs, start = [], 0
                 for size in batch_pieces(len(batch)):
